@@ -1,0 +1,67 @@
+"""Development tasks for trio-sse.
+
+Run a session with ``python3 noxfile.py -s NAME`` (no set-up needed: on a fresh
+machine this file first installs nox into ``.nox/_bootstrap``), or with ``nox
+-s NAME`` where nox is installed. ``python3 noxfile.py -l`` lists sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+try:
+    import nox
+except ModuleNotFoundError:  # pragma: no cover - bootstrap path
+    if __name__ != "__main__":
+        raise
+    import subprocess
+    import venv
+
+    boot = HERE / ".nox" / "_bootstrap"
+    python = boot / "bin" / "python"
+    if not python.exists():
+        print("trio-sse: installing nox into .nox/_bootstrap (first run only)", flush=True)
+        venv.create(boot, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "nox"], check=True)
+    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pass pytest arguments after ``--``)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint and formatting check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Mypy --strict on the package."""
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy", "trio_sse")
+
+
+@nox.session(name="bench-codec")
+def bench_codec(session: nox.Session) -> None:
+    """Codec benchmark: encode/decode side by side with sse-starlette and httpx-sse."""
+    session.install("-e", ".", "sse-starlette", "httpx-sse")
+    session.run("python", "benchmarks/bench_codec.py", *session.posargs)
+
+
+if __name__ == "__main__":
+    nox.main()
