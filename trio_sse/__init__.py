@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+from ._app import App as App
+from ._app import EventStream as EventStream
+from ._app import Headers as Headers
+from ._app import HTMLResponse as HTMLResponse
+from ._app import HTTPException as HTTPException
+from ._app import JSONResponse as JSONResponse
+from ._app import PlainTextResponse as PlainTextResponse
+from ._app import Request as Request
+from ._app import Response as Response
+from ._app import Route as Route
+from ._app import StreamResponse as StreamResponse
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
+from ._config import Config as Config
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._server import Server as Server
+from ._server import serve as serve
+from ._server import serve_listeners as serve_listeners
 from ._version import __version__ as __version__
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "App",
+    "Config",
     "Decoder",
     "Event",
+    "EventStream",
     "EventTooLargeError",
+    "HTMLResponse",
+    "HTTPException",
+    "Headers",
+    "JSONResponse",
     "LocalProtocolError",
     "MessageEvent",
+    "PlainTextResponse",
     "ProtocolError",
     "RemoteProtocolError",
+    "Request",
+    "Response",
+    "Route",
     "SSEError",
+    "Server",
+    "StreamResponse",
     "__version__",
+    "serve",
+    "serve_listeners",
 ]

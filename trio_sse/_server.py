@@ -1,0 +1,704 @@
+"""The raw HTTP/1.1 server: h11 for framing, trio for I/O, one nursery per stream.
+
+Theory of operation
+-------------------
+
+Rule 1, ownership: :func:`serve_listeners` owns one nursery; every connection
+is a task in it, and every task serving a connection (the handler, the
+disconnect watcher, the heartbeat) lives in a nursery owned by that
+connection's task. When a connection ends, nothing that served it survives.
+
+Rule 2, one place per deadline: each :class:`Config` deadline is applied by a
+single cancel scope below: ``header_timeout`` and ``keep_alive_timeout`` in
+:meth:`_Connection._read_head`, ``body_timeout`` in
+:meth:`_Connection._read_body`, ``write_timeout`` in :meth:`_Connection._write`,
+``max_stream_lifetime`` in :meth:`_Connection._stream`, and
+``shutdown_grace_period`` in :meth:`Server._begin_shutdown`.
+
+Rule 3, disconnects cancel: while a stream is open, a watcher task reads the
+socket; end-of-file or a reset cancels the stream's nursery, so the handler is
+cancelled at its next checkpoint. A write that fails or stalls does the same.
+
+Rule 4, graceful shutdown: the connections' nursery sits in a *shielded*
+cancel scope, so cancelling :func:`serve` does not tear connections down
+mid-write. Instead it stops accepting, cancels each stream handler (the
+server then sends the final ``retry:`` event and the terminating chunk) and
+each idle keep-alive wait, and sets that shielded scope's deadline to now
+plus ``shutdown_grace_period``: whatever has not finished by then is cut.
+
+The hot path
+------------
+
+An event's bytes, with their chunk framing, come cached from
+:meth:`Event.encode_chunk`, so a broadcast frames once for every connection.
+h11 frames the response head and the terminating chunk; event chunks bypass
+it (h11's chunked writer keeps no byte count, so that is safe). A write first
+tries the socket directly (``os.write`` on the non-blocking descriptor): the
+usual case, an idle connection with room in its socket buffer, then costs one
+system call and no trip through trio's I/O manager. Only a write that does
+not complete falls back to ``send_all`` under the write-stall deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Final, final
+
+import h11
+import trio
+
+from ._app import (
+    App,
+    EventStream,
+    Headers,
+    HTTPException,
+    PlainTextResponse,
+    Request,
+    Response,
+    StreamResponse,
+    to_response,
+)
+from ._config import Config
+from ._event import Event
+
+__all__ = ["Server", "serve", "serve_listeners"]
+
+logger = logging.getLogger("trio_sse.server")
+
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+_SERVER_HEADER: Final = (b"server", b"trio-sse")
+#: Refused connections waiting for their 503 to be read, at most.
+_MAX_REJECTING: Final = 256
+
+
+class _PeerGone(Exception):
+    """The peer closed or reset the connection, or stopped reading."""
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> tuple[bytes, bytes]:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True).encode("ascii"))
+    return (b"date", _date_cache[1])
+
+
+async def serve(
+    app: App,
+    host: str | None = "127.0.0.1",
+    port: int = 8000,
+    *,
+    config: Config | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` over HTTP/1.1 on ``host:port`` until cancelled.
+
+    Args:
+        app: the application.
+        host: the address to bind (``None``: every interface).
+        port: the TCP port (``0``: any free port; read it from the listeners
+            passed to ``task_status.started``).
+        config: limits and deadlines (default: ``app.config``).
+        task_status: for ``await nursery.start(serve, ...)``; started with the
+            list of listeners once they accept connections.
+
+    Resource handling:
+        Cancelling the call shuts the server down gracefully: it stops
+        accepting, ends every stream properly, lets in-flight requests finish
+        for up to ``config.shutdown_grace_period``, closes everything, then
+        leaves the lifespan.
+
+    """
+    cfg = config if config is not None else app.config
+    if cfg.backlog is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=cfg.backlog)
+    await serve_listeners(app, listeners, config=cfg, task_status=task_status)
+
+
+async def serve_listeners(
+    app: App,
+    listeners: Sequence[trio.abc.Listener[Any]],
+    *,
+    config: Config | None = None,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on already-open listeners until cancelled.
+
+    Like :func:`serve`, for listeners you opened yourself (or in-memory ones in
+    tests). The listeners are closed when the server stops.
+    """
+    server = Server(app, config if config is not None else app.config)
+    await server.run(listeners, task_status=task_status)
+
+
+@final
+class Server:
+    """One running server: its connections, limits and shutdown state.
+
+    Most code calls :func:`serve`; this class is public for tests and tools
+    that want to watch the connection count.
+
+    Attributes:
+        connections: the connections being served.
+        stopping: set once shutdown has begun.
+
+    """
+
+    def __init__(self, app: App, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._conns_scope = trio.CancelScope(shield=True)
+        self._accept_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._rejecting = 0
+        self.heartbeat_chunk = Event(comment=config.heartbeat_comment).encode_chunk()
+        self.heartbeat_raw = config.heartbeat_bytes()
+
+    async def run(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the lifespan and serve ``listeners`` until cancelled."""
+        async with self.app.run_lifespan(), trio.open_nursery() as nursery:
+            await nursery.start(self._serve, listeners)
+            task_status.started(list(listeners))
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._begin_shutdown()
+
+    async def _serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with self._conns_scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                with self._accept_scope:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(self._accept_loop, listener)
+                        task_status.started()
+
+    def _begin_shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self._accept_scope.cancel()
+        self._conns_scope.deadline = trio.current_time() + self.config.shutdown_grace_period
+        for conn in list(self.connections):
+            conn.interrupt()
+        logger.info("shutting down: %d connections to close", len(self.connections))
+
+    async def _accept_loop(self, listener: trio.abc.Listener[Any]) -> None:
+        assert self._nursery is not None
+        try:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in _CAPACITY_ERRNOS:
+                        logger.error("accept() failed (%s); retrying in 100 ms", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                if len(self.connections) >= self.config.max_connections:
+                    self._reject(stream)
+                    continue
+                conn = _Connection(self, stream)
+                self.connections.add(conn)
+                self._nursery.start_soon(conn.run)
+        finally:
+            await trio.aclose_forcefully(listener)
+
+    def _reject(self, stream: trio.abc.Stream) -> None:
+        """Answer 503 without reading the request and close (at capacity)."""
+        assert self._nursery is not None
+        if self._rejecting >= _MAX_REJECTING:
+            # Even the refusals are at their bound: just close.
+            self._nursery.start_soon(trio.aclose_forcefully, stream)
+            return
+        self._rejecting += 1
+        self._nursery.start_soon(self._send_503, stream)
+
+    async def _send_503(self, stream: trio.abc.Stream) -> None:
+        body = b"server at its connection limit; retry later\n"
+        head = (
+            b"HTTP/1.1 503 Service Unavailable\r\n"
+            b"retry-after: %d\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n"
+        ) % (self.config.retry_after, len(body))
+        try:
+            with trio.move_on_after(self.config.close_linger):
+                await stream.send_all(head + body)
+                await _linger(stream, self.config.read_size)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._rejecting -= 1
+            await trio.aclose_forcefully(stream)
+
+
+async def _linger(stream: trio.abc.Stream, read_size: int) -> None:
+    """Half-close, then read until the peer closes (caller bounds the time)."""
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        await stream.send_eof()
+    while True:
+        try:
+            data = await stream.receive_some(read_size)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not data:
+            return
+
+
+@final
+class _RawEventStream(EventStream):
+    """:class:`EventStream` over one raw connection."""
+
+    __slots__ = ("_chunked", "_conn")
+
+    def __init__(self, conn: _Connection, chunked: bool, last_event_id: str | None) -> None:
+        self._conn = conn
+        self._chunked = chunked
+        self.last_event_id = last_event_id
+
+    async def send(self, event: Event | str) -> None:
+        """Send one event."""
+        if isinstance(event, str):
+            event = Event(event)
+        await self._conn.stream_write(event.encode_chunk() if self._chunked else event.encode())
+
+    async def send_many(self, events: Sequence[Event]) -> None:
+        """Send several events with one write."""
+        if not events:
+            await trio.lowlevel.checkpoint()
+            return
+        if len(events) == 1:
+            await self.send(events[0])
+            return
+        if self._chunked:
+            data = b"".join([e.encode_chunk() for e in events])
+        else:
+            data = b"".join([e.encode() for e in events])
+        await self._conn.stream_write(data)
+
+
+class _Connection:
+    """One accepted connection: h11 state, writes, timeouts and its stream."""
+
+    def __init__(self, server: Server, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.config = server.config
+        self.stream = stream
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_size)
+        self.accepted_at = trio.current_time()
+        self.last_write = self.accepted_at
+        self._write_lock = trio.Lock()
+        self._fd: int | None = None
+        self.client: tuple[str, int] | None = None
+        if isinstance(stream, trio.SocketStream):
+            self._fd = stream.socket.fileno()
+            try:
+                peer = stream.socket.getpeername()
+                self.client = (str(peer[0]), int(peer[1]))
+            except (OSError, IndexError, TypeError):  # pragma: no cover - unix sockets
+                pass
+        # Cancelled by shutdown: an idle wait for a request, or a stream handler.
+        self._interruptible: trio.CancelScope | None = None
+        self._stream_scope: trio.CancelScope | None = None
+        self._must_close = False
+        self._declared_length = 0
+        # Set while a slow-path write is in progress; left set if it was
+        # cancelled midway, when the framing can no longer be trusted.
+        self._partial_write = False
+        self._yield_countdown = 16
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Called at shutdown: cancel an idle wait or a stream handler."""
+        if self._interruptible is not None:
+            self._interruptible.cancel()
+
+    async def run(self) -> None:
+        graceful = True
+        try:
+            graceful = await self._serve()
+        except _PeerGone:
+            graceful = False
+        except Exception:
+            graceful = False
+            logger.exception("internal error serving connection from %s", self.client)
+        finally:
+            self.server.connections.discard(self)
+            try:
+                if graceful:
+                    with trio.move_on_after(self.config.close_linger):
+                        await _linger(self.stream, self.config.read_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                await trio.aclose_forcefully(self.stream)
+
+    async def _serve(self) -> bool:
+        """Serve requests until the connection should close; True: close gracefully."""
+        first = True
+        while True:
+            try:
+                request = await self._read_head(first)
+            except h11.RemoteProtocolError as exc:
+                await self._send_error(exc.error_status_hint, str(exc))
+                return True
+            if request is None:
+                return True
+            first = False
+            keep_going = await self._handle(request)
+            if not keep_going or self._must_close or self.server.stopping:
+                return True
+            if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+                self.h11.start_next_cycle()
+            else:
+                return True
+
+    # -- reading ------------------------------------------------------------
+
+    async def _receive(self) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(self.config.read_size))
+        except trio.BrokenResourceError:
+            return b""
+
+    async def _next_event(self) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.h11.receive_data(await self._receive())
+
+    async def _read_head(self, first: bool) -> h11.Request | None:
+        """Read one request head; ``None`` when the connection should just close.
+
+        Deadlines: on a new connection the whole head must arrive within
+        ``header_timeout`` of the accept; on a kept-alive one the first byte
+        within ``keep_alive_timeout``, the rest within ``header_timeout`` of it.
+        """
+        cfg = self.config
+        conn = self.h11
+        started = bool(conn.trailing_data[0])
+        if first:
+            deadline = self.accepted_at + cfg.header_timeout
+        elif started:
+            deadline = trio.current_time() + cfg.header_timeout
+        else:
+            deadline = trio.current_time() + cfg.keep_alive_timeout
+        event: Any = None
+        with trio.CancelScope(deadline=deadline) as scope:
+            if not started:
+                self._interruptible = scope
+                if self.server.stopping:
+                    scope.cancel()
+            while True:
+                event = conn.next_event()
+                if event is not h11.NEED_DATA:
+                    break
+                data = await self._receive()
+                if data and not started:
+                    started = True
+                    self._interruptible = None
+                    if not first:
+                        scope.deadline = trio.current_time() + cfg.header_timeout
+                conn.receive_data(data)
+        self._interruptible = None
+        if scope.cancelled_caught:
+            if started and not self.server.stopping:
+                await self._send_error(408, "request head not received in time")
+            return None
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request), event
+        return event
+
+    async def _read_body(self) -> bytes:
+        """Read the request body within ``body_timeout``, bounded by ``max_body_size``."""
+        cfg = self.config
+        conn = self.h11
+        if conn.their_state is not h11.SEND_BODY:
+            return b""
+        if self._declared_length > cfg.max_body_size:
+            self._must_close = True
+            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
+        if conn.they_are_waiting_for_100_continue:
+            await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        parts: list[bytes] = []
+        size = 0
+        with trio.move_on_after(cfg.body_timeout) as scope:
+            while True:
+                try:
+                    event = await self._next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._must_close = True
+                    raise HTTPException(400, f"malformed request body: {exc}") from None
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > cfg.max_body_size:
+                        self._must_close = True
+                        raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:  # ConnectionClosed
+                    raise _PeerGone()
+        if scope.cancelled_caught:
+            self._must_close = True
+            raise HTTPException(408, "request body not received in time")
+        return b"".join(parts)
+
+    # -- writing ------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        """Write ``data`` completely, or raise :class:`_PeerGone`.
+
+        Fast path: one non-blocking ``os.write``. Slow path, for what did not
+        fit: ``send_all`` under ``write_timeout``.
+        """
+        fd = self._fd
+        if fd is not None and not self._write_lock.locked():
+            try:
+                n = os.write(fd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                raise _PeerGone() from exc
+            if n == len(data):
+                self.last_write = trio.current_time()
+                return
+            data = data[n:]
+        async with self._write_lock:
+            self._partial_write = True
+            with trio.move_on_after(self.config.write_timeout) as scope:
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise _PeerGone() from exc
+            # Not reached when an outer scope cancelled the write midway.
+            self._partial_write = False
+            if scope.cancelled_caught:
+                logger.info(
+                    "write to %s stalled for %.1f s; closing",
+                    self.client,
+                    self.config.write_timeout,
+                )
+                raise _PeerGone()
+        self.last_write = trio.current_time()
+
+    async def stream_write(self, data: bytes) -> None:
+        """Write event bytes from a stream handler; a dead peer cancels the stream."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await self._write(data)
+        except _PeerGone:
+            self._must_close = True
+            if self._stream_scope is not None:
+                self._stream_scope.cancel()
+            await trio.lowlevel.checkpoint()  # raises Cancelled
+            raise  # pragma: no cover - unreachable while the scope exists
+        # A successful fast-path write does not yield; yield now and then so a
+        # handler that only sends cannot starve the other tasks.
+        self._yield_countdown -= 1
+        if self._yield_countdown <= 0:
+            self._yield_countdown = 16
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _base_headers(self) -> list[tuple[bytes, bytes]]:
+        return [_date_header(), _SERVER_HEADER]
+
+    async def _send_response(self, response: Response, head_only: bool) -> None:
+        conn = self.h11
+        headers = self._base_headers() + response.header_list()
+        headers.append((b"content-length", b"%d" % len(response.body)))
+        if self._must_close or self.server.stopping:
+            headers.append((b"connection", b"close"))
+        data = conn.send(
+            h11.Response(
+                status_code=response.status, headers=headers, reason=_reason(response.status)
+            )
+        )
+        assert data is not None
+        if not head_only and response.body:
+            body = conn.send(h11.Data(data=response.body))
+            assert body is not None
+            data += body
+        end = conn.send(h11.EndOfMessage())
+        assert end is not None
+        await self._write(data + end)
+
+    async def _send_error(
+        self, status: int, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer an error and mark the connection for closing, if a response can still be sent."""
+        self._must_close = True
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        with contextlib.suppress(_PeerGone, h11.LocalProtocolError):
+            await self._send_response(PlainTextResponse(detail + "\n", status, headers), False)
+
+    # -- handling -----------------------------------------------------------
+
+    async def _handle(self, event: h11.Request) -> bool:
+        """Handle one request; return False when the connection must close."""
+        cfg = self.config
+        if len(event.headers) > cfg.max_header_count:
+            await self._send_error(431, f"more than {cfg.max_header_count} request headers")
+            return False
+        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if size > cfg.max_header_size:
+            await self._send_error(431, f"request head over {cfg.max_header_size} bytes")
+            return False
+        self._declared_length = 0
+        for name, value in event.headers:
+            if name == b"content-length":
+                self._declared_length = int(value)  # h11 validated it
+        method = event.method.decode("ascii")
+        app = self.server.app
+        request = Request(
+            method,
+            bytes(event.target),
+            Headers(event.headers),
+            app=app,
+            http_version=event.http_version.decode("ascii"),
+            client=self.client,
+            body_reader=self._read_body,
+        )
+        route, params, allowed = app.resolve(method, request.path)
+        if route is None:
+            if allowed:
+                await self._send_response(
+                    PlainTextResponse("method not allowed\n", 405, {"allow": ", ".join(allowed)}),
+                    method == "HEAD",
+                )
+            else:
+                await self._send_response(PlainTextResponse("not found\n", 404), method == "HEAD")
+            return True
+        request.path_params = params
+        try:
+            response = to_response(await route.handler(request))
+        except HTTPException as exc:
+            response = PlainTextResponse(exc.detail + "\n", exc.status, exc.headers)
+        except _PeerGone:
+            raise
+        except Exception:
+            logger.exception("handler for %s %s raised", method, request.path)
+            self._must_close = True
+            response = PlainTextResponse("internal server error\n", 500)
+        if isinstance(response, StreamResponse):
+            return await self._stream(request, response, method == "HEAD")
+        try:
+            await self._send_response(response, method == "HEAD")
+        except h11.LocalProtocolError as exc:
+            logger.error(
+                "handler for %s %s returned an invalid response: %s", method, request.path, exc
+            )
+            await self._send_error(500, "internal server error")
+            return False
+        return True
+
+    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> bool:
+        """Send the stream head, run the handler in this connection's nursery, end the stream."""
+        cfg = self.config
+        conn = self.h11
+        chunked = request.http_version == "1.1"
+        headers = self._base_headers() + response.header_list()
+        if chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        else:
+            headers.append((b"connection", b"close"))
+        head = conn.send(
+            h11.Response(
+                status_code=response.status, headers=headers, reason=_reason(response.status)
+            )
+        )
+        assert head is not None
+        if head_only:
+            end = conn.send(h11.EndOfMessage())
+            assert end is not None
+            await self._write(head + end)
+            return True
+        # The request body (if any) is not read during a stream: close afterwards.
+        self._must_close = True
+        await self._write(head)
+        event_stream = _RawEventStream(self, chunked, request.last_event_id)
+        async with trio.open_nursery() as nursery:
+            self._stream_scope = nursery.cancel_scope
+            nursery.start_soon(self._watch_peer, nursery.cancel_scope)
+            if cfg.heartbeat_interval is not None:
+                nursery.start_soon(self._heartbeat, chunked, cfg.heartbeat_interval)
+            with trio.CancelScope() as stop:
+                self._interruptible = stop
+                if cfg.max_stream_lifetime is not None:
+                    stop.deadline = trio.current_time() + cfg.max_stream_lifetime
+                if self.server.stopping:
+                    stop.cancel()
+                try:
+                    await response.handler(event_stream)
+                except Exception:
+                    logger.exception("stream handler for %s raised", request.path)
+            self._interruptible = None
+            tail = b""
+            if stop.cancelled_caught and cfg.stream_end_retry is not None:
+                final = Event(retry=cfg.stream_end_retry)
+                tail = final.encode_chunk() if chunked else final.encode()
+            if chunked:
+                tail += _LAST_CHUNK
+            if tail and not self._partial_write:
+                with contextlib.suppress(_PeerGone):
+                    await self._write(tail)
+            nursery.cancel_scope.cancel()
+        self._stream_scope = None
+        return False
+
+    async def _watch_peer(self, scope: trio.CancelScope) -> None:
+        """Cancel the stream when the client closes or resets the connection."""
+        while await self._receive():
+            pass  # Bytes sent during a stream are discarded.
+        scope.cancel()
+
+    async def _heartbeat(self, chunked: bool, interval: float) -> None:
+        """Send a comment whenever the stream has been silent for ``interval``."""
+        data = self.server.heartbeat_chunk if chunked else self.server.heartbeat_raw
+        while True:
+            await trio.sleep_until(self.last_write + interval)
+            if trio.current_time() < self.last_write + interval:
+                continue
+            if self._write_lock.locked():
+                # A slow write is in progress; it has its own deadline.
+                await trio.sleep(interval)
+                continue
+            await self.stream_write(data)
+
+
+def _reason(status: int) -> bytes:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
