@@ -42,6 +42,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """Serve the demo dashboard on http://127.0.0.1:8000 (pass CLI options after ``--``)."""
+    session.install("-e", ".")
+    session.run("trio-sse", "demo", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff: lint and formatting check."""
     session.install("ruff")
