@@ -1,0 +1,134 @@
+"""The backplane: where published events go before subscribers see them.
+
+Theory of operation: a :class:`~trio_sse.Broker` never fans an event out
+directly. ``Topic.publish`` hands the event to the broker's backplane, which
+does two things:
+
+Rule 1: the backplane decides the event's id. Locally that is a per-topic
+counter; with Redis Streams it would be the id ``XADD`` returns, so that every
+process agrees on ids and a browser can resume against any of them.
+
+Rule 2: the backplane calls :meth:`Topic.deliver_nowait` /
+:meth:`Topic.deliver` on every broker that shares it, with the event as it
+will be sent (id included). Delivery is purely local: history, overflow
+policies and subscriber channels live in the process that serves the
+connection, so subscribers only ever see local memory channels.
+
+:class:`LocalBackplane` does both in-process and synchronously, which is why
+``publish_nowait`` can return the event with its id. A networked backplane
+would publish in ``publish`` (awaiting the round trip for the id) and run a
+reader task that delivers what every process published, including its own
+events; its ``publish_nowait`` may raise :class:`trio.WouldBlock` if it cannot
+accept an event without waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Protocol, final
+
+from ._event import Event
+
+if TYPE_CHECKING:
+    from ._topics import Topic
+
+__all__ = ["Backplane", "LocalBackplane"]
+
+
+class Backplane(Protocol):
+    """Carries published events to subscribers, assigning their ids.
+
+    Implementations must hand every event to :meth:`Topic.deliver_nowait` or
+    :meth:`Topic.deliver` of the topic of that name, on every broker sharing
+    the backplane, exactly once and in one order per topic; ids must be
+    unique within a topic and non-empty, and should be increasing so that
+    clients can reason about them. See ``docs/topics.md``, "Backplanes".
+    """
+
+    def publish_nowait(self, topic: Topic, event: Event) -> Event:
+        """Publish *event* on *topic* without blocking.
+
+        Args:
+            topic: the local topic the event was published on.
+            event: the event; an event without an id (``None`` or ``""``)
+                gets one from the backplane.
+
+        Returns:
+            The event as published, with its id.
+
+        Raises:
+            trio.WouldBlock: the backplane cannot accept the event without
+                waiting (never raised by :class:`LocalBackplane`).
+            trio.ClosedResourceError: the topic is closed.
+        """
+        ...
+
+    async def publish(self, topic: Topic, event: Event) -> Event:
+        """Publish *event* on *topic*, waiting if the backplane or topic needs to.
+
+        Args:
+            topic: the local topic the event was published on.
+            event: the event; an event without an id gets one.
+
+        Returns:
+            The event as published, with its id.
+
+        Raises:
+            trio.ClosedResourceError: the topic is closed.
+        """
+        ...
+
+
+@final
+class LocalBackplane:
+    """The in-process backplane: a counter per topic name, direct delivery.
+
+    Ids are ``f"{id_prefix}{n}"`` with ``n`` = 1, 2, 3, … per topic name. They
+    keep counting if a topic is closed and created again, so a cursor from
+    before the close can never match a new event.
+
+    Args:
+        id_prefix: prepended to every assigned id. Ids restart at 1 when the
+            process restarts, so a browser reconnecting to a new process with
+            ``Last-Event-ID: 57`` could silently resume at the new process's
+            event 57. A prefix unique per process run (for example
+            ``f"{int(time.time())}-"``) makes such ids unknown instead, which
+            yields the topic's reset event. Must not contain CR, LF or NUL.
+    """
+
+    __slots__ = ("_counters", "_prefix")
+
+    def __init__(self, *, id_prefix: str = "") -> None:
+        if not isinstance(id_prefix, str):
+            raise TypeError(f"id_prefix must be a str, got {type(id_prefix).__name__}")
+        Event(id=id_prefix)  # validates: no CR, LF or NUL
+        self._prefix = id_prefix
+        self._counters: dict[str, int] = {}
+
+    def _with_id(self, topic: Topic, event: Event) -> Event:
+        if event.id:
+            return event
+        name = topic.name
+        n = self._counters.get(name, 0) + 1
+        self._counters[name] = n
+        return dataclasses.replace(event, id=f"{self._prefix}{n}")
+
+    def publish_nowait(self, topic: Topic, event: Event) -> Event:
+        """Assign an id if needed and deliver to *topic* at once.
+
+        See :meth:`Backplane.publish_nowait`.
+        """
+        topic._check_open()
+        event = self._with_id(topic, event)
+        topic.deliver_nowait(event)
+        return event
+
+    async def publish(self, topic: Topic, event: Event) -> Event:
+        """Assign an id if needed and deliver to *topic*.
+
+        See :meth:`Backplane.publish`; waits only under the ``block`` policy.
+        """
+        topic._check_open()
+        event = self._with_id(topic, event)
+        await topic.deliver(event)
+        return event
