@@ -1,0 +1,139 @@
+"""Prometheus exposition of broker statistics.
+
+Theory of operation: nothing is counted twice. Topics keep plain integer
+counters (see :meth:`trio_sse.Topic.stats`); :class:`BrokerCollector` is a
+prometheus-client *custom collector* that reads :meth:`trio_sse.Broker.stats`
+each time it is scraped and turns it into metric families labelled by topic.
+There are no per-event metric updates on the publish path.
+
+``prometheus-client`` is an optional dependency (the ``trio-sse[prometheus]``
+extra), imported only when metrics are first requested.
+
+Cardinality: every topic is a label value. With many short-lived topics (one
+per user, say), scrape size grows with them; aggregate in your own collector
+if that matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final, final
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from ._topics import Broker, TopicStats
+
+__all__ = ["METRICS_CONTENT_TYPE", "BrokerCollector", "broker_metrics_text"]
+
+#: The content type of :func:`broker_metrics_text`'s output (the Prometheus
+#: text format, version 0.0.4, which every Prometheus server accepts).
+METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+# (suffix, help, kind, TopicStats field)
+_FAMILIES: Final = (
+    ("topic_subscribers", "Subscriptions currently receiving the topic.", "gauge", "subscribers"),
+    ("topic_published", "Events published to the topic.", "counter", "published"),
+    (
+        "topic_delivered",
+        "Events queued to subscribers (one per event per subscriber).",
+        "counter",
+        "delivered",
+    ),
+    ("topic_dropped", "Queued events discarded under drop_oldest.", "counter", "dropped"),
+    ("topic_evicted", "Subscribers evicted for falling behind.", "counter", "evicted"),
+    ("topic_replayed", "History events replayed to resuming subscribers.", "counter", "replayed"),
+    ("topic_resets", "Resumes from an unknown or expired event id.", "counter", "resets"),
+    ("topic_history_size", "Events kept in the replay history.", "gauge", "history_size"),
+    (
+        "topic_max_subscriber_lag",
+        "Largest number of events queued for one subscriber.",
+        "gauge",
+        "max_lag",
+    ),
+)
+
+
+_MISSING: Final = (
+    "trio-sse's Prometheus metrics need the prometheus-client package; "
+    "install it with: pip install 'trio-sse[prometheus]'"
+)
+
+
+@final
+class BrokerCollector:
+    """A prometheus-client collector for a :class:`~trio_sse.Broker`.
+
+    Register it to serve the broker's metrics next to your own::
+
+        from prometheus_client import REGISTRY
+        REGISTRY.register(BrokerCollector(broker))
+
+    Metric names are ``<namespace>_topic_subscribers``,
+    ``<namespace>_topic_published_total``, ``…_delivered_total``,
+    ``…_dropped_total``, ``…_evicted_total``, ``…_replayed_total``,
+    ``…_resets_total``, ``…_history_size`` and
+    ``…_topic_max_subscriber_lag``, each with a ``topic`` label.
+
+    Args:
+        broker: the broker to report on.
+        namespace: the metric name prefix.
+
+    Raises:
+        ImportError: prometheus-client is not installed (the message names
+            the ``trio-sse[prometheus]`` extra).
+    """
+
+    def __init__(self, broker: Broker, *, namespace: str = "trio_sse") -> None:
+        try:
+            import prometheus_client.core  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(_MISSING) from exc
+        self._broker = broker
+        self._namespace = namespace
+
+    def describe(self) -> Iterator[Metric]:
+        """Yield the metric families without samples (for registration)."""
+        return self._families({})
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families with one sample per topic."""
+        return self._families(self._broker.stats())
+
+    def _families(self, stats: dict[str, TopicStats]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for suffix, help_text, kind, field in _FAMILIES:
+            name = f"{self._namespace}_{suffix}"
+            family: CounterMetricFamily | GaugeMetricFamily
+            if kind == "counter":
+                family = CounterMetricFamily(name, help_text, labels=["topic"])
+            else:
+                family = GaugeMetricFamily(name, help_text, labels=["topic"])
+            for topic, topic_stats in stats.items():
+                family.add_metric([topic], getattr(topic_stats, field))
+            yield family
+
+
+def broker_metrics_text(broker: Broker, *, namespace: str = "trio_sse") -> bytes:
+    """Render *broker*'s per-topic metrics in the Prometheus text format.
+
+    Serve the result with the content type :data:`METRICS_CONTENT_TYPE`.
+
+    Args:
+        broker: the broker to report on.
+        namespace: the metric name prefix.
+
+    Returns:
+        The exposition, UTF-8 encoded.
+
+    Raises:
+        ImportError: prometheus-client is not installed (the message names
+            the ``trio-sse[prometheus]`` extra).
+    """
+    collector = BrokerCollector(broker, namespace=namespace)
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)
