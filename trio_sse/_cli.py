@@ -65,31 +65,35 @@ async def run(
     *,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully."""
+    """Serve ``app`` until SIGINT or SIGTERM (or cancellation), then shut down gracefully.
+
+    A second signal during the shutdown exits the process at once.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(serve, app, host, port, config=config))
-            for listener in listeners:
-                addr = listener.socket.getsockname()
-                logger.info("trio-sse serving on http://%s:%s/", _host(addr[0]), addr[1])
-            task_status.started(listeners)
-            async for signum in signals:
-                logger.info(
-                    "%s: shutting down (grace period %.1f s; again to exit now)",
-                    signal.Signals(signum).name,
-                    config.shutdown_grace_period,
-                )
-                nursery.cancel_scope.cancel()
-                break
-            # A second signal during the graceful shutdown exits at once.
-            nursery.start_soon(_exit_on_second_signal, signals)
+        async with trio.open_nursery() as watchers:
+            serving = trio.CancelScope()
+            watchers.start_soon(_watch_signals, signals, serving, config)
+            with serving:
+                async with trio.open_nursery() as server:
+                    listeners = await server.start(partial(serve, app, host, port, config=config))
+                    for listener in listeners:
+                        addr = listener.socket.getsockname()
+                        logger.info("trio-sse serving on http://%s:%s/", _host(addr[0]), addr[1])
+                    task_status.started(listeners)
+            watchers.cancel_scope.cancel()
 
 
-async def _exit_on_second_signal(signals: Any) -> None:
-    with trio.CancelScope(shield=True):
-        async for _ in signals:
+async def _watch_signals(signals: Any, serving: trio.CancelScope, config: Config) -> None:
+    async for signum in signals:
+        if serving.cancel_called:
             logger.warning("second signal: exiting without waiting for connections")
             os._exit(1)
+        logger.info(
+            "%s: shutting down (grace period %.1f s; again to exit now)",
+            signal.Signals(signum).name,
+            config.shutdown_grace_period,
+        )
+        serving.cancel()
 
 
 def _host(host: str) -> str:

@@ -1,0 +1,187 @@
+"""The ``trio-sse`` command line and the demo app, over real loopback sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from functools import partial
+
+import h11
+import pytest
+import trio
+
+from trio_sse import App, Config, Decoder, Event, EventStream, MessageEvent, Request
+from trio_sse._cli import _build_config, _parser, load_app, main, run
+
+
+async def _get(
+    port: int, target: str, headers: list[tuple[str, str]] | None = None, *, events: int = 0
+) -> tuple[h11.Response, bytes, list[MessageEvent]]:
+    """GET ``target``; read the whole body, or until ``events`` events arrived."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = h11.Connection(h11.CLIENT)
+    hdrs = [("host", "test"), *(headers or [])]
+    await stream.send_all(conn.send(h11.Request(method="GET", target=target, headers=hdrs)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+    response: h11.Response | None = None
+    body = b""
+    decoder = Decoder()
+    got: list[MessageEvent] = []
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                got += decoder.feed(bytes(event.data))
+                if events and len(got) >= events:
+                    break
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    finally:
+        await stream.aclose()
+    assert response is not None
+    return response, body, got
+
+
+def test_load_app_errors(tmp_path: object) -> None:
+    with pytest.raises(SystemExit, match="expected MODULE:APP"):
+        load_app("no_colon")
+    with pytest.raises(SystemExit, match="cannot import module 'no_such_module_xyz'"):
+        load_app("no_such_module_xyz:app")
+    with pytest.raises(SystemExit, match="has no attribute 'missing'"):
+        load_app("trio_sse.demo:missing")
+    with pytest.raises(SystemExit, match=r"not a trio_sse\.App"):
+        load_app("trio_sse.demo:index")
+    assert isinstance(load_app("trio_sse.demo:app"), App)
+
+
+def test_config_options_map_to_config() -> None:
+    args = _parser().parse_args(
+        [
+            "serve",
+            "m:app",
+            "--heartbeat-interval",
+            "none",
+            "--max-connections",
+            "7",
+            "--write-timeout",
+            "2.5",
+            "--heartbeat-comment",
+            "ping",
+        ]
+    )
+    cfg = _build_config(Config(), args)
+    assert cfg.heartbeat_interval is None
+    assert cfg.max_connections == 7
+    assert cfg.write_timeout == 2.5
+    assert cfg.heartbeat_comment == "ping"
+    # Options not given keep the app's values.
+    assert _build_config(Config(keep_alive_timeout=3), _parser().parse_args(["demo"])) == Config(
+        keep_alive_timeout=3
+    )
+
+
+def test_bad_config_option_is_a_clear_error() -> None:
+    args = _parser().parse_args(["demo", "--write-timeout", "-1"])
+    with pytest.raises(SystemExit, match="write_timeout must be a positive"):
+        _build_config(Config(), args)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["demo", "--max-connections", "many"])
+
+
+def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}"):
+            main(["demo", "--port", str(port)])
+
+
+async def test_demo_page_and_stream() -> None:
+    from trio_sse.demo import app
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(run, app, "127.0.0.1", 0, Config()))
+            port = listeners[0].socket.getsockname()[1]
+            response, body, _ = await _get(port, "/")
+            assert response.status_code == 200
+            assert b"new EventSource" in body
+            response, _, events = await _get(port, "/events", events=2)
+            assert dict(response.headers)[b"content-type"] == b"text/event-stream; charset=utf-8"
+            assert [e.type for e in events] == ["clock", "metrics"]
+            assert re.fullmatch(r"\d\d:\d\d:\d\d", events[0].data)
+            assert events[1].last_event_id == "1"
+            # A reconnecting browser resumes after the id it last saw.
+            _, _, events = await _get(port, "/events", [("last-event-id", "41")], events=3)
+            assert events[0].type == "resumed"
+            assert events[2].last_event_id == "42"
+            nursery.cancel_scope.cancel()
+
+
+async def test_signal_shuts_down_gracefully() -> None:
+    app = App(config=Config(stream_end_retry=2500))
+    started = trio.Event()
+
+    @app.stream("/s")
+    async def s(request: Request, stream: EventStream) -> None:
+        await stream.send(Event("hello"))
+        started.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(run, app, "127.0.0.1", 0, app.config))
+            port = listeners[0].socket.getsockname()[1]
+            result: list[bytes] = []
+
+            async def client() -> None:
+                _, body, _ = await _get(port, "/s")
+                result.append(body)
+
+            nursery.start_soon(client)
+            await started.wait()
+            os.kill(os.getpid(), signal.SIGTERM)
+    # run() returned by itself; the stream ended with the retry hint and the last chunk.
+    decoder = Decoder()
+    assert [e.data for e in decoder.feed(result[0])] == ["hello"]
+    assert decoder.retry == 2500
+
+
+def test_command_line_end_to_end(tmp_path: object) -> None:
+    """``python -m trio_sse demo`` serves, logs its address, and exits 0 on SIGTERM."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "trio_sse", "demo", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
+            assert m, line
+            port = int(m.group(1))
+            response, _, events = trio.run(partial(_get, port, "/events", events=2))
+            assert response.status_code == 200
+            assert events[1].type == "metrics"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "trio_sse", "--help"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
