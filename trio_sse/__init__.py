@@ -13,6 +13,8 @@ from ._app import Request as Request
 from ._app import Response as Response
 from ._app import Route as Route
 from ._app import StreamResponse as StreamResponse
+from ._backplane import Backplane as Backplane
+from ._backplane import LocalBackplane as LocalBackplane
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
@@ -23,14 +25,28 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._metrics import BrokerCollector as BrokerCollector
+from ._metrics import broker_metrics_text as broker_metrics_text
+from ._routes import metrics_endpoint as metrics_endpoint
+from ._routes import publish_endpoint as publish_endpoint
+from ._routes import topic_stream as topic_stream
 from ._server import Server as Server
 from ._server import serve as serve
 from ._server import serve_listeners as serve_listeners
+from ._topics import Broker as Broker
+from ._topics import OverflowPolicy as OverflowPolicy
+from ._topics import Subscription as Subscription
+from ._topics import Topic as Topic
+from ._topics import TopicOptions as TopicOptions
+from ._topics import TopicStats as TopicStats
 from ._version import __version__ as __version__
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "App",
+    "Backplane",
+    "Broker",
+    "BrokerCollector",
     "Config",
     "Decoder",
     "Event",
@@ -40,8 +56,10 @@ __all__ = [
     "HTTPException",
     "Headers",
     "JSONResponse",
+    "LocalBackplane",
     "LocalProtocolError",
     "MessageEvent",
+    "OverflowPolicy",
     "PlainTextResponse",
     "ProtocolError",
     "RemoteProtocolError",
@@ -51,7 +69,15 @@ __all__ = [
     "SSEError",
     "Server",
     "StreamResponse",
+    "Subscription",
+    "Topic",
+    "TopicOptions",
+    "TopicStats",
     "__version__",
+    "broker_metrics_text",
+    "metrics_endpoint",
+    "publish_endpoint",
     "serve",
     "serve_listeners",
+    "topic_stream",
 ]

@@ -1,0 +1,255 @@
+"""Topic streams, the publish endpoint and metrics over real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import trio
+
+from tests.sse_client import open_request, request
+from trio_sse import App, Config, Event, Request
+from trio_sse._routes import metrics_endpoint, publish_endpoint, topic_stream
+from trio_sse._server import Server, serve_listeners
+from trio_sse._topics import Broker, TopicOptions
+
+
+def make_app(broker: Broker, **stream_kw: object) -> App:
+    app = App(config=Config(heartbeat_interval=None))
+    app.add_route("/events/{topic}", topic_stream(broker, **stream_kw))  # type: ignore[arg-type]
+    app.add_route("/events", topic_stream(broker, max_topics=3))
+
+    def allow(request: Request, topic: str) -> bool:
+        return request.headers.get("authorization") == "Bearer ok"
+
+    app.add_route("/publish/{topic}", publish_endpoint(broker, authorize=allow), ["POST"])
+    app.add_route("/metrics", metrics_endpoint(broker))
+    return app
+
+
+@pytest.fixture
+async def broker() -> Broker:
+    b = Broker(create_topics=False)
+    b.declare("ticker")
+    b.declare("news")
+    b.declare("scores")
+    b.declare("more")
+    return b
+
+
+async def start(nursery: trio.Nursery, app: App, config: Config | None = None) -> int:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(partial(serve_listeners, app, listeners, config=config))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def test_stream_one_topic_and_resume(nursery: trio.Nursery, broker: Broker) -> None:
+    port = await start(nursery, make_app(broker))
+    ticker = broker.topic("ticker")
+    with trio.fail_after(5):
+        async with open_request(port, "/events/ticker") as client:
+            response = await client.start()
+            assert response.status == 200
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(3):
+                ticker.publish_nowait(Event(f"tick {i}"))
+            events = await client.events(3)
+            assert [e.data for e in events] == ["tick 0", "tick 1", "tick 2"]
+            ids = [e.last_event_id for e in events]
+            assert len(set(ids)) == 3
+        ticker.publish_nowait(Event("tick 3"))
+        ticker.publish_nowait(Event("tick 4"))
+        # A reconnecting browser sends Last-Event-ID and misses nothing.
+        async with open_request(port, "/events/ticker", headers=[("last-event-id", ids[0])]) as c:
+            await c.start()
+            events = await c.events(4)
+            assert [e.data for e in events] == ["tick 1", "tick 2", "tick 3", "tick 4"]
+        # Clients that cannot set headers use the lastEventId query parameter.
+        async with open_request(port, f"/events/ticker?lastEventId={ids[2]}") as c:
+            await c.start()
+            assert [e.data for e in await c.events(2)] == ["tick 3", "tick 4"]
+
+
+async def test_fresh_subscriber_learns_its_position(nursery: trio.Nursery, broker: Broker) -> None:
+    """An id-only event first: a client that drops before any event still resumes exactly."""
+    port = await start(nursery, make_app(broker))
+    first = broker.topic("ticker").publish_nowait(Event("old"))
+    with trio.fail_after(5):
+        async with open_request(port, "/events/ticker") as client:
+            await client.start()
+            while client.decoder.last_event_id != first.id:
+                await client._pump()
+        broker.topic("ticker").publish_nowait(Event("missed"))
+        async with open_request(
+            port, "/events/ticker", headers=[("last-event-id", client.decoder.last_event_id)]
+        ) as c:
+            await c.start()
+            assert [e.data for e in await c.events(1)] == ["missed"]
+
+
+async def test_unknown_expired_id_gets_reset(nursery: trio.Nursery, broker: Broker) -> None:
+    port = await start(nursery, make_app(broker))
+    broker.topic("ticker").publish_nowait(Event("a"))
+    with trio.fail_after(5):
+        async with open_request(port, "/events/ticker", headers=[("last-event-id", "nope")]) as c:
+            await c.start()
+            (reset,) = await c.events(1)
+            assert reset.type == "reset"
+
+
+async def test_bad_selections(nursery: trio.Nursery, broker: Broker) -> None:
+    port = await start(nursery, make_app(broker))
+    with trio.fail_after(5):
+        r = await request(port, "/events/nosuch")
+        assert r.status == 404
+        assert b"no such topic: nosuch" in r.body
+        r = await request(port, "/events")
+        assert r.status == 400
+        r = await request(port, "/events?topic=ticker,news,scores,more")
+        assert r.status == 400
+        assert b"at most 3 topics" in r.body
+
+
+async def test_authorize_refuses(nursery: trio.Nursery, broker: Broker) -> None:
+    async def only_news(request: Request, names: object) -> bool:
+        return names == ["news"]
+
+    port = await start(nursery, make_app(broker, authorize=only_news))
+    with trio.fail_after(5):
+        assert (await request(port, "/events/ticker")).status == 403
+        async with open_request(port, "/events/news") as c:
+            assert (await c.start()).status == 200
+
+
+async def test_several_topics_one_cursor(nursery: trio.Nursery, broker: Broker) -> None:
+    port = await start(nursery, make_app(broker))
+    with trio.fail_after(5):
+        async with open_request(port, "/events?topic=ticker&topic=news") as c:
+            await c.start()
+            await trio.testing.wait_all_tasks_blocked()
+            broker.topic("ticker").publish_nowait(Event("t1"))
+            broker.topic("news").publish_nowait(Event("n1"))
+            events = await c.events(2)
+            assert [e.data for e in events] == ["t1", "n1"]
+            cursor = events[0].last_event_id
+        broker.topic("news").publish_nowait(Event("n2"))
+        broker.topic("ticker").publish_nowait(Event("t2"))
+        async with open_request(
+            port, "/events?topic=ticker,news", headers=[("last-event-id", cursor)]
+        ) as c:
+            await c.start()
+            assert [e.data for e in await c.events(3)] == ["n1", "n2", "t2"]
+
+
+async def test_publish_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
+    port = await start(nursery, make_app(broker))
+    auth = [("authorization", "Bearer ok")]
+    with trio.fail_after(5):
+        async with open_request(port, "/events/news") as c:
+            await c.start()
+            await trio.testing.wait_all_tasks_blocked()
+            body = json.dumps({"data": "hello\nworld", "event": "headline"}).encode()
+            r = await request(
+                port,
+                "/publish/news",
+                method="POST",
+                headers=[*auth, ("content-type", "application/json")],
+                body=body,
+            )
+            assert r.status == 200, r.body
+            assigned = json.loads(r.body)
+            assert assigned["topic"] == "news"
+            r = await request(
+                port,
+                "/publish/news",
+                method="POST",
+                headers=[*auth, ("content-type", "application/x-www-form-urlencoded")],
+                body=b"data=form+data&event=x",
+            )
+            assert r.status == 200
+            r = await request(port, "/publish/news", method="POST", headers=auth, body=b"plain")
+            assert r.status == 200
+            events = await c.events(3)
+            assert [(e.type, e.data) for e in events] == [
+                ("headline", "hello\nworld"),
+                ("x", "form data"),
+                ("message", "plain"),
+            ]
+            assert events[0].last_event_id == assigned["id"]
+        bad = [
+            ([], b"x", 403),
+            ([*auth, ("content-type", "application/json")], b"[1]", 400),
+            ([*auth, ("content-type", "application/json")], b"{bad", 400),
+            ([*auth, ("content-type", "application/json")], b'{"data":"x","event":"a\\nb"}', 400),
+            ([*auth, ("content-type", "application/json")], b'{"data":"x","colour":"red"}', 400),
+        ]
+        for headers, payload, status in bad:
+            r = await request(port, "/publish/news", method="POST", headers=headers, body=payload)
+            assert r.status == status, (payload, r.body)
+        r = await request(port, "/publish/nosuch", method="POST", headers=auth, body=b"x")
+        assert r.status == 404
+
+
+async def test_metrics_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
+    port = await start(nursery, make_app(broker))
+    broker.topic("ticker").publish_nowait(Event("x"))
+    with trio.fail_after(5):
+        r = await request(port, "/metrics")
+    assert r.status == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'trio_sse_topic_published_total{topic="ticker"} 1.0' in r.body.decode()
+
+
+async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
+    """One client stops reading: it is evicted and cut; the 99 others get everything."""
+    broker = Broker(TopicOptions(buffer_size=8, history_size=16))
+    topic = broker.declare("t")
+    app = App()
+    app.add_route("/t", topic_stream(broker, ["t"]))
+    config = Config(write_timeout=1.0, heartbeat_interval=None)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    server_box: list[Server] = []
+
+    async def run_server(task_status: trio.TaskStatus[None]) -> None:
+        server = Server(app, config)
+        server_box.append(server)
+        await server.run(listeners, task_status=task_status)
+
+    await nursery.start(run_server)
+    server = server_box[0]
+    port = listeners[0].socket.getsockname()[1]
+    n_events, payload = 100, "x" * 8_000
+    received: dict[int, int] = {}
+
+    async def reader(i: int, task_status: trio.TaskStatus[None]) -> None:
+        async with open_request(port, "/t") as c:
+            await c.start()
+            task_status.started()
+            got = 0
+            while got < n_events:
+                got += len(await c.events(1))
+            received[i] = got
+
+    with trio.fail_after(30):
+        import socket
+
+        stuck = trio.socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await stuck.connect(("127.0.0.1", port))
+        await stuck.send(b"GET /t HTTP/1.1\r\nhost: x\r\n\r\n")
+        async with trio.open_nursery() as readers:
+            for i in range(99):
+                await readers.start(reader, i)
+            while len(server.connections) < 100:
+                await trio.sleep(0.01)
+            for i in range(n_events):
+                topic.publish_nowait(Event(f"{i} {payload}"))
+                await trio.sleep(0.002)
+        assert received == dict.fromkeys(range(99), n_events)
+        assert topic.stats().evicted == 1
+        # The stuck connection is cut by the write-stall deadline.
+        while len(server.connections) > 0:
+            await trio.sleep(0.05)
+        stuck.close()
