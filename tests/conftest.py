@@ -6,6 +6,9 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# The App-on-both-servers fixtures (raw h11 server and hypercorn); see servers.py.
+from servers import serve_app, server_kind  # noqa: F401
+
 # CI gets more examples than a local run, but stays within minutes.
 settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -36,12 +36,15 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
 import trio
 
 from ._config import Config
 from ._event import Event
+
+if TYPE_CHECKING:
+    from ._asgi import Receive, Scope, Send
 
 __all__ = [
     "App",
@@ -276,8 +279,11 @@ class Request:
 
     Attributes:
         method: ``"GET"``, ``"POST"``, ...
-        path: the percent-decoded path.
+        path: the percent-decoded path, without :attr:`root_path`: the path
+            the routes match.
         raw_path: the path as sent, without the query.
+        root_path: the prefix the app is mounted at (ASGI ``root_path``,
+            e.g. under a Starlette ``Mount``); ``""`` on the raw server.
         query_string: the raw query string.
         headers: case-insensitive :class:`Headers`.
         path_params: values captured by the route's ``{name}`` segments.
@@ -300,6 +306,7 @@ class Request:
         "path_params",
         "query_string",
         "raw_path",
+        "root_path",
     )
 
     def __init__(
@@ -312,11 +319,15 @@ class Request:
         http_version: str = "1.1",
         client: tuple[str, int] | None = None,
         body_reader: BodyReader = _no_body,
+        root_path: str = "",
     ) -> None:
         self.method = method
         raw_path, _, query = target.partition(b"?")
         self.raw_path = raw_path
-        self.path = urllib.parse.unquote(raw_path.decode("latin-1"), errors="replace")
+        self.root_path = root_path
+        self.path = _strip_root(
+            urllib.parse.unquote(raw_path.decode("latin-1"), errors="replace"), root_path
+        )
         self.query_string = query
         self.headers = headers
         self.path_params: dict[str, str] = {}
@@ -386,6 +397,21 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path.decode('latin-1')!r}>"
+
+
+def _strip_root(path: str, root_path: str) -> str:
+    """``path`` relative to ``root_path`` (as Starlette's ``get_route_path``).
+
+    ASGI servers and routers put the full path in ``scope["path"]`` and the
+    mount prefix in ``scope["root_path"]``; a path outside the prefix (a proxy
+    already stripped it) is left as it is.
+    """
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    if not rest:
+        return "/"
+    return rest if rest.startswith("/") else path
 
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path|str))?\}")
@@ -536,6 +562,23 @@ class App:
                 return route, m.groupdict(), []
             allowed |= route.methods
         return None, {}, sorted(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve an ASGI 3 connection: the app is an ASGI application too.
+
+        ``hypercorn --worker-class trio MODULE:APP`` serves it with the same
+        routes, streams, heartbeats, deadlines and lifespan as
+        :func:`trio_sse.serve` (see ``docs/hypercorn.md``); it can also be
+        mounted inside another trio-compatible ASGI app (``scope["root_path"]``
+        is respected).
+
+        Raises:
+            RuntimeError: called outside trio (e.g. by an asyncio server).
+
+        """
+        from ._asgi import serve_asgi
+
+        await serve_asgi(self, scope, receive, send)
 
     @asynccontextmanager
     async def run_lifespan(self) -> AsyncIterator[None]:

@@ -629,7 +629,9 @@ class _Connection:
         headers = self._base_headers() + response.header_list()
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
-        else:
+        if not chunked or not head_only:
+            # The connection closes after a stream: say so, or a keep-alive
+            # client would send its next request into the closing socket.
             headers.append((b"connection", b"close"))
         head = conn.send(
             h11.Response(

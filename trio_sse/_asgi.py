@@ -1,0 +1,409 @@
+"""The ASGI 3 adapter: an :class:`~trio_sse.App` served by a trio ASGI server.
+
+Theory of operation
+-------------------
+
+``App.__call__`` delegates here, so ``hypercorn --worker-class trio MODULE:APP``
+serves the same routes, streams and lifespan as :func:`trio_sse.serve`. The
+server owns the sockets, the HTTP framing (HTTP/1.1, HTTP/2, TLS) and its own
+header, keep-alive and shutdown limits; this module owns what the raw server
+does above the framing, reusing the same :class:`~trio_sse.Config` fields.
+
+Rule 1, one nursery per request: a request's handler and its *receive
+watcher* share one nursery. The watcher is the only task that calls
+``receive()``: it buffers the request body (bounded by ``max_body_size``) for
+:meth:`Request.body`, and on ``http.disconnect`` it cancels the nursery, so
+the handler is cancelled at its next checkpoint, exactly as the raw server's
+read-side EOF does. Nothing outlives the request.
+
+Rule 2, the same deadlines: ``body_timeout`` bounds :meth:`Request.body`;
+``write_timeout`` bounds each ``send`` of response bytes (hypercorn applies
+backpressure inside ``send``), and a send that does not return in time
+cancels the request like a disconnect; ``max_stream_lifetime`` ends a stream
+with the ``retry:`` hint; ``heartbeat_interval`` sends comments on a silent
+stream. Limits of the connection itself (header size, keep-alive, maximum
+connections, graceful shutdown) are the ASGI server's own settings.
+
+Rule 3, encode once: an event's bytes come cached from :meth:`Event.encode`;
+one ``http.response.body`` message (``more_body=True``) carries one event, or
+all the events of a :meth:`EventStream.send_many`. The server frames them
+(chunks for HTTP/1.1, DATA frames for HTTP/2).
+
+Rule 4, lifespan: ``lifespan.startup`` enters :meth:`App.run_lifespan` in a
+task that holds it open until ``lifespan.shutdown``, so background tasks run
+for the server's lifetime, as under the raw server.
+
+Only trio is supported: the handlers, streams and background tasks are trio
+code. Called from another event loop (asyncio under uvicorn, or hypercorn's
+default asyncio worker) the app raises a :class:`RuntimeError` saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Final, TypeAlias, final
+
+import trio
+
+from ._app import (
+    App,
+    EventStream,
+    Headers,
+    HTTPException,
+    PlainTextResponse,
+    Request,
+    Response,
+    Route,
+    StreamResponse,
+    to_response,
+)
+from ._event import Event
+
+__all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
+
+logger = logging.getLogger("trio_sse.asgi")
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+
+_NOT_TRIO: Final = (
+    "trio_sse.App is a trio ASGI application and was called outside trio "
+    "(asyncio?): serve it with hypercorn's trio worker, "
+    "`hypercorn --worker-class trio MODULE:APP`, or with `trio-sse serve MODULE:APP`"
+)
+
+
+def _require_trio() -> None:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(_NOT_TRIO) from None
+
+
+async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one ASGI connection scope (``http``, ``websocket`` or ``lifespan``) with ``app``.
+
+    Args:
+        app: the application.
+        scope: the ASGI connection scope.
+        receive: the ASGI receive callable.
+        send: the ASGI send callable.
+
+    Raises:
+        RuntimeError: not running under trio, or an unknown scope type.
+
+    """
+    _require_trio()
+    kind = scope["type"]
+    if kind == "http":
+        await _Exchange(app, scope, receive, send).run()
+    elif kind == "lifespan":
+        await _lifespan(app, receive, send)
+    elif kind == "websocket":
+        await _reject_websocket(receive, send)
+    else:
+        raise RuntimeError(f"trio_sse.App cannot serve ASGI scope type {kind!r}")
+
+
+# -- lifespan -----------------------------------------------------------------
+
+
+async def _hold_lifespan(
+    app: App, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with app.run_lifespan():
+        task_status.started()
+        await stop.wait()
+
+
+async def _lifespan(app: App, receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol around :meth:`App.run_lifespan`.
+
+    Error handling:
+        An exception entering the lifespan is reported as
+        ``lifespan.startup.failed`` with its message (hypercorn then exits);
+        one while leaving it as ``lifespan.shutdown.failed``. A background
+        task that raises while the server runs makes this coroutine raise:
+        ASGI has no way to stop the server, so hypercorn logs the traceback
+        and goes on serving (the raw server stops instead).
+    """
+    message = await receive()
+    if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
+        raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
+    stopping = False
+    try:
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            try:
+                await nursery.start(_hold_lifespan, app, stop)
+            except Exception as exc:
+                logger.exception("lifespan startup failed")
+                await send({"type": "lifespan.startup.failed", "message": _describe(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            stopping = True
+            stop.set()
+    except Exception as exc:
+        if not stopping:
+            raise
+        logger.exception("lifespan shutdown failed")
+        await send({"type": "lifespan.shutdown.failed", "message": _describe(exc)})
+        return
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- websocket ----------------------------------------------------------------
+
+
+async def _reject_websocket(receive: Receive, send: Send) -> None:
+    """Refuse a WebSocket handshake (the server answers 403)."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1000})
+
+
+# -- http ---------------------------------------------------------------------
+
+
+@final
+class _ASGIEventStream(EventStream):
+    """:class:`EventStream` over ASGI ``http.response.body`` messages."""
+
+    __slots__ = ("_exchange",)
+
+    def __init__(self, exchange: _Exchange, last_event_id: str | None) -> None:
+        self._exchange = exchange
+        self.last_event_id = last_event_id
+
+    async def send(self, event: Event | str) -> None:
+        """Send one event."""
+        if isinstance(event, str):
+            event = Event(event)
+        await self._exchange.write(event.encode())
+
+    async def send_many(self, events: Sequence[Event]) -> None:
+        """Send several events in one ASGI message."""
+        if not events:
+            await trio.lowlevel.checkpoint()
+            return
+        # b"".join of one item returns that very bytes object: no copy.
+        await self._exchange.write(b"".join([e.encode() for e in events]))
+
+
+@final
+class _Exchange:
+    """One HTTP request/response under ASGI: body buffer, writes, deadlines."""
+
+    def __init__(self, app: App, scope: Scope, receive: Receive, send: Send) -> None:
+        self.app = app
+        self.config = app.config
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        client = scope.get("client")
+        self.client: tuple[str, int] | None = (str(client[0]), int(client[1])) if client else None
+        self._cancel = trio.CancelScope()  # replaced by the request's nursery scope
+        # The request body, as the watcher receives it.
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        self._body_ready = trio.Event()  # complete, or known to be too large
+        self._declared_length = 0
+        # Writes.
+        self.last_write = trio.current_time()
+        self._writing = False
+
+    # -- request ------------------------------------------------------------
+
+    def _request(self) -> Request:
+        scope = self.scope
+        raw_path = scope.get("raw_path")
+        if not raw_path:
+            raw_path = urllib.parse.quote(scope["path"]).encode("ascii")
+        query = scope.get("query_string", b"")
+        target = bytes(raw_path) + (b"?" + bytes(query) if query else b"")
+        headers = Headers((bytes(name), bytes(value)) for name, value in scope["headers"])
+        declared = headers.get("content-length")
+        if declared is not None and declared.strip().isdigit():
+            self._declared_length = int(declared)
+        return Request(
+            scope["method"],
+            target,
+            headers,
+            app=self.app,
+            http_version=scope.get("http_version", "1.1"),
+            client=self.client,
+            body_reader=self._read_body,
+            root_path=scope.get("root_path", ""),
+        )
+
+    async def _read_body(self) -> bytes:
+        """Wait for the watcher to have the whole body; ``body_timeout``, ``max_body_size``."""
+        cfg = self.config
+        if self._declared_length > cfg.max_body_size:
+            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
+        with trio.move_on_after(cfg.body_timeout) as scope:
+            await self._body_ready.wait()
+        if scope.cancelled_caught:
+            raise HTTPException(408, "request body not received in time")
+        if self._too_large:
+            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
+        return b"".join(self._parts)
+
+    async def _watch(self) -> None:
+        """Own ``receive()``: buffer the body; a disconnect cancels the request."""
+        limit = self.config.max_body_size
+        while True:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "http.request":
+                body = bytes(message.get("body", b""))
+                if not self._too_large:
+                    self._size += len(body)
+                    if self._size > limit:
+                        self._too_large = True
+                        self._parts.clear()
+                        self._body_ready.set()
+                    elif body:
+                        self._parts.append(body)
+                if not message.get("more_body", False):
+                    self._body_ready.set()
+            elif kind == "http.disconnect":
+                self._cancel.cancel()
+                return
+
+    # -- serving ------------------------------------------------------------
+
+    async def run(self) -> None:
+        request = self._request()
+        method = request.method
+        head_only = method == "HEAD"
+        route, params, allowed = self.app.resolve(method, request.path)
+        if route is None:
+            if allowed:
+                response = PlainTextResponse(
+                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
+                )
+            else:
+                response = PlainTextResponse("not found\n", 404)
+            await self._respond(response, head_only)
+            return
+        request.path_params = params
+        async with trio.open_nursery() as nursery:
+            self._cancel = nursery.cancel_scope
+            nursery.start_soon(self._watch)
+            await self._handle(request, route, head_only)
+            nursery.cancel_scope.cancel()
+
+    async def _handle(self, request: Request, route: Route, head_only: bool) -> None:
+        response: Response | StreamResponse
+        try:
+            response = to_response(await route.handler(request))
+        except HTTPException as exc:
+            response = PlainTextResponse(exc.detail + "\n", exc.status, exc.headers)
+        except Exception:
+            logger.exception("handler for %s %s raised", request.method, request.path)
+            response = PlainTextResponse("internal server error\n", 500)
+        if isinstance(response, StreamResponse):
+            await self._stream(request, response, head_only)
+        else:
+            await self._respond(response, head_only, request)
+
+    async def _respond(
+        self, response: Response, head_only: bool, request: Request | None = None
+    ) -> None:
+        """Send an ordinary response (``Content-Length`` set, no body for HEAD)."""
+        try:
+            if not 200 <= response.status <= 999:
+                raise ValueError(f"status {response.status} is not a final status")
+            headers = response.header_list()
+        except ValueError as exc:
+            where = f" for {request.method} {request.path}" if request is not None else ""
+            logger.error("handler%s returned an invalid response: %s", where, exc)
+            response = PlainTextResponse("internal server error\n", 500)
+            headers = response.header_list()
+        headers.append((b"content-length", b"%d" % len(response.body)))
+        await self._send(
+            {"type": "http.response.start", "status": response.status, "headers": headers}
+        )
+        await self.write(b"" if head_only else response.body, more_body=False)
+
+    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> None:
+        """Send the stream head, run the handler with heartbeats and the lifetime, end it."""
+        cfg = self.config
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": response.header_list(),
+            }
+        )
+        if head_only:
+            await self.write(b"", more_body=False)
+            return
+        # An empty body message makes servers that hold the head back until the
+        # first body bytes send it now (hypercorn sends it at once anyway).
+        await self.write(b"")
+        event_stream = _ASGIEventStream(self, request.last_event_id)
+        with trio.CancelScope() as stop:
+            if cfg.max_stream_lifetime is not None:
+                stop.deadline = trio.current_time() + cfg.max_stream_lifetime
+            async with trio.open_nursery() as nursery:
+                if cfg.heartbeat_interval is not None:
+                    nursery.start_soon(self._heartbeat, cfg.heartbeat_interval)
+                try:
+                    await response.handler(event_stream)
+                except Exception:
+                    logger.exception("stream handler for %s raised", request.path)
+                nursery.cancel_scope.cancel()
+        tail = b""
+        if stop.cancelled_caught and cfg.stream_end_retry is not None:
+            tail = Event(retry=cfg.stream_end_retry).encode()
+        await self.write(tail, more_body=False)
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Send a comment whenever the stream has been silent for ``interval``."""
+        data = self.config.heartbeat_bytes()
+        while True:
+            await trio.sleep_until(self.last_write + interval)
+            if trio.current_time() < self.last_write + interval:
+                continue
+            if self._writing:
+                # A write is in progress; it has its own deadline.
+                await trio.sleep(interval)
+                continue
+            await self.write(data)
+
+    async def write(self, body: bytes, *, more_body: bool = True) -> None:
+        """Send response bytes within ``write_timeout``; a stall cancels the request.
+
+        Raises:
+            trio.Cancelled: the write stalled (the request is being cancelled).
+
+        """
+        timeout = self.config.write_timeout
+        self._writing = True
+        try:
+            with trio.move_on_after(timeout) as scope:
+                await self._send(
+                    {"type": "http.response.body", "body": body, "more_body": more_body}
+                )
+        finally:
+            self._writing = False
+        if scope.cancelled_caught:
+            logger.info("write to %s stalled for %.1f s; closing", self.client, timeout)
+            # Returning without ending the body makes the server close the
+            # connection (HTTP/1.1) or reset the stream (HTTP/2).
+            self._cancel.cancel()
+            await trio.lowlevel.checkpoint()  # raises Cancelled inside a request
+            return
+        self.last_write = trio.current_time()
