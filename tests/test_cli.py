@@ -178,7 +178,7 @@ def test_command_line_end_to_end(tmp_path: object) -> None:
             m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
             assert m, line
             port = int(m.group(1))
-            response, _, events = trio.run(partial(_get, port, "/"))
+            response, _, _ = trio.run(partial(_get, port, "/"))
             assert response.status_code == 200
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
