@@ -45,9 +45,10 @@ import contextlib
 import email.utils
 import errno
 import logging
+import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
 import h11
@@ -287,6 +288,16 @@ class _RawEventStream(EventStream):
             event = Event(event)
         await self._conn.stream_write(event.encode_chunk() if self._chunked else event.encode())
 
+    def direct_sink(self) -> Callable[[Event], bool] | None:
+        """A synchronous writer for idle moments; see :meth:`EventStream.direct_sink`."""
+        conn = self._conn
+        if conn.fd is None:
+            return None
+        write_nowait = conn.write_nowait
+        if self._chunked:
+            return lambda event: write_nowait(event.encode_chunk())
+        return lambda event: write_nowait(event.encode())
+
     async def send_many(self, events: Sequence[Event]) -> None:
         """Send several events with one write."""
         if not events:
@@ -313,10 +324,10 @@ class _Connection:
         self.accepted_at = trio.current_time()
         self.last_write = self.accepted_at
         self._write_lock = trio.Lock()
-        self._fd: int | None = None
+        self.fd: int | None = None
         self.client: tuple[str, int] | None = None
         if isinstance(stream, trio.SocketStream):
-            self._fd = stream.socket.fileno()
+            self.fd = stream.socket.fileno()
             try:
                 peer = stream.socket.getpeername()
                 self.client = (str(peer[0]), int(peer[1]))
@@ -330,6 +341,12 @@ class _Connection:
         # Set while a slow-path write is in progress; left set if it was
         # cancelled midway, when the framing can no longer be trusted.
         self._partial_write = False
+        # Bytes accepted by write_nowait() but not yet written (a partial
+        # direct write); every later write sends them first.
+        self._out = b""
+        # The flusher's sleep; write_nowait() wakes it by moving its deadline.
+        self._flush_scope: trio.CancelScope | None = None
+        self._gone = False
         self._yield_countdown = 16
 
     # -- lifecycle ----------------------------------------------------------
@@ -480,7 +497,10 @@ class _Connection:
         Fast path: one non-blocking ``os.write``. Slow path, for what did not
         fit: ``send_all`` under ``write_timeout``.
         """
-        fd = self._fd
+        if self._out:
+            data = self._out + data
+            self._out = b""
+        fd = self.fd
         if fd is not None and not self._write_lock.locked():
             try:
                 n = os.write(fd, data)
@@ -509,6 +529,44 @@ class _Connection:
                 )
                 raise _PeerGone()
         self.last_write = trio.current_time()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write from another task (a topic's publisher) without waiting.
+
+        The broadcast fast path: while a stream's writer is idle, a topic hands
+        each event straight to this method, in the publisher's task, instead
+        of waking the writer task. One system call, no task switch.
+
+        Returns:
+            ``True`` if the bytes were taken: written, or partly written with
+            the rest kept for the flusher task, which this wakes (and which
+            applies ``write_timeout`` as usual); also when the peer is gone, in
+            which case the stream is cancelled and the bytes are dropped.
+            ``False`` if a write is already in progress or pending: the caller
+            must queue the event for the writer task instead, to keep order.
+        """
+        if self._out or self._write_lock.locked():
+            return False
+        if self._gone:
+            return True
+        fd = self.fd
+        assert fd is not None
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._gone = True
+            self._must_close = True
+            if self._stream_scope is not None:
+                self._stream_scope.cancel()
+            return True
+        self.last_write = trio.current_time()
+        if n < len(data):
+            self._out = data[n:]
+            if self._flush_scope is not None:
+                self._flush_scope.deadline = -math.inf
+        return True
 
     async def stream_write(self, data: bytes) -> None:
         """Write event bytes from a stream handler; a dead peer cancels the stream."""
@@ -651,8 +709,7 @@ class _Connection:
         async with trio.open_nursery() as nursery:
             self._stream_scope = nursery.cancel_scope
             nursery.start_soon(self._watch_peer, nursery.cancel_scope)
-            if cfg.heartbeat_interval is not None:
-                nursery.start_soon(self._heartbeat, chunked, cfg.heartbeat_interval)
+            nursery.start_soon(self._heartbeat, chunked, cfg.heartbeat_interval)
             with trio.CancelScope() as stop:
                 self._interruptible = stop
                 if cfg.max_stream_lifetime is not None:
@@ -683,18 +740,21 @@ class _Connection:
             pass  # Bytes sent during a stream are discarded.
         scope.cancel()
 
-    async def _heartbeat(self, chunked: bool, interval: float) -> None:
-        """Send a comment whenever the stream has been silent for ``interval``."""
+    async def _heartbeat(self, chunked: bool, interval: float | None) -> None:
+        """Flush what :meth:`write_nowait` left; send a comment after ``interval`` of silence."""
         data = self.server.heartbeat_chunk if chunked else self.server.heartbeat_raw
         while True:
-            await trio.sleep_until(self.last_write + interval)
-            if trio.current_time() < self.last_write + interval:
-                continue
-            if self._write_lock.locked():
-                # A slow write is in progress; it has its own deadline.
-                await trio.sleep(interval)
-                continue
-            await self.stream_write(data)
+            deadline = math.inf if interval is None else self.last_write + interval
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._flush_scope = scope
+                if not self._out:
+                    await trio.sleep_forever()
+            self._flush_scope = None
+            if self._out:
+                await self.stream_write(b"")
+            elif interval is not None and trio.current_time() >= self.last_write + interval:
+                # If a slow write holds the lock, this waits for it (harmless).
+                await self.stream_write(data)
 
 
 def _reason(status: int) -> bytes:
