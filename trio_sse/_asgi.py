@@ -158,6 +158,9 @@ async def _lifespan(app: App, receive: Receive, send: Send) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """``"Type: message"`` of the error, looking inside single-error groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -221,6 +224,7 @@ class _Exchange:
         # Writes.
         self.last_write = trio.current_time()
         self._writing = False
+        self._finished = False  # the last body message is being sent
 
     # -- request ------------------------------------------------------------
 
@@ -278,7 +282,12 @@ class _Exchange:
                 if not message.get("more_body", False):
                     self._body_ready.set()
             elif kind == "http.disconnect":
-                self._cancel.cancel()
+                # After the last body message the server reports a disconnect
+                # from *inside* that send call (hypercorn recycles or closes
+                # the connection there): cancelling then would cut its
+                # clean-up short. The response is complete; nothing to stop.
+                if not self._finished:
+                    self._cancel.cancel()
                 return
 
     # -- serving ------------------------------------------------------------
@@ -392,6 +401,8 @@ class _Exchange:
         """
         timeout = self.config.write_timeout
         self._writing = True
+        if not more_body:
+            self._finished = True
         try:
             with trio.move_on_after(timeout) as scope:
                 await self._send(
