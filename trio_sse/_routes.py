@@ -120,6 +120,7 @@ def topic_stream(
             raise HTTPException(404, str(exc.args[0])) from None
 
         async def run(stream: EventStream) -> None:
+            subscription.set_direct_sink(stream.direct_sink())
             async with subscription:
                 cursor = subscription.cursor
                 if last_event_id is None and cursor is not None:

@@ -613,6 +613,8 @@ class Subscription:
         self._final: Event | None = None
         self._backlog: deque[_Entry] = deque()
         self._lot: trio.lowlevel.ParkingLot | None = None
+        self._sink: Callable[[Event], bool] | None = None
+        self._direct_fn: _Send | None = None
         self._position: str | None = None
         self._send: trio.MemorySendChannel[_Entry]
         self._receive: trio.MemoryReceiveChannel[_Entry]
@@ -906,6 +908,62 @@ class Subscription:
             self._refill()
         return self._convert_one(entry)
 
+    def set_direct_sink(self, sink: Callable[[Event], bool] | None) -> None:
+        """Let publishers hand events straight to an idle writer.
+
+        While :meth:`receive_batch` waits with nothing queued, each event
+        published to this subscriber is passed to ``sink(event)`` in the
+        publisher's task instead of being queued and waking this task. The
+        sink returns ``True`` when it took the event (for the raw server: the
+        bytes went to the socket) and ``False`` when it cannot take it now;
+        the event, and every later one, is then queued as usual, so order and
+        the bounded-buffer overflow policy are unchanged. The sink must not
+        block or checkpoint. ``None`` turns it off.
+
+        Topic streams (:func:`~trio_sse.topic_stream`) set this from
+        :meth:`EventStream.direct_sink`: one system call per delivery and no
+        task switch while a connection keeps up.
+        """
+        self._sink = sink
+
+    def _direct(self, entry: _Entry) -> None:
+        # This subscriber's send function while its writer is parked in
+        # receive_batch() with nothing queued. Never checkpoints (Rule 1).
+        merge = self._merge
+        event = entry.event if merge is None else merge.convert(entry)
+        sink = self._sink
+        if sink is not None and sink(event):
+            self._position = event.id
+            return
+        self._undirect()
+        self._send_nowait(entry)  # the channel is empty: cannot block
+
+    def _undirect(self) -> None:
+        direct = self._direct_fn
+        if direct is None:
+            return
+        self._direct_fn = None
+        if self._state == _ACTIVE:
+            send = self._send_nowait
+            for topic in self._topics:
+                if topic._subscribers.get(self) is direct:
+                    topic._subscribers[self] = send
+
+    async def _receive_direct(self) -> _Entry:
+        """Wait for an entry, letting the sink take events meanwhile."""
+        receive = self._receive
+        try:
+            return receive.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        direct = self._direct_fn = self._direct
+        for topic in self._topics:
+            topic._subscribers[self] = direct
+        try:
+            return await receive.receive()
+        finally:
+            self._undirect()
+
     async def receive_batch(self, max_events: int = 64) -> list[Event]:
         """Wait for at least one event, then take every queued one.
 
@@ -930,7 +988,10 @@ class Subscription:
             return self._take_batch_special(max_events)
         receive = self._receive
         try:
-            first = await receive.receive()
+            if self._sink is not None and not self._backlog:
+                first = await self._receive_direct()
+            else:
+                first = await receive.receive()
         except trio.EndOfChannel:  # ended while we waited
             return self._take_batch_special(max_events)
         entries = [first]
