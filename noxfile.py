@@ -70,5 +70,47 @@ def bench_codec(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_codec.py", *session.posargs)
 
 
+#: Peers of the fan-out load benchmark, installed one by one so that a peer
+#: that cannot be installed is skipped (with a message) instead of failing.
+BENCH_PEERS = ["sse-starlette", "uvicorn[standard]", "aiohttp", "aiohttp-sse", "hypercorn"]
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Fan-out load benchmark against the peers (``-- --quick``: under two minutes)."""
+    from nox.command import CommandFailed
+
+    session.install("-e", ".", "matplotlib")
+    for peer in BENCH_PEERS:
+        try:
+            session.install(peer)
+        except CommandFailed:
+            session.warn(f"bench: could not install {peer}; its server will be skipped")
+    node_dir = HERE / "benchmarks" / "node"
+    try:
+        session.run(
+            "npm", "install", "--no-audit", "--no-fund", "--prefix", str(node_dir), external=True
+        )
+    except CommandFailed:
+        session.warn("bench: npm install failed; the Express server will be skipped")
+    build = HERE / "benchmarks" / ".build"
+    build.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "cc",
+        "-O2",
+        "-Wall",
+        "-o",
+        str(build / "loadgen"),
+        str(HERE / "benchmarks" / "loadgen.c"),
+        external=True,
+    )
+    invocation = " ".join(
+        ["python3 noxfile.py -s bench", *(["--", *session.posargs] if session.posargs else [])]
+    )
+    session.run(
+        "python", "benchmarks/bench_load.py", *session.posargs, env={"BENCH_INVOCATION": invocation}
+    )
+
+
 if __name__ == "__main__":
     nox.main()
