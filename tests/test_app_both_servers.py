@@ -19,6 +19,7 @@ from servers import H11Response, RunningServer
 
 from trio_sse import (
     App,
+    Broker,
     Config,
     Decoder,
     Event,
@@ -29,6 +30,8 @@ from trio_sse import (
     Request,
     Response,
     StreamResponse,
+    TopicOptions,
+    topic_stream,
 )
 
 ServeApp = Callable[[App], Awaitable[RunningServer]]
@@ -488,3 +491,69 @@ async def test_lifespan_and_background_tasks(serve_app: ServeApp) -> None:
             assert b > a
         await server.stop()
     assert log == ["enter", "ticker cancelled", "exit"]
+
+
+# -- topics ----------------------------------------------------------------------
+
+
+def topics_app(options: TopicOptions) -> tuple[App, Broker]:
+    broker = Broker(options)
+    broker.declare("news")
+    broker.declare("prices")
+    app = App(config=Config(heartbeat_interval=None))
+    app.add_route("/events/{topic}", topic_stream(broker))
+    app.add_route("/multi", topic_stream(broker, ["news", "prices"]))
+    return app, broker
+
+
+async def test_topic_stream_resumes_from_last_event_id(serve_app: ServeApp) -> None:
+    app, broker = topics_app(TopicOptions())
+    server = await serve_app(app)
+    first, _, _ = (broker.publish_nowait("news", Event(f"n{i}")) for i in range(1, 4))
+    with trio.fail_after(GUARD):
+        async with sse(server, "/events/news", {"Last-Event-ID": first.id or ""}) as (_, reader):
+            assert [e.data for e in await reader.take(2)] == ["n2", "n3"]
+            live = broker.publish_nowait("news", Event("n4"))
+            event = await reader.next()
+            assert (event.data, event.last_event_id) == ("n4", live.id)
+
+
+async def test_topic_stream_composite_cursor(serve_app: ServeApp) -> None:
+    app, broker = topics_app(TopicOptions())
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        async with sse(server, "/multi") as (_, reader):
+            await reader.more()  # the id-only event with the starting cursor
+            broker.publish_nowait("news", Event("a"))
+            broker.publish_nowait("prices", Event("b"))
+            events = await reader.take(2)
+            assert [e.data for e in events] == ["a", "b"]
+            cursor = events[1].last_event_id
+        broker.publish_nowait("prices", Event("c"))
+        broker.publish_nowait("news", Event("d"))
+        async with sse(server, "/multi", {"Last-Event-ID": cursor}) as (_, reader):
+            assert [e.data for e in await reader.take(2)] == ["c", "d"]
+
+
+async def test_topic_evicts_a_client_that_stops_reading(serve_app: ServeApp) -> None:
+    options = TopicOptions(buffer_size=2, eviction_event=Event(retry=1500))
+    app, broker = topics_app(options)
+    server = await serve_app(app)
+    payload = "x" * 65536
+    with trio.fail_after(GUARD):
+        # This client never reads while the topic publishes...
+        slow = await server.request("GET", "/events/news")
+        sent = 0
+        while broker.topic("news").stats().evicted == 0:
+            assert sent < 2000, "never evicted"
+            broker.publish_nowait("news", Event(payload))  # ...and the publisher never waits.
+            sent += 1
+            await trio.sleep(0.001)
+        assert broker.topic("news").stats().subscribers == 0
+        # Once it reads again it finds what was written, then the eviction event, then the end.
+        reader = SSEReader(slow)
+        raw = await reader.rest()
+        await slow.aclose()
+        assert raw.endswith(b"\n\nretry: 1500\n\n")
+        assert reader.decoder.retry == 1500
+        assert 0 < raw.count(b"data: x") < sent
