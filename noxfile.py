@@ -80,12 +80,15 @@ def bench(session: nox.Session) -> None:
     """Fan-out load benchmark against the peers (``-- --quick``: under two minutes)."""
     from nox.command import CommandFailed
 
-    session.install("-e", ".", "matplotlib")
-    for peer in BENCH_PEERS:
-        try:
-            session.install(peer)
-        except CommandFailed:
-            session.warn(f"bench: could not install {peer}; its server will be skipped")
+    try:
+        session.install("-e", ".", "matplotlib", *BENCH_PEERS)
+    except CommandFailed:
+        session.install("-e", ".", "matplotlib")
+        for peer in BENCH_PEERS:
+            try:
+                session.install(peer)
+            except CommandFailed:
+                session.warn(f"bench: could not install {peer}; its server will be skipped")
     node_dir = HERE / "benchmarks" / "node"
     try:
         session.run(

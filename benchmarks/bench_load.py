@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,12 +137,12 @@ QUICK = [
     Scenario("fanout-10", f"300 clients {X} 10 ev/s (quick)", 300, 10, warmup=1, duration=3),
     Scenario(
         "stall",
-        "1 client stops reading among 100 (40 ev/s, 32 KiB events, quick)",
-        100,
+        "1 client stops reading among 50 (40 ev/s, 16 KiB events, quick)",
+        50,
         40,
-        padding=32 * 1024,
+        padding=16 * 1024,
         warmup=1,
-        duration=6,
+        duration=5,
         stalled=1,
         stall_at=1,
         drain=1.5,
@@ -161,23 +163,54 @@ def _modules(*names: str) -> Callable[[], str | None]:
     return missing
 
 
+#: Environment for every server process: ``PYTHONPATH`` then points at the
+#: trio-sse source under test (see ``--trio-sse``), ahead of the installed one.
+SERVER_ENV: dict[str, str] = {}
+
+
 def _trio_sse(asgi: bool) -> Callable[[], str | None]:
     def missing() -> str | None:
-        if importlib.util.find_spec("trio_sse") is None:
-            return "trio_sse is not installed"
         if asgi and importlib.util.find_spec("hypercorn") is None:
             return "hypercorn is not installed"
-        sys.path.insert(0, str(SERVERS))
-        try:
-            import trio_sse_server
-        except Exception as exc:  # any import failure means: skip, and say why
-            return f"benchmarks/servers/trio_sse_server.py does not import: {exc!r}"
-        finally:
-            sys.path.remove(str(SERVERS))
-        reason: str | None = trio_sse_server.asgi_missing() if asgi else trio_sse_server.missing()
-        return reason
+        # Ask a child with the servers' environment: the trio-sse under test
+        # may not be the one this process would import.
+        check = "asgi_missing" if asgi else "missing"
+        code = f"import trio_sse_server as m; print(m.{check}() or '')"
+        env = {**os.environ, **SERVER_ENV}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=SERVERS, env=env, capture_output=True, text=True
+        )
+        if out.returncode:
+            last = (out.stderr.strip().splitlines() or ["?"])[-1]
+            return f"benchmarks/servers/trio_sse_server.py does not import: {last}"
+        return out.stdout.strip() or None
 
     return missing
+
+
+def export_trio_sse(rev: str) -> tuple[Path, str]:
+    """Extract ``trio_sse/`` as of git revision ``rev`` into ``.build/``.
+
+    Returns the directory to put on ``PYTHONPATH`` and the full commit hash,
+    so that a run measures committed code even while the work tree changes.
+    """
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dest = HERE / ".build" / f"trio_sse-{commit[:12]}"
+    if not (dest / "trio_sse" / "__init__.py").exists():
+        tar = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "trio_sse"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            archive.extractall(dest, filter="data")
+    return dest, commit
 
 
 def _express_missing() -> str | None:
@@ -408,7 +441,7 @@ def running(
     peer: Peer, scenario: Scenario, port: int, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``peer`` for ``scenario`` on ``port``; stop its process group on exit."""
-    env = dict(os.environ)
+    env = {**os.environ, **SERVER_ENV}
     env.update(
         BENCH_PORT=str(port), BENCH_RATE=str(scenario.rate), BENCH_PADDING=str(scenario.padding)
     )
@@ -429,7 +462,7 @@ def running(
         stop(proc)
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
+def stop(proc: subprocess.Popen[bytes], grace: float = 0.3) -> None:
     """SIGTERM the server's process group, then SIGKILL after ``grace`` seconds."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -608,9 +641,8 @@ class Run:
     wire: dict[str, Any] = field(default_factory=dict)
 
 
-def run_one(peer: Peer, s: Scenario, stamp: str) -> Run:
-    """Start ``peer``, check its bytes, load it with ``s``, stop it."""
-    reason = peer.missing()
+def run_one(peer: Peer, s: Scenario, stamp: str, reason: str | None) -> Run:
+    """Start ``peer``, check its bytes, load it with ``s``, stop it (unless ``reason``)."""
     if reason:
         return Run(peer.name, s.name, "skipped", reason)
     port = free_port()
@@ -695,15 +727,19 @@ def versions() -> dict[str, str]:
         json.loads(express.read_text())["version"] if express.exists() else "not installed"
     )
     out["cc"] = _cmd("cc", "-dumpfullversion")
-    commit = _cmd("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "trio_sse"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    out["trio-sse commit"] = commit + (" with uncommitted changes in trio_sse/" if dirty else "")
     return out
+
+
+def _dirty() -> bool:
+    """Whether ``trio_sse/`` has uncommitted changes."""
+    return bool(
+        subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "trio_sse"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -769,8 +805,11 @@ def scenario_table(s: Scenario, runs: list[Run]) -> list[str]:
         ]
         if s.kind == "stall":
             st = m["stall"]
-            verdict = "evicted" if st["evicted"] else "kept open"
-            verdict += f", {st['backlog_s']:.1f} s behind" if st["drained_events"] else ""
+            if st["evicted"]:
+                verdict = "evicted"
+            else:
+                verdict = "kept open"
+                verdict += f", {st['backlog_s']:.1f} s behind" if st["drained_events"] else ""
             verdict += f", {st['dropped_events']} dropped" if st["dropped_events"] else ""
             row += [
                 f"{_fmt(st['others_p99_before_ms'], '.1f')} → "
@@ -937,7 +976,10 @@ def update_doc(section: str) -> None:
 
 
 def draw_chart(result: dict[str, Any], path: Path) -> bool:
-    """Bar charts of delivered/s and CPU µs per delivery; False without matplotlib."""
+    """Delivered/s and CPU µs per delivery, one panel per scenario and metric.
+
+    Returns False (and draws nothing) without matplotlib.
+    """
     try:
         import matplotlib
 
@@ -946,36 +988,44 @@ def draw_chart(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         print("bench: matplotlib is not installed; no chart", file=sys.stderr)
         return False
+    import textwrap
+
     scenarios = [Scenario(**s) for s in result["scenarios"]]
     runs = [Run(**r) for r in result["runs"] if r["status"] == "ok"]
     peers = [p.name for p in PEERS if any(r.peer == p.name for r in runs)]
-    fig, axes = plt.subplots(2, 1, figsize=(11, 8), constrained_layout=True)
-    width = 0.8 / max(1, len(peers))
     colors = plt.get_cmap("tab10")
-    for ax, key, label in (
-        (axes[0], "delivered_per_s", "delivered events/s (dashed: offered)"),
-        (axes[1], "us_per_delivery", "server CPU µs per delivery (lower is better)"),
-    ):
-        for i, peer in enumerate(peers):
-            xs, ys = [], []
-            for j, s in enumerate(scenarios):
-                r = next((r for r in runs if r.peer == peer and r.scenario == s.name), None)
-                if r and r.metrics.get(key) is not None:
-                    xs.append(j + (i - (len(peers) - 1) / 2) * width)
-                    ys.append(r.metrics[key])
-            ax.bar(xs, ys, width, label=peer, color=colors(i))
-        if key == "delivered_per_s":
-            for j, s in enumerate(scenarios):
-                ax.hlines(s.offered, j - 0.45, j + 0.45, colors="black", linestyles="dashed", lw=1)
-        ax.set_xticks(range(len(scenarios)))
-        ax.set_xticklabels([s.title.replace(" (", "\n(") for s in scenarios], fontsize=8)
-        ax.set_ylabel(label)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(ncol=4, fontsize=8)
-    fig.suptitle(
-        f"SSE fan-out, {result['meta']['machine']['cores']} cores ({result['meta']['date']})"
+    fig, axes = plt.subplots(
+        2, len(scenarios), figsize=(2.9 * len(scenarios) + 1, 7.5), squeeze=False
     )
-    fig.savefig(path, dpi=110)
+    rows = (
+        ("delivered_per_s", "delivered events/s\n(dashed: offered)"),
+        ("us_per_delivery", "server CPU µs per delivery\n(lower is better)"),
+    )
+    for col, s in enumerate(scenarios):
+        for row, (key, label) in enumerate(rows):
+            ax = axes[row][col]
+            for i, peer in enumerate(peers):
+                r = next((r for r in runs if r.peer == peer and r.scenario == s.name), None)
+                value = r.metrics.get(key) if r else None
+                if value is not None:
+                    ax.bar(i, value, color=colors(i), label=peer)
+            if key == "delivered_per_s":
+                ax.axhline(s.offered, color="black", linestyle="dashed", linewidth=1)
+                ax.set_title("\n".join(textwrap.wrap(s.title, 28)), fontsize=9)
+            ax.set_xticks(range(len(peers)))
+            ax.set_xticklabels(peers, rotation=60, ha="right", fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(axis="y", alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=9)
+    meta = result["meta"]
+    fig.suptitle(
+        f"SSE fan-out on {meta['machine']['cores']} cores, {meta['date']} "
+        f"(benchmarks/results/{meta['file']})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
@@ -993,6 +1043,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", help="comma-separated subset of scenario names")
     parser.add_argument(
         "--no-docs", action="store_true", help="do not touch docs/ (full runs write it)"
+    )
+    parser.add_argument(
+        "--trio-sse",
+        default="HEAD",
+        metavar="REV",
+        help="git revision of trio_sse/ to measure (default HEAD: committed code only), "
+        "or 'worktree' for the files as they are",
     )
     args = parser.parse_args(argv)
 
@@ -1017,17 +1074,26 @@ def main(argv: list[str] | None = None) -> int:
     build_loadgen()
     LOGS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for p in peers:
-        reason = p.missing()
+    if args.trio_sse == "worktree":
+        trio_sse_under_test = "work tree" + (" (with uncommitted changes)" if _dirty() else "")
+    else:
+        path, commit = export_trio_sse(args.trio_sse)
+        SERVER_ENV["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(path), os.environ.get("PYTHONPATH")])
+        )
+        trio_sse_under_test = f"commit {commit[:12]}"
+    print(f"bench: trio-sse under test: {trio_sse_under_test}", file=sys.stderr)
+    skip = {p.name: p.missing() for p in peers}
+    for name, reason in skip.items():
         if reason:
-            print(f"bench: skipping {p.name}: {reason}", file=sys.stderr)
+            print(f"bench: skipping {name}: {reason}", file=sys.stderr)
 
     runs: list[Run] = []
     started = time.monotonic()
     for s in scenarios:
         for p in peers:
             t0 = time.monotonic()
-            run = run_one(p, s, stamp)
+            run = run_one(p, s, stamp, skip[p.name])
             runs.append(run)
             m = run.metrics
             if run.status == "ok":
@@ -1057,7 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_note": "per scenario: connect all clients, warm up, then a measured window",
             "elapsed_s": round(time.monotonic() - started, 1),
             "machine": machine(),
-            "versions": versions(),
+            "versions": {"trio-sse source": trio_sse_under_test, **versions()},
             "loadgen_user_us": "at most " + _fmt(user_us, ".1f"),
             "peers": {p.name: p.description for p in peers},
         },
