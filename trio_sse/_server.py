@@ -391,6 +391,13 @@ class _Connection:
             keep_going = await self._handle(request)
             if not keep_going or self._must_close or self.server.stopping:
                 return True
+            if self.h11.their_state is h11.SEND_BODY:
+                # The handler did not read the request body. A GET's (empty)
+                # body has already been parsed, so taking its end costs no
+                # I/O; a body that has not all arrived closes the connection.
+                with contextlib.suppress(h11.RemoteProtocolError):
+                    while isinstance(self.h11.next_event(), h11.Data):
+                        pass
             if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
                 self.h11.start_next_cycle()
             else:
@@ -592,7 +599,8 @@ class _Connection:
     async def _send_response(self, response: Response, head_only: bool) -> None:
         conn = self.h11
         headers = self._base_headers() + response.header_list()
-        headers.append((b"content-length", b"%d" % len(response.body)))
+        if response.status != 204:  # RFC 9110 8.6: never in a 204
+            headers.append((b"content-length", b"%d" % len(response.body)))
         if self._must_close or self.server.stopping:
             headers.append((b"connection", b"close"))
         data = conn.send(
