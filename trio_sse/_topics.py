@@ -57,7 +57,6 @@ event is cached on the entry, so subscribers at the same positions share it.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import heapq
 import re
@@ -69,7 +68,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 import trio
 
-from ._backplane import LocalBackplane
+from ._backplane import LocalBackplane, _with_id
 from ._event import Event
 
 if TYPE_CHECKING:
@@ -501,7 +500,7 @@ class Topic:
     def _reset_for_position(self) -> Event:
         reset = self._reset_event
         if reset.id is None and self._last_id is not None:
-            reset = dataclasses.replace(reset, id=self._last_id)
+            reset = _with_id(reset, self._last_id)
         return reset
 
     # -- subscribing -------------------------------------------------------
@@ -758,7 +757,7 @@ class Subscription:
         if merge is None:
             self._pending.append(topic._reset_for_position())
         else:
-            self._pending.append(dataclasses.replace(reset, id=",".join(merge.parts)))
+            self._pending.append(_with_id(reset, ",".join(merge.parts)))
 
     def _replay_count(self, topic: Topic, n: int) -> None:
         self.replayed += n
@@ -1077,7 +1076,7 @@ class _Merge:
             variant = entry.variant
             assert variant is not None
             return variant
-        variant = dataclasses.replace(entry.event, id=key)
+        variant = _with_id(entry.event, key)
         entry.variant_key = key
         entry.variant = variant
         return variant
