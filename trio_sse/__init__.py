@@ -13,6 +13,7 @@ from ._app import Request as Request
 from ._app import Response as Response
 from ._app import Route as Route
 from ._app import StreamResponse as StreamResponse
+from ._app import WebSocketRoute as WebSocketRoute
 from ._backplane import Backplane as Backplane
 from ._backplane import LocalBackplane as LocalBackplane
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
@@ -40,8 +41,14 @@ from ._topics import Topic as Topic
 from ._topics import TopicOptions as TopicOptions
 from ._topics import TopicStats as TopicStats
 from ._version import __version__ as __version__
+from ._websocket import CLOSE_EVICTED as CLOSE_EVICTED
+from ._websocket import WebSocket as WebSocket
+from ._websocket import WebSocketClosed as WebSocketClosed
+from ._websocket import event_frame as event_frame
+from ._websocket import topic_websocket as topic_websocket
 
 __all__ = [
+    "CLOSE_EVICTED",
     "DEFAULT_MAX_EVENT_SIZE",
     "App",
     "Backplane",
@@ -73,11 +80,16 @@ __all__ = [
     "Topic",
     "TopicOptions",
     "TopicStats",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketRoute",
     "__version__",
     "broker_metrics_text",
+    "event_frame",
     "metrics_endpoint",
     "publish_endpoint",
     "serve",
     "serve_listeners",
     "topic_stream",
+    "topic_websocket",
 ]

@@ -45,6 +45,7 @@ from ._event import Event
 
 if TYPE_CHECKING:
     from ._asgi import Receive, Scope, Send
+    from ._websocket import WebSocket
 
 __all__ = [
     "App",
@@ -58,6 +59,7 @@ __all__ = [
     "Response",
     "Route",
     "StreamResponse",
+    "WebSocketRoute",
 ]
 
 HeaderList: TypeAlias = list[tuple[bytes, bytes]]
@@ -66,6 +68,7 @@ ReturnValue: TypeAlias = (
 )
 Handler: TypeAlias = Callable[["Request"], Awaitable[Any]]
 StreamHandler: TypeAlias = Callable[["Request", "EventStream"], Awaitable[None]]
+WebSocketHandler: TypeAlias = Callable[["Request", "WebSocket"], Awaitable[None]]
 Lifespan: TypeAlias = Callable[["App"], AbstractAsyncContextManager[None]]
 
 #: Headers every event stream carries. ``X-Accel-Buffering: no`` turns off
@@ -450,19 +453,40 @@ class Route:
     @classmethod
     def build(cls, path: str, methods: Iterable[str], handler: Handler) -> Route:
         """Compile ``path`` (``{name}`` matches a segment, ``{name:path}`` the rest)."""
-        if not path.startswith("/"):
-            raise ValueError(f"route path must start with '/', got {path!r}")
-        regex, pos = "", 0
-        for m in _PARAM.finditer(path):
-            regex += re.escape(path[pos : m.start()])
-            part = "[^/]+" if m.group(2) in (None, "str") else ".*"
-            regex += f"(?P<{m.group(1)}>{part})"
-            pos = m.end()
-        regex += re.escape(path[pos:])
         ms = frozenset(m.upper() for m in methods)
         if "GET" in ms:
             ms = ms | {"HEAD"}
-        return cls(path, ms, handler, re.compile(f"^{regex}$"))
+        return cls(path, ms, handler, _compile_path(path))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class WebSocketRoute:
+    """A WebSocket route: ``handler(request, websocket)`` for upgrades on ``path``.
+
+    Attributes:
+        path: the pattern, as for :class:`Route`.
+        handler: ``async def handler(request, ws)``.
+        pattern: the compiled pattern.
+
+    """
+
+    path: str
+    handler: WebSocketHandler
+    pattern: re.Pattern[str]
+
+
+def _compile_path(path: str) -> re.Pattern[str]:
+    if not path.startswith("/"):
+        raise ValueError(f"route path must start with '/', got {path!r}")
+    regex, pos = "", 0
+    for m in _PARAM.finditer(path):
+        regex += re.escape(path[pos : m.start()])
+        part = "[^/]+" if m.group(2) in (None, "str") else ".*"
+        regex += f"(?P<{m.group(1)}>{part})"
+        pos = m.end()
+    regex += re.escape(path[pos:])
+    return re.compile(f"^{regex}$")
 
 
 @final
@@ -494,6 +518,7 @@ class App:
 
     def __init__(self, *, lifespan: Lifespan | None = None, config: Config | None = None) -> None:
         self.routes: list[Route] = []
+        self.websocket_routes: list[WebSocketRoute] = []
         self.config = config if config is not None else Config()
         self.state = SimpleNamespace()
         self._lifespan = lifespan
@@ -542,6 +567,36 @@ class App:
             return handler
 
         return decorator
+
+    def websocket(self, path: str) -> Callable[[WebSocketHandler], WebSocketHandler]:
+        """Decorator: a WebSocket route ``async def h(request, ws)``.
+
+        A WebSocket upgrade request on ``path`` runs the handler with a
+        :class:`~trio_sse.WebSocket` it must :meth:`~trio_sse.WebSocket.accept`
+        (raising :class:`HTTPException` before that refuses the handshake
+        with that status). Served by both the raw server (through
+        trio-websocket: ``pip install trio-sse[websocket]``) and ASGI servers.
+        Other requests on ``path`` still go to the HTTP routes. See
+        :func:`~trio_sse.topic_websocket` for topics over WebSocket.
+        """
+
+        def decorator(handler: WebSocketHandler) -> WebSocketHandler:
+            self.add_websocket_route(path, handler)
+            return handler
+
+        return decorator
+
+    def add_websocket_route(self, path: str, handler: WebSocketHandler) -> None:
+        """Register a WebSocket ``handler(request, ws)`` on ``path``."""
+        self.websocket_routes.append(WebSocketRoute(path, handler, _compile_path(path)))
+
+    def resolve_websocket(self, path: str) -> tuple[WebSocketRoute | None, dict[str, str]]:
+        """The WebSocket route for ``path`` and its path parameters, or ``(None, {})``."""
+        for route in self.websocket_routes:
+            m = route.pattern.match(path)
+            if m is not None:
+                return route, m.groupdict()
+        return None, {}
 
     def background(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """Decorator: run ``async def fn()`` for the app's lifetime.

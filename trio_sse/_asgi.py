@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, TypeAlias, final
 
 import trio
 
 from ._app import (
     App,
+    BodyReader,
     EventStream,
     Headers,
     HTTPException,
@@ -57,9 +58,12 @@ from ._app import (
     Response,
     Route,
     StreamResponse,
+    _no_body,
     to_response,
 )
+from ._config import Config
 from ._event import Event
+from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
 
@@ -104,7 +108,7 @@ async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> No
     elif kind == "lifespan":
         await _lifespan(app, receive, send)
     elif kind == "websocket":
-        await _reject_websocket(receive, send)
+        await _serve_websocket(app, scope, receive, send)
     else:
         raise RuntimeError(f"trio_sse.App cannot serve ASGI scope type {kind!r}")
 
@@ -167,14 +171,127 @@ def _describe(exc: BaseException) -> str:
 # -- websocket ----------------------------------------------------------------
 
 
-async def _reject_websocket(receive: Receive, send: Send) -> None:
-    """Refuse a WebSocket handshake (the server answers 403)."""
+async def _serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    """A ``websocket`` scope: the App's WebSocket route, or a 404 refusal."""
     message = await receive()
-    if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1000})
+    if message["type"] != "websocket.connect":  # pragma: no cover - gone before connecting
+        return
+    request = _request_from_scope(app, scope)
+    ws = _ASGIWebSocket(request, scope, receive, send, app.config)
+    route, params = app.resolve_websocket(request.path)
+    if route is None:
+        await ws._reject(404, "not found", {})
+        return
+    request.path_params = params
+    await run_websocket_handler(ws, route.handler, _ignore_scope)
+
+
+def _ignore_scope(scope: trio.CancelScope | None) -> None:
+    """ASGI servers shut down by cancelling the app; nothing to register."""
+
+
+@final
+class _ASGIWebSocket(WebSocket):
+    """:class:`WebSocket` over an ASGI ``websocket`` scope."""
+
+    def __init__(
+        self, request: Request, scope: Scope, receive: Receive, send: Send, config: Config
+    ) -> None:
+        self.request = request
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._config = config
+        self._accepted = False
+        self._closed: WebSocketClosed | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self._accepted
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        if self._accepted or self._closed is not None:
+            raise RuntimeError("accept() may only be called once, before close()")
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self._accepted = True
+
+    def _check_open(self) -> None:
+        if not self._accepted:
+            raise RuntimeError("accept() the WebSocket first")
+        if self._closed is not None:
+            raise self._closed
+
+    async def receive(self) -> str | bytes:
+        self._check_open()
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            return bytes(message.get("bytes") or b"")
+        # websocket.disconnect
+        self._closed = WebSocketClosed(int(message.get("code", 1005)), message.get("reason") or "")
+        raise self._closed
+
+    async def send(self, message: str | bytes) -> None:
+        self._check_open()
+        key = "text" if isinstance(message, str) else "bytes"
+        timeout = self._config.write_timeout
+        with trio.move_on_after(timeout) as scope:
+            await self._send({"type": "websocket.send", key: message})
+        if scope.cancelled_caught:
+            logger.info(
+                "WebSocket write to %s stalled for %.1f s; closing", self.request.client, timeout
+            )
+            self._closed = WebSocketClosed(1006, "write stalled")
+            raise self._closed
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self._closed is not None:
+            return
+        self._closed = WebSocketClosed(code, reason)
+        # Before accept(), the server answers the handshake with 403.
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _reject(self, status: int, detail: str, headers: Mapping[str, str]) -> None:
+        if self._accepted or self._closed is not None:
+            return
+        self._closed = WebSocketClosed(1006, "refused")
+        if "websocket.http.response" not in (self._scope.get("extensions") or {}):
+            # Without the extension the server can only answer 403.
+            await self._send({"type": "websocket.close", "code": 1008})
+            return
+        body = (detail + "\n").encode()
+        response = PlainTextResponse(body, status, headers)
+        response_headers = response.header_list()
+        response_headers.append((b"content-length", b"%d" % len(body)))
+        await self._send(
+            {"type": "websocket.http.response.start", "status": status, "headers": response_headers}
+        )
+        await self._send({"type": "websocket.http.response.body", "body": body})
 
 
 # -- http ---------------------------------------------------------------------
+
+
+def _request_from_scope(app: App, scope: Scope, body_reader: BodyReader = _no_body) -> Request:
+    raw_path = scope.get("raw_path")
+    if not raw_path:
+        raw_path = urllib.parse.quote(scope["path"]).encode("ascii")
+    query = scope.get("query_string", b"")
+    target = bytes(raw_path) + (b"?" + bytes(query) if query else b"")
+    client = scope.get("client")
+    return Request(
+        scope.get("method", "GET"),
+        target,
+        Headers((bytes(name), bytes(value)) for name, value in scope["headers"]),
+        app=app,
+        http_version=scope.get("http_version", "1.1"),
+        client=(str(client[0]), int(client[1])) if client else None,
+        body_reader=body_reader,
+        root_path=scope.get("root_path", ""),
+    )
 
 
 @final
@@ -229,26 +346,11 @@ class _Exchange:
     # -- request ------------------------------------------------------------
 
     def _request(self) -> Request:
-        scope = self.scope
-        raw_path = scope.get("raw_path")
-        if not raw_path:
-            raw_path = urllib.parse.quote(scope["path"]).encode("ascii")
-        query = scope.get("query_string", b"")
-        target = bytes(raw_path) + (b"?" + bytes(query) if query else b"")
-        headers = Headers((bytes(name), bytes(value)) for name, value in scope["headers"])
-        declared = headers.get("content-length")
+        request = _request_from_scope(self.app, self.scope, self._read_body)
+        declared = request.headers.get("content-length")
         if declared is not None and declared.strip().isdigit():
             self._declared_length = int(declared)
-        return Request(
-            scope["method"],
-            target,
-            headers,
-            app=self.app,
-            http_version=scope.get("http_version", "1.1"),
-            client=self.client,
-            body_reader=self._read_body,
-            root_path=scope.get("root_path", ""),
-        )
+        return request
 
     async def _read_body(self) -> bytes:
         """Wait for the watcher to have the whole body; ``body_timeout``, ``max_body_size``."""
@@ -340,7 +442,8 @@ class _Exchange:
             logger.error("handler%s returned an invalid response: %s", where, exc)
             response = PlainTextResponse("internal server error\n", 500)
             headers = response.header_list()
-        headers.append((b"content-length", b"%d" % len(response.body)))
+        if response.status != 204:  # RFC 9110 8.6: never in a 204
+            headers.append((b"content-length", b"%d" % len(response.body)))
         await self._send(
             {"type": "http.response.start", "status": response.status, "headers": headers}
         )

@@ -25,6 +25,8 @@ mid-write. Instead it stops accepting, cancels each stream handler (the
 server then sends the final ``retry:`` event and the terminating chunk) and
 each idle keep-alive wait, and sets that shielded scope's deadline to now
 plus ``shutdown_grace_period``: whatever has not finished by then is cut.
+The lifespan and the background tasks sit in a shielded scope too, so they
+outlast the connections and the lifespan exits normally.
 
 The hot path
 ------------
@@ -63,10 +65,12 @@ from ._app import (
     Request,
     Response,
     StreamResponse,
+    WebSocketRoute,
     to_response,
 )
 from ._config import Config
 from ._event import Event
+from ._websocket import is_websocket_upgrade, serve_raw_websocket, websocket_available
 
 __all__ = ["Server", "serve", "serve_listeners"]
 
@@ -164,6 +168,7 @@ class Server:
         self.stopping = False
         self._conns_scope = trio.CancelScope(shield=True)
         self._accept_scope = trio.CancelScope()
+        self._running_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._rejecting = 0
         self.heartbeat_chunk = Event(comment=config.heartbeat_comment).encode_chunk()
@@ -175,14 +180,40 @@ class Server:
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run the lifespan and serve ``listeners`` until cancelled."""
-        async with self.app.run_lifespan(), trio.open_nursery() as nursery:
-            await nursery.start(self._serve, listeners)
+        """Run the lifespan and serve ``listeners`` until cancelled.
+
+        Cancellation only starts the shutdown: serving, the background tasks
+        and the lifespan's exit go on in :meth:`_run_shielded` until the
+        connections are done.
+        """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._run_shielded, listeners)
             task_status.started(list(listeners))
             try:
                 await trio.sleep_forever()
             finally:
                 self._begin_shutdown()
+
+    async def _run_shielded(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # Shielded once started (start-up stays cancellable): in-flight
+        # requests keep the background tasks they may need until the
+        # connections are done, and the lifespan exits normally, its
+        # clean-up not interrupted by the cancellation that stopped us.
+        with trio.CancelScope() as shield:
+            async with self.app.run_lifespan(), trio.open_nursery() as nursery:
+                await nursery.start(self._serve, listeners)
+                task_status.started()
+                shield.shield = True
+                try:
+                    with self._running_scope:
+                        await trio.sleep_forever()
+                finally:
+                    self._begin_shutdown()
 
     async def _serve(
         self,
@@ -203,6 +234,7 @@ class Server:
         if self.stopping:
             return
         self.stopping = True
+        self._running_scope.cancel()
         self._accept_scope.cancel()
         self._conns_scope.deadline = trio.current_time() + self.config.shutdown_grace_period
         for conn in list(self.connections):
@@ -654,6 +686,11 @@ class _Connection:
             client=self.client,
             body_reader=self._read_body,
         )
+        if app.websocket_routes and is_websocket_upgrade(event.method, list(event.headers)):
+            ws_route, ws_params = app.resolve_websocket(request.path)
+            if ws_route is not None:
+                request.path_params = ws_params
+                return await self._websocket(event, request, ws_route)
         route, params, allowed = app.resolve(method, request.path)
         if route is None:
             if allowed:
@@ -686,6 +723,28 @@ class _Connection:
             await self._send_error(500, "internal server error")
             return False
         return True
+
+    async def _websocket(self, event: h11.Request, request: Request, route: WebSocketRoute) -> bool:
+        """Hand an upgrade to trio-websocket (``_websocket.py``); the connection then closes."""
+        self._must_close = True
+        if not websocket_available():  # pragma: no cover - a test dependency
+            logger.error(
+                "WebSocket route %s needs trio-websocket: pip install trio-sse[websocket]",
+                route.path,
+            )
+            await self._send_error(501, "WebSocket support is not installed")
+            return False
+        head = b"%s %s HTTP/%s\r\n" % (event.method, event.target, event.http_version)
+        head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in event.headers.raw_items())
+        head += b"\r\n" + self.h11.trailing_data[0]
+
+        def interruptible(scope: trio.CancelScope | None) -> None:
+            self._interruptible = scope
+            if scope is not None and self.server.stopping:
+                scope.cancel()
+
+        await serve_raw_websocket(self.stream, head, request, route, self.config, interruptible)
+        return False
 
     async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> bool:
         """Send the stream head, run the handler in this connection's nursery, end the stream."""
