@@ -420,6 +420,20 @@ def test_refuses_to_run_under_asyncio() -> None:
         asyncio.run(app(http_scope(), receive, send))
 
 
+def test_lifespan_under_asyncio_fails_startup() -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(App()({"type": "lifespan"}, receive, send))
+    assert sent[0]["type"] == "lifespan.startup.failed"
+    assert "hypercorn --worker-class trio" in sent[0]["message"]
+
+
 async def test_http10_stream_under_hypercorn(nursery: trio.Nursery) -> None:
     app = App(config=Config(heartbeat_interval=None))
 

@@ -81,11 +81,12 @@ _NOT_TRIO: Final = (
 )
 
 
-def _require_trio() -> None:
+def _in_trio() -> bool:
     try:
         trio.lowlevel.current_task()
     except RuntimeError:
-        raise RuntimeError(_NOT_TRIO) from None
+        return False
+    return True
 
 
 async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,8 +102,16 @@ async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> No
         RuntimeError: not running under trio, or an unknown scope type.
 
     """
-    _require_trio()
     kind = scope["type"]
+    if not _in_trio():
+        if kind == "lifespan":
+            # Fail the server's start-up with the reason, rather than letting
+            # it carry on "without lifespan support" and fail every request.
+            # (receive/send belong to the server's loop, so awaiting them is fine.)
+            await receive()
+            await send({"type": "lifespan.startup.failed", "message": _NOT_TRIO})
+            return
+        raise RuntimeError(_NOT_TRIO)
     if kind == "http":
         await _Exchange(app, scope, receive, send).run()
     elif kind == "lifespan":
