@@ -89,6 +89,10 @@ class Scenario:
     warmup: float = 2.0
     duration: float = 10.0
     connect_timeout: float = 30.0
+    #: Connects in flight at once. A busy server answers a new connection in
+    #: hundreds of ms, so too few caps the connect rate; too many overflows a
+    #: small accept queue (every peer here listens with a backlog of 4096).
+    inflight: int = 256
     stalled: int = 0
     stall_at: float = 0.0
     drain: float = 3.0
@@ -516,6 +520,8 @@ def loadgen_argv(port: int, s: Scenario) -> list[str]:
         str(s.duration),
         "--connect-timeout",
         str(s.connect_timeout),
+        "--inflight",
+        str(s.inflight),
     ]
     if s.stalled:
         argv += [
