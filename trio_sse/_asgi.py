@@ -33,9 +33,16 @@ Rule 4, lifespan: ``lifespan.startup`` enters :meth:`App.run_lifespan` in a
 task that holds it open until ``lifespan.shutdown``, so background tasks run
 for the server's lifetime, as under the raw server.
 
+Rule 5, WebSocket: a ``websocket`` scope goes to the App's WebSocket route
+through ``_ASGIWebSocket``, driven by the same
+:func:`~trio_sse._websocket.run_websocket_handler` as on the raw server; a
+refusal uses the ``websocket.http.response`` extension when the server offers
+it (hypercorn does), so the client sees the real status.
+
 Only trio is supported: the handlers, streams and background tasks are trio
 code. Called from another event loop (asyncio under uvicorn, or hypercorn's
-default asyncio worker) the app raises a :class:`RuntimeError` saying so.
+default asyncio worker) the app fails the lifespan start-up and raises a
+:class:`RuntimeError` for requests, both saying to use the trio worker.
 """
 
 from __future__ import annotations
