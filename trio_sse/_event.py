@@ -20,14 +20,18 @@ Encoding rules (WHATWG HTML, "Interpreting an event stream")::
 Every field is written as ``name: value`` (one space), so a value that itself
 starts with a space survives: the parser strips exactly one space. Data is
 split on CRLF, CR and LF into one ``data:`` line per line, which the parser
-joins back with LF.
+joins back with LF; an empty line of data (or of a comment) is written as a
+bare ``data:`` (or ``:``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn, final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Event"]
 
@@ -35,12 +39,8 @@ __all__ = ["Event"]
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _lines(value: str) -> list[str]:
-    return _LINE_BREAK.split(value)
-
-
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, init=False)
 class Event:
     """One server-sent event, immutable, encoded once.
 
@@ -69,49 +69,80 @@ class Event:
         Event(comment="keep-alive")
     """
 
-    data: str | None = None
-    event: str | None = None
-    id: str | None = None
-    retry: int | None = None
-    comment: str | None = None
-    _wire: bytes = field(init=False, repr=False, compare=False)
-    _chunk: bytes | None = field(init=False, repr=False, compare=False, default=None)
+    # Slotted by hand rather than with dataclass(slots=True), so that the
+    # cached encodings are plain slots, not fields: dataclasses.fields() and
+    # asdict() see the five fields only, and _chunk can stay unset until
+    # encode_chunk() is first called.
+    __slots__ = ("_chunk", "_wire", "comment", "data", "event", "id", "retry")
 
-    def __post_init__(self) -> None:
-        parts: list[str] = []
-        if self.comment is not None:
-            _check_str("comment", self.comment)
-            for line in _lines(self.comment):
-                parts.append(f": {line}\n" if line else ":\n")
-        if self.event is not None:
-            _check_str("event", self.event)
-            _check_no_newline("event", self.event)
-            parts.append(f"event: {self.event}\n")
-        if self.id is not None:
-            _check_str("id", self.id)
-            _check_no_newline("id", self.id)
-            if "\0" in self.id:
+    data: str | None
+    event: str | None
+    id: str | None
+    retry: int | None
+    comment: str | None
+    if TYPE_CHECKING:  # slots, not fields: not annotated at run time
+        _wire: bytes
+        _chunk: bytes
+
+    def __init__(
+        self,
+        data: str | None = None,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        # Hand-written rather than dataclass's, because this runs once per
+        # event sent: that __init__ goes through object.__setattr__ for each
+        # field of a frozen class, which costs more than encoding a small
+        # event; the slots' own setters are direct. The checks for the common
+        # case (an exact str without line breaks) are inlined for the same
+        # reason.
+        _set_data(self, data)
+        _set_event(self, event)
+        _set_id(self, id)
+        _set_retry(self, retry)
+        _set_comment(self, comment)
+        head = "" if comment is None else _comment_lines(comment)
+        if event is not None:
+            if type(event) is not str:
+                event = _as_str("event", event)
+            if "\n" in event or "\r" in event:
+                _reject_line_break("event", event)
+            head = f"{head}event: {event}\n"
+        if id is not None:
+            if type(id) is not str:
+                id = _as_str("id", id)
+            if "\n" in id or "\r" in id:
+                _reject_line_break("id", id)
+            if "\0" in id:
                 raise ValueError(
                     "Event id must not contain NUL (U+0000): browsers ignore such "
                     "an id, so the client could never resume from it"
                 )
-            parts.append(f"id: {self.id}\n")
-        if self.retry is not None:
-            if type(self.retry) is not int:
+            head = f"{head}id: {id}\n"
+        if retry is not None:
+            if type(retry) is not int:
                 raise TypeError(
-                    f"Event retry must be an int (milliseconds), got {type(self.retry).__name__}"
+                    f"Event retry must be an int (milliseconds), got {type(retry).__name__}"
                 )
-            if self.retry < 0:
+            if retry < 0:
                 raise ValueError(
-                    f"Event retry must be a non-negative number of milliseconds, got {self.retry}"
+                    f"Event retry must be a non-negative number of milliseconds, got {retry}"
                 )
-            parts.append(f"retry: {self.retry}\n")
-        if self.data is not None:
-            _check_str("data", self.data)
-            for line in _lines(self.data):
-                parts.append(f"data: {line}\n" if line else "data:\n")
-        parts.append("\n")
-        object.__setattr__(self, "_wire", "".join(parts).encode("utf-8"))
+            head = f"{head}retry: {retry}\n"
+        if data is None:
+            wire = head + "\n"
+        else:
+            if type(data) is not str:
+                data = _as_str("data", data)
+            if "\n" in data or "\r" in data:
+                wire = head + _data_lines(data) + "\n"
+            elif data:
+                wire = f"{head}data: {data}\n\n"
+            else:
+                wire = head + "data:\n\n"
+        _set_wire(self, wire.encode())
 
     def encode(self) -> bytes:
         """Return the event's exact event-stream bytes (cached, UTF-8)."""
@@ -123,22 +154,56 @@ class Event:
         The raw server writes these bytes as they are to every chunked stream
         that carries the event.
         """
-        chunk = self._chunk
-        if chunk is None:
+        try:
+            return self._chunk
+        except AttributeError:
             wire = self._wire
             chunk = b"%x\r\n%b\r\n" % (len(wire), wire)
-            object.__setattr__(self, "_chunk", chunk)
-        return chunk
+            _set_chunk(self, chunk)
+            return chunk
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[Event], tuple[str | None, str | None, str | None, int | None, str | None]]:
+        # Pickle and copy the fields; unpickling validates and encodes again.
+        return (Event, (self.data, self.event, self.id, self.retry, self.comment))
 
 
-def _check_str(name: str, value: object) -> None:
+_set_data: Callable[[Event, str | None], None] = Event.__dict__["data"].__set__
+_set_event: Callable[[Event, str | None], None] = Event.__dict__["event"].__set__
+_set_id: Callable[[Event, str | None], None] = Event.__dict__["id"].__set__
+_set_retry: Callable[[Event, int | None], None] = Event.__dict__["retry"].__set__
+_set_comment: Callable[[Event, str | None], None] = Event.__dict__["comment"].__set__
+_set_wire: Callable[[Event, bytes], None] = Event.__dict__["_wire"].__set__
+_set_chunk: Callable[[Event, bytes], None] = Event.__dict__["_chunk"].__set__
+
+
+def _data_lines(data: str) -> str:
+    # One "data:" line per line of data; the client joins them with LF.
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+    if data[0] != "\n" and data[-1] != "\n" and "\n\n" not in data:
+        # No empty line (which gets "data:" without a space): one replace.
+        return "data: " + data.replace("\n", "\ndata: ") + "\n"
+    return "".join(["data: " + line + "\n" if line else "data:\n" for line in data.split("\n")])
+
+
+def _comment_lines(comment: str) -> str:
+    if type(comment) is not str:
+        comment = _as_str("comment", comment)
+    return "".join([": " + line + "\n" if line else ":\n" for line in _LINE_BREAK.split(comment)])
+
+
+def _as_str(name: str, value: object) -> str:
+    # A str subclass (e.g. a StrEnum member) is encoded as its str value:
+    # its own __str__ or __format__ could return text we did not check.
     if not isinstance(value, str):
         raise TypeError(f"Event {name} must be a str, got {type(value).__name__}")
+    return str.__str__(value)
 
 
-def _check_no_newline(name: str, value: str) -> None:
-    if "\r" in value or "\n" in value:
-        raise ValueError(
-            f"Event {name} must not contain CR or LF (got {value!r}): a line "
-            f"break would end the {name} field and start another one"
-        )
+def _reject_line_break(name: str, value: str) -> NoReturn:
+    raise ValueError(
+        f"Event {name} must not contain CR or LF (got {value!r}): a line "
+        f"break would end the {name} field and start another one"
+    )
