@@ -26,7 +26,18 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import PlainTextResponse as StarlettePlainText
 from starlette.routing import Mount, Route
 
-from trio_sse import App, Config, Decoder, Event, EventStream, Request, Response
+from trio_sse import (
+    App,
+    Config,
+    Decoder,
+    Event,
+    EventStream,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketClosed,
+)
 from trio_sse._asgi import Message
 
 GUARD = 5
@@ -474,3 +485,76 @@ async def test_httpx_sse_over_http2(nursery: trio.Nursery) -> None:
             async for chunk in response.aiter_raw():
                 body += chunk
     assert body == b"id: 1\ndata: hi\n\nretry: 1000\n\n"
+
+
+# -- more edges, with the fake server --------------------------------------------------
+
+
+def ws_scope(path: str = "/ws", **extra: Any) -> dict[str, Any]:
+    scope = http_scope(path, type="websocket", extensions={})
+    del scope["method"]
+    scope.update(extra)
+    return scope
+
+
+async def test_websocket_refusal_without_the_response_extension() -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(request: Request, ws: WebSocket) -> None:
+        raise HTTPException(401)
+
+    for path in ("/ws", "/nowhere"):
+        server = FakeServer([{"type": "websocket.connect"}])
+        await app(ws_scope(path), server.receive, server.send)
+        # Only websocket.close is possible: the server answers 403.
+        assert server.sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_websocket_send_stall(autojump_clock: trio.testing.MockClock) -> None:
+    app = App(config=Config(write_timeout=2))
+    result: list[int] = []
+
+    @app.websocket("/ws")
+    async def ws(request: Request, ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.send(b"x")
+        except WebSocketClosed as exc:
+            result.append(exc.code)
+            raise
+
+    server = FakeServer([{"type": "websocket.connect"}])
+    server.block_after = 3  # accept, two messages
+    start = trio.current_time()
+    await app(ws_scope(), server.receive, server.send)
+    assert result == [1006]
+    assert trio.current_time() - start == 2
+    assert [m["type"] for m in server.sent] == ["websocket.accept"] + ["websocket.send"] * 2
+
+
+async def test_heartbeat_skips_while_a_write_is_stuck(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app = App(config=Config(heartbeat_interval=1, write_timeout=5))
+
+    @app.stream("/s")
+    async def s(request: Request, stream: EventStream) -> None:
+        await stream.send("blocked")  # never returns: the fake server blocks it
+
+    server = FakeServer([{"type": "http.request", "body": b""}])
+    server.block_after = 2  # the head and the empty flush
+    await app(http_scope("/s"), server.receive, server.send)
+    # No heartbeat went out beside the stuck write; the stall ended the request.
+    assert server.body() == b""
+    assert trio.current_time() == 5
+
+
+async def test_stall_on_a_plain_response(autojump_clock: trio.testing.MockClock) -> None:
+    app = App(config=Config(write_timeout=3))
+    server = FakeServer([{"type": "http.request", "body": b""}])
+    server.block_after = 1  # the 404's head goes out, its body never does
+    await app(http_scope("/nowhere"), server.receive, server.send)
+    assert server.sent[0]["status"] == 404
+    assert trio.current_time() == 3

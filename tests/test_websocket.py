@@ -416,3 +416,234 @@ def test_event_frame_is_cached_json() -> None:
     }
     assert event_frame(event) is frame
     assert event_frame(Event()) == "{}"
+
+
+# -- the WebSocket API's edges ---------------------------------------------------------
+
+
+def edges_app() -> App:
+    app = App(config=Config(heartbeat_interval=None))
+    app.state.errors = []
+    app.state.done = trio.Event()
+
+    @app.websocket("/misuse")
+    async def misuse(request: Request, ws: WebSocket) -> None:
+        errors: list[str] = app.state.errors
+        try:
+            await ws.receive()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        try:
+            await ws.send("too early")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await ws.accept()
+        try:
+            await ws.accept()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await ws.send_event(Event("ok"))
+        await ws.close(4001, "done")
+        await ws.close()  # idempotent
+        try:
+            await ws.send("after close")
+        except WebSocketClosed as exc:
+            errors.append(f"closed {exc.code}")
+        app.state.done.set()
+
+    @app.websocket("/close-first")
+    async def close_first(request: Request, ws: WebSocket) -> None:
+        await ws.close()
+
+    @app.websocket("/late-send")
+    async def late_send(request: Request, ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.receive()
+        except WebSocketClosed:
+            pass
+        try:
+            await ws.send("into the void")
+        except WebSocketClosed as exc:
+            app.state.errors.append(f"late {exc.code}")
+        app.state.done.set()
+
+    @app.websocket("/group")
+    async def group(request: Request, ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ws.receive)
+        finally:
+            app.state.done.set()
+
+    return app
+
+
+async def test_websocket_misuse_is_reported(serve_app: ServeApp) -> None:
+    app = edges_app()
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        async with connect(server, "/misuse") as ws:
+            assert json.loads(await ws.get_message()) == {"data": "ok"}
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+            assert ws.closed is not None
+            assert (ws.closed.code, ws.closed.reason) == (4001, "done")
+        await app.state.done.wait()
+    assert app.state.errors == [
+        "accept() the WebSocket first",
+        "accept() the WebSocket first",
+        "accept() may only be called once, before close()",
+        "closed 4001",
+    ]
+
+
+async def test_close_before_accept_refuses(serve_app: ServeApp) -> None:
+    server = await serve_app(edges_app())
+    with trio.fail_after(GUARD), pytest.raises(ConnectionRejected) as rejected:
+        async with connect(server, "/close-first"):
+            pass  # pragma: no cover
+    assert rejected.value.status_code == 403
+
+
+async def test_send_after_the_peer_left(serve_app: ServeApp) -> None:
+    app = edges_app()
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        async with connect(server, "/late-send"):
+            pass
+        await app.state.done.wait()
+    assert len(app.state.errors) == 1
+    assert app.state.errors[0].startswith("late ")
+
+
+async def test_closed_inside_an_exception_group_is_quiet(
+    serve_app: ServeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = edges_app()
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        async with connect(server, "/group"):
+            pass
+        await app.state.done.wait()
+        await trio.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_topic_websocket_options(serve_app: ServeApp) -> None:
+    app, broker = topics_app()
+    allowed = {"news"}
+
+    async def authorize(request: Request, names: list[str]) -> bool:
+        await trio.lowlevel.checkpoint()
+        return set(names) <= allowed
+
+    app.add_websocket_route(
+        "/strict",
+        topic_websocket(broker, max_topics=1, subscribe_timeout=0.2, authorize=authorize),
+    )
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        for send, error in [
+            (b'{"subscribe": ["news"]}', "as a text frame"),
+            ('{"subscribe": ["news", "prices"]}', "at most 1 topics"),
+            ('{"subscribe": ["prices"]}', "not allowed"),
+            (None, "no subscribe message within 0.2 s"),
+        ]:
+            async with connect(server, "/strict") as ws:
+                if send is not None:
+                    await ws.send_message(send)
+                assert error in json.loads(await ws.get_message())["error"]
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()
+                assert ws.closed is not None
+                assert ws.closed.code == 1008
+        async with connect(server, "/strict") as ws:
+            await ws.send_message('{"subscribe": "news"}')
+            assert set(json.loads(await ws.get_message())) == {"id"}
+    with pytest.raises(ValueError, match="at least 1"):
+        topic_websocket(broker, max_topics=0)
+
+
+async def test_raw_shutdown_before_accept_refuses_with_503(nursery: trio.Nursery) -> None:
+    from servers import start_raw
+
+    app = App()
+    waiting = trio.Event()
+
+    @app.websocket("/hold")
+    async def hold(request: Request, ws: WebSocket) -> None:
+        waiting.set()
+        await trio.sleep_forever()
+
+    server = await start_raw(nursery, app)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as stopping:
+
+            async def stop_when_waiting() -> None:
+                await waiting.wait()
+                await server.stop()
+
+            stopping.start_soon(stop_when_waiting)
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with connect(server, "/hold"):
+                    pass  # pragma: no cover
+    assert rejected.value.status_code == 503
+
+
+async def test_raw_heartbeat_waits_for_silence(nursery: trio.Nursery) -> None:
+    """A heartbeat is due only after ``heartbeat_interval`` without any write."""
+    from servers import start_raw
+
+    app = App(config=Config(heartbeat_interval=0.15))
+
+    @app.websocket("/chatty")
+    async def chatty(request: Request, ws: WebSocket) -> None:
+        await ws.accept()
+        for _ in range(4):
+            await ws.send("tick")
+            await trio.sleep(0.1)
+        await ws.receive()
+
+    server = await start_raw(nursery, app)
+    with trio.fail_after(GUARD):
+        stream = await server.open_stream()
+        client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        await stream.send_all(client.send(wsproto.events.Request(host="x", target="/chatty")))
+        seen: list[object] = []
+        while not any(isinstance(e, wsproto.events.Pong) for e in seen):
+            client.receive_data(await stream.receive_some(4096))
+            seen.extend(client.events())
+        ticks = [e for e in seen if isinstance(e, wsproto.events.TextMessage)]
+        assert len(ticks) == 4  # no pong while the handler kept writing
+        await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "expected"),
+    [
+        (b"GET", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")], True),
+        (b"GET", [(b"upgrade", b"WebSocket"), (b"connection", b"keep-alive, upgrade")], True),
+        (b"POST", [(b"upgrade", b"websocket"), (b"connection", b"upgrade")], False),
+        (b"GET", [(b"upgrade", b"h2c"), (b"connection", b"upgrade")], False),
+        (b"GET", [(b"upgrade", b"websocket"), (b"connection", b"keep-alive")], False),
+    ],
+)
+def test_is_websocket_upgrade(
+    method: bytes, headers: list[tuple[bytes, bytes]], expected: bool
+) -> None:
+    from trio_sse._websocket import is_websocket_upgrade
+
+    assert is_websocket_upgrade(method, headers) is expected
+
+
+async def test_topic_websocket_with_a_plain_authorize(serve_app: ServeApp) -> None:
+    app, broker = topics_app()
+    app.add_websocket_route("/open", topic_websocket(broker, authorize=lambda r, names: True))
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        async with connect(server, "/open") as ws:
+            await ws.send_message('{"subscribe": ["news"]}')
+            assert set(json.loads(await ws.get_message())) == {"id"}

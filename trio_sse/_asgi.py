@@ -399,7 +399,7 @@ class _Exchange:
                         self._parts.append(body)
                 if not message.get("more_body", False):
                     self._body_ready.set()
-            elif kind == "http.disconnect":
+            elif kind == "http.disconnect":  # pragma: no branch - the only other type
                 # After the last body message the server reports a disconnect
                 # from *inside* that send call (hypercorn recycles or closes
                 # the connection there): cancelling then would cut its
