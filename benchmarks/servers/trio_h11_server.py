@@ -38,9 +38,11 @@ async def ticker() -> None:
         for channel in list(clients):
             try:
                 channel.send_nowait(data)
-            except trio.WouldBlock:
+            except trio.WouldBlock:  # 64 events behind: drop the client
                 clients.discard(channel)
                 channel.close()
+            except trio.BrokenResourceError:  # its handler is on its way out
+                clients.discard(channel)
 
 
 async def handle(stream: trio.SocketStream) -> None:
@@ -59,13 +61,13 @@ async def handle(stream: trio.SocketStream) -> None:
             return
         send, receive = trio.open_memory_channel[bytes](64)
         clients.add(send)
-        try:
-            await stream.send_all(conn.send(h11.Response(status_code=200, headers=HEADERS)))
-            async with receive:
+        with receive:
+            try:
+                await stream.send_all(conn.send(h11.Response(status_code=200, headers=HEADERS)))
                 async for data in receive:
                     await stream.send_all(conn.send(h11.Data(data=data)))
-        finally:
-            clients.discard(send)
+            finally:
+                clients.discard(send)
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
         pass
     finally:
