@@ -281,7 +281,7 @@ CASES = [
         retry=6,
     ),
     Case("retry 2**64-1", b"retry: 18446744073709551615\n", [], retry=2**64 - 1),
-    Case("retry many zeros", b"retry: " + b"0" * 5000 + b"12\n", [], retry=12),
+    Case("retry many zeros", b"retry: " + b"0" * 30 + b"12\n", [], retry=12),
     *(
         Case(f"retry ignored: {value!r}", b"retry: 3\nretry:" + value + b"\n\n", [], retry=3)
         for value in [
@@ -299,7 +299,7 @@ CASES = [
             "\uff11".encode(),  # FULLWIDTH DIGIT ONE
             "\u00b2".encode(),  # SUPERSCRIPT TWO
             b"18446744073709551616",  # overflows 64 bits: ignored, as Chromium does
-            b"9" * 5000,
+            b"9" * 30,
         ]
     ),
     Case("retry without colon", b"retry: 3\nretry\n", [], retry=3),
@@ -386,7 +386,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case.id[:60] for case in CASES])
 def test_decoder(case: Case) -> None:
     check(case)
 
@@ -399,6 +399,14 @@ def test_wpt_format_comments_full_length() -> None:
     stream += b"\ndata:4\n\n"
     for chunks in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
         assert run(chunks)[0] == [ev("1\n2\n3\n4")]
+
+
+def test_retry_with_thousands_of_digits() -> None:
+    # More digits than int() parses by default (4300): no ValueError.
+    for value, retry in ((b"0" * 5000 + b"12", 12), (b"9" * 5000, 3)):
+        stream = b"retry: 3\nretry: " + value + b"\n"
+        for chunks in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
+            assert run(chunks)[1].retry == retry
 
 
 def test_bom_split_across_feeds() -> None:
