@@ -334,12 +334,25 @@ def _rss_kb(pid: int) -> int:
 
 @dataclass(frozen=True)
 class Sample:
-    """Server CPU seconds and RSS (MiB) of the process tree at one instant."""
+    """Server CPU seconds and RSS (MiB) of the process tree at one instant.
+
+    ``machine_busy_s`` is the whole machine's non-idle CPU time, so that the
+    CPU used by everything else (other users of a shared machine) can be
+    reported next to each result.
+    """
 
     t: float
     cpu_s: float
     rss_mb: float
     processes: int
+    machine_busy_s: float
+
+
+def _machine_busy_s() -> float:
+    """Non-idle CPU seconds of all cores since boot (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def sample(root: int) -> Sample:
@@ -347,7 +360,7 @@ def sample(root: int) -> Sample:
     pids = _tree(root)
     ticks = sum(st[1] for st in map(_stat, pids) if st is not None)
     rss = sum(_rss_kb(p) for p in pids) * PAGE_KB
-    return Sample(time.monotonic(), ticks / CLK_TCK, rss / 1024, len(pids))
+    return Sample(time.monotonic(), ticks / CLK_TCK, rss / 1024, len(pids), _machine_busy_s())
 
 
 # ----------------------------------------------------------------- running
@@ -602,6 +615,12 @@ def metrics(s: Scenario, lg: dict[str, Any], marks: dict[str, Sample]) -> dict[s
         "gaps": lg["gaps"],
         "connect_p99_ms": _ms(lg["connect_us"]["p99"]),
         "loadgen_cpu_percent": round(100 * lg["cpu_s"] / window, 1),
+        # Everything else on the machine during the window, in cores.
+        "other_load_cores": round(
+            (marks["end"].machine_busy_s - marks["window"].machine_busy_s - cpu - lg["cpu_s"])
+            / window,
+            2,
+        ),
         "loadgen_us_per_event": round(lg["cpu_s"] / events * 1e6, 2) if events else None,
         "loadgen_user_us_per_event": round(lg["cpu_user_s"] / events * 1e6, 2) if events else None,
     }
@@ -772,6 +791,7 @@ def scenario_table(s: Scenario, runs: list[Run]) -> list[str]:
         "RSS MB",
         "clients ok",
         "load-gen CPU (µs/ev)",
+        "other load (cores)",
     ]
     if s.kind == "stall":
         head += [
@@ -808,6 +828,7 @@ def scenario_table(s: Scenario, runs: list[Run]) -> list[str]:
             f"{m['rss_mb']:.0f}",
             clients,
             f"{m['loadgen_cpu_percent']:.0f}% ({_fmt(m['loadgen_us_per_event'], '.1f')})",
+            f"{max(0.0, m['other_load_cores']):.1f}",
         ]
         if s.kind == "stall":
             st = m["stall"]
@@ -935,7 +956,8 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         f"- Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory']}, "
         f"Linux {mach['kernel']}, Python {mach['python']}. The machine is shared and noisy:",
         "  peers run one after another in the same run, so compare ratios",
-        f"  ({X} trio-sse) rather than absolute numbers.",
+        f'  ({X} trio-sse) rather than absolute numbers. "Other load" is the CPU that the',
+        "  rest of the machine used during each measured window, in cores.",
         "- The load generator shares the machine (2 cores): its CPU is shown per run. Most of it",
         "  is the kernel's loopback receive path (system time); its own user time is "
         f"{meta['loadgen_user_us']} µs per event.",
@@ -1108,6 +1130,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{_fmt(m['us_per_delivery'], '6.1f')} µs/del  "
                     f"p99 {_fmt(m['p99_ms'], '7.1f')} ms  "
                     f"RSS {m['rss_mb']:6.0f} MB  lg {m['loadgen_cpu_percent']:3.0f}%  "
+                    f"other {m['other_load_cores']:4.1f} cores  "
                     f"({time.monotonic() - t0:.0f} s)",
                     flush=True,
                 )
