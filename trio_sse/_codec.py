@@ -273,7 +273,13 @@ class Decoder:
                 data = data[3:]
         if b"\r" in data:
             self._skip_lf = data[-1] == 0x0D
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            # Usually every CR is part of a CRLF; then deleting the CRs is
+            # the rewrite, and much faster than replace().
+            lf_only = data.translate(None, b"\r")
+            if data.count(b"\r\n") == len(data) - len(lf_only):
+                data = lf_only
+            else:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
         events: list[MessageEvent] = []
         end = data.rfind(b"\n") + 1  # just past the last complete line
@@ -416,11 +422,43 @@ class Decoder:
         self.last_event_id = last_id
 
     def _lines(self, chunk: bytes, events: list[MessageEvent], check: bool = True) -> None:
+        # Complete lines, each ending in LF. If they end in a run of data
+        # lines (the body of a large event), that run is taken in bulk.
+        if chunk[:5] == b"data:":
+            run = 0
+        else:
+            run = chunk.find(b"\ndata:") + 1
+            if not run:
+                self._each_line(chunk, events, check)
+                return
+        # Are the lines from `run` on all data lines? Only line starts follow
+        # an LF, so each "\ndata:" is one; and as encoders write "data: v",
+        # splitting on "\ndata: " usually gives the values at once.
+        lines = chunk[run - 1 :] if run else b"\n" + chunk
+        if check and self._data_size + len(lines) > self._max:
+            value = None  # near the limit: let the line rules find the line
+        elif (rest := b"".join(values := lines.split(b"\ndata: "))).find(b"\n") == len(rest) - 1:
+            # No LF left but the last one (find() is a memchr): all were "\ndata: ".
+            value = b"\n".join(values)[1:-1]
+        elif lines.count(b"\ndata:") == lines.count(b"\n") - 1:
+            # Some without the space: drop one space after each "data:",
+            # then each "\ndata:" itself.
+            value = lines.replace(b"\ndata: ", b"\ndata:").replace(b"\ndata:", b"\n")[1:-1]
+        else:
+            value = None
+        if value is None:
+            self._each_line(chunk, events, check)
+            return
+        if run:
+            self._each_line(chunk[:run], events, check)
+        self._data.append(value)
+        self._data_size += len(value) + 1
+
+    def _each_line(self, chunk: bytes, events: list[MessageEvent], check: bool) -> None:
         # Complete lines, each ending in LF: the spec's rules, line by line.
         lines = chunk.split(b"\n")
         lines.pop()
-        try_run = True
-        for i, line in enumerate(lines):
+        for line in lines:
             if check and len(line) + self._data_size > self._max:
                 self._fail(len(line) + self._data_size)
             # "If the line is empty (a blank line): Dispatch the event."
@@ -444,10 +482,6 @@ class Decoder:
             if name == b"data":
                 # "Append the field value to the data buffer, then append a
                 # single U+000A LINE FEED (LF) character to the data buffer."
-                if try_run and i + 1 < len(lines):
-                    try_run = False  # once per chunk, or it could take quadratic time
-                    if self._data_run(lines, i, check):
-                        return
                 self._data.append(value)
                 self._data_size += len(value) + 1
             elif name == b"event":
@@ -461,19 +495,6 @@ class Decoder:
             elif name == b"retry":
                 self._set_retry(value)
             # "Otherwise: The field is ignored."
-
-    def _data_run(self, lines: list[bytes], i: int, check: bool) -> bool:
-        # If lines[i:] are all "data:" lines (a large event's body), append
-        # their values as one data buffer entry and return True.
-        run = b"\n" + b"\n".join(lines[i:])
-        if run.count(b"\ndata:") != len(lines) - i:
-            return False
-        if check and len(run) + self._data_size > self._max:
-            return False  # near the limit: let the line loop find the line
-        value = run.replace(b"\ndata: ", b"\ndata:").replace(b"\ndata:", b"\n")[1:]
-        self._data.append(value)
-        self._data_size += len(value) + 1
-        return True
 
     def _set_retry(self, value: bytes) -> None:
         # "If the field value consists of only ASCII digits, then interpret the
