@@ -66,7 +66,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(name="bench-codec")
 def bench_codec(session: nox.Session) -> None:
     """Codec benchmark: encode/decode side by side with sse-starlette and httpx-sse."""
-    session.install("-e", ".", "sse-starlette", "httpx-sse")
+    # httpx-sse leaves httpx to its user: the benchmark drives it through httpx.
+    session.install("-e", ".", "sse-starlette", "httpx-sse", "httpx")
     session.run("python", "benchmarks/bench_codec.py", *session.posargs)
 
 
