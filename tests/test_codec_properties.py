@@ -39,7 +39,7 @@ def reference_decode(
     *lines, _ = re.split("\r\n|\r|\n", text)
     events: list[MessageEvent] = []
     data_buffer = event_type = ""
-    id_buffer = last_event_id
+    id_buffer = last_event_id  # as Chromium does; the spec's text starts it empty
     retry: int | None = None
     for line in lines:
         if line == "":

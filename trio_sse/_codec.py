@@ -172,7 +172,11 @@ class Decoder:
 
     Args:
         last_event_id: the last event id to start from (e.g. the one a
-            reconnecting client sent as ``Last-Event-ID``).
+            reconnecting client sent as ``Last-Event-ID``). As in Chromium,
+            the spec's last event ID buffer starts with it too, so events
+            carry it until the stream sends an ``id`` (read literally, the
+            spec starts the buffer empty on each connection, and the first
+            event would reset the id to ``""``).
         max_event_size: bound, in bytes, on one line plus the data already
             buffered for its event.
 
