@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 
 Rule 1, ownership: :func:`serve_listeners` owns one nursery; every connection
-is a task in it, and every task serving a connection (the handler, the
-disconnect watcher, the heartbeat) lives in a nursery owned by that
-connection's task. When a connection ends, nothing that served it survives.
+is a task in it, and every task serving a connection (the handler and its
+companion, :meth:`_Connection._watch`, which watches for disconnects, flushes
+and sends heartbeats) lives in a nursery owned by that connection's task. When a connection ends, nothing that served it survives.
 
 Rule 2, one place per deadline: each :class:`Config` deadline is applied by a
 single cancel scope below: ``header_timeout`` and ``keep_alive_timeout`` in
@@ -15,8 +15,8 @@ single cancel scope below: ``header_timeout`` and ``keep_alive_timeout`` in
 ``max_stream_lifetime`` in :meth:`_Connection._stream`, and
 ``shutdown_grace_period`` in :meth:`Server._begin_shutdown`.
 
-Rule 3, disconnects cancel: while a stream is open, a watcher task reads the
-socket; end-of-file or a reset cancels the stream's nursery, so the handler is
+Rule 3, disconnects cancel: while a stream is open, the companion task reads
+the socket; end-of-file or a reset cancels the stream's nursery, so the handler is
 cancelled at its next checkpoint. A write that fails or stalls does the same.
 
 Rule 4, graceful shutdown: the connections' nursery sits in a *shielded*
@@ -775,8 +775,7 @@ class _Connection:
         event_stream = _RawEventStream(self, chunked, request.last_event_id)
         async with trio.open_nursery() as nursery:
             self._stream_scope = nursery.cancel_scope
-            nursery.start_soon(self._watch_peer, nursery.cancel_scope)
-            nursery.start_soon(self._heartbeat, chunked, cfg.heartbeat_interval)
+            nursery.start_soon(self._watch, nursery.cancel_scope, chunked, cfg.heartbeat_interval)
             with trio.CancelScope() as stop:
                 self._interruptible = stop
                 if cfg.max_stream_lifetime is not None:
@@ -801,21 +800,28 @@ class _Connection:
         self._stream_scope = None
         return False
 
-    async def _watch_peer(self, scope: trio.CancelScope) -> None:
-        """Cancel the stream when the client closes or resets the connection."""
-        while await self._receive():
-            pass  # Bytes sent during a stream are discarded.
-        scope.cancel()
+    async def _watch(
+        self, stream_scope: trio.CancelScope, chunked: bool, interval: float | None
+    ) -> None:
+        """The stream's companion task: disconnects, flushing, heartbeats.
 
-    async def _heartbeat(self, chunked: bool, interval: float | None) -> None:
-        """Flush what :meth:`write_nowait` left; send a comment after ``interval`` of silence."""
+        One task per stream (memory matters at 10,000 streams) that mostly
+        waits for the client to close the connection, which cancels the
+        stream. The wait runs in a cancel scope whose deadline is the next
+        heartbeat; :meth:`write_nowait` moves it to "now" when it left bytes
+        to flush. Cancelling a receive loses no data, so the loop just
+        resumes waiting after a heartbeat or a flush.
+        """
         data = self.server.heartbeat_chunk if chunked else self.server.heartbeat_raw
         while True:
             deadline = math.inf if interval is None else self.last_write + interval
-            with trio.CancelScope(deadline=deadline) as scope:
-                self._flush_scope = scope
+            with trio.CancelScope(deadline=deadline) as wake:
+                self._flush_scope = wake
                 if not self._out:
-                    await trio.sleep_forever()
+                    if not await self._receive():
+                        stream_scope.cancel()
+                        return
+                    continue  # Bytes sent during a stream are discarded.
             self._flush_scope = None
             if self._out:
                 await self.stream_write(b"")
