@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import trio
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from trio_sse._event import Event
@@ -48,6 +48,7 @@ class ModelTopic:
     history: deque[tuple[str, str, int]] = field(default_factory=deque)  # id, data, gseq
     trimmed: bool = False
     evicted: int = 0
+    dropped: int = 0
 
     @property
     def last_id(self) -> str | None:
@@ -167,7 +168,8 @@ class Model:
             if len(sub.queue) < self.buffer_size:
                 sub.queue.append((name, event_id, data))
             elif self.policy == "drop_oldest":
-                sub.queue.popleft()
+                dropped_topic = sub.queue.popleft()[0]
+                self.topics[dropped_topic].dropped += 1
                 sub.dropped += 1
                 sub.queue.append((name, event_id, data))
             else:  # evict, and block under publish_nowait
@@ -223,7 +225,7 @@ class Model:
         return sub
 
 
-publish = st.tuples(st.just("pub"), st.sampled_from(TOPICS))
+publish = st.tuples(st.just("pub"), st.sampled_from(TOPICS), st.integers(1, 4))
 subscribe = st.tuples(
     st.just("sub"),
     st.sampled_from(sorted(KINDS)),
@@ -232,14 +234,17 @@ subscribe = st.tuples(
 resume = st.tuples(st.just("resume"), st.integers(0, 30))
 receive = st.tuples(st.just("recv"), st.integers(0, 30), st.integers(1, 4), st.booleans())
 leave = st.tuples(st.just("leave"), st.integers(0, 30))
-scripts = st.lists(
-    st.one_of(publish, publish, subscribe, resume, receive, receive, leave), max_size=60
-)
+# Bursts of publishes against small buffers, so that queues overflow often;
+# scripts open with subscriptions, so that most steps have someone to serve.
+steps = st.one_of(publish, subscribe, resume, publish, receive, receive, resume, leave)
+scripts = st.tuples(
+    st.lists(subscribe, min_size=1, max_size=3), st.lists(steps, min_size=8, max_size=40)
+).map(lambda parts: parts[0] + parts[1])
 
 
 async def run_script(
     policy: str, buffer_size: int, history_size: int, script: list[tuple[object, ...]]
-) -> None:
+) -> set[str]:
     options = TopicOptions(
         buffer_size=buffer_size,
         overflow=policy,  # type: ignore[arg-type]
@@ -253,7 +258,7 @@ async def run_script(
     def open_indexes() -> list[int]:
         return [i for i, m in enumerate(model.subs) if not m.left]
 
-    def check_one(i: int) -> None:
+    def check_one(i: int) -> object:
         expected = model.subs[i].take()
         try:
             got: object = real[i].receive_nowait()
@@ -264,6 +269,7 @@ async def run_script(
         assert got == expected, (i, model.subs[i])
         if isinstance(got, Event) and got.id is not None:
             model.subs[i].last_id = got.id
+        return got
 
     async def enter(kind: str, cursor: str | None) -> None:
         names = KINDS[kind]
@@ -279,9 +285,10 @@ async def run_script(
 
     for step in script:
         match step:
-            case ("pub", str(name)):
-                event_id, data = model.publish(name)
-                assert broker.publish_nowait(name, Event(data)) == Event(data, id=event_id)
+            case ("pub", str(name), int(count)):
+                for _ in range(count):
+                    event_id, data = model.publish(name)
+                    assert broker.publish_nowait(name, Event(data)) == Event(data, id=event_id)
             case ("sub", str(kind), cursor):
                 assert cursor is None or isinstance(cursor, str)
                 await enter(kind, cursor)
@@ -318,16 +325,29 @@ async def run_script(
         assert stats[name].subscribers == len(active)
         assert stats[name].published == len(topic.ids)
         assert stats[name].evicted == topic.evicted
+        assert stats[name].dropped == topic.dropped
         assert stats[name].history_size == len(topic.history)
     # Everything still queued arrives, then each subscription leaves.
     for i in open_indexes():
-        while model.subs[i].can_take() or not real[i].evicted:
-            if not model.subs[i].can_take():
-                check_one(i)  # expects WouldBlock
-                break
-            check_one(i)
+        while check_one(i) not in (None, trio.EndOfChannel):
+            pass
         await real[i].__aexit__(None, None, None)
+    # Which interesting cases the script reached (--hypothesis-show-statistics).
+    reached: set[str] = set()
+    for m in model.subs:
+        for name, happened in [
+            ("merged", m.merged),
+            ("evicted", m.evicted),
+            ("final event received", m.final_given),
+            ("dropped", m.dropped > 0),
+            ("reset", m.reset),
+            ("replayed", m.replayed > 0),
+            ("merged replay", m.merged and m.replayed > 0),
+        ]:
+            if happened:
+                reached.add(name)
     assert all(s.subscribers == 0 for s in broker.stats().values())
+    return reached
 
 
 @given(
@@ -339,4 +359,5 @@ async def run_script(
 def test_topics_follow_the_model(
     policy: str, buffer_size: int, history_size: int, script: list[tuple[object, ...]]
 ) -> None:
-    trio.run(run_script, policy, buffer_size, history_size, script)
+    for name in sorted(trio.run(run_script, policy, buffer_size, history_size, script)):
+        event(name)

@@ -6,7 +6,8 @@ Theory of operation
 Rule 1, ownership: :func:`serve_listeners` owns one nursery; every connection
 is a task in it, and every task serving a connection (the handler and its
 companion, :meth:`_Connection._watch`, which watches for disconnects, flushes
-and sends heartbeats) lives in a nursery owned by that connection's task. When a connection ends, nothing that served it survives.
+and sends heartbeats) lives in a nursery owned by that connection's task.
+When a connection ends, nothing that served it survives.
 
 Rule 2, one place per deadline: each :class:`Config` deadline is applied by a
 single cancel scope below: ``header_timeout`` and ``keep_alive_timeout`` in
