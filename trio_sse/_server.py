@@ -349,6 +349,28 @@ class _RawEventStream(EventStream):
 class _Connection:
     """One accepted connection: h11 state, writes, timeouts and its stream."""
 
+    # Slots: 10,000 open streams mean 10,000 of these.
+    __slots__ = (
+        "_declared_length",
+        "_flush_scope",
+        "_gone",
+        "_interruptible",
+        "_must_close",
+        "_out",
+        "_partial_write",
+        "_stream_scope",
+        "_write_lock",
+        "_yield_countdown",
+        "accepted_at",
+        "client",
+        "config",
+        "fd",
+        "h11",
+        "last_write",
+        "server",
+        "stream",
+    )
+
     def __init__(self, server: Server, stream: trio.abc.Stream) -> None:
         self.server = server
         self.config = server.config
@@ -356,7 +378,8 @@ class _Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_size)
         self.accepted_at = trio.current_time()
         self.last_write = self.accepted_at
-        self._write_lock = trio.Lock()
+        # Created on the first write that does not complete at once.
+        self._write_lock: trio.Lock | None = None
         self.fd: int | None = None
         self.client: tuple[str, int] | None = None
         if isinstance(stream, trio.SocketStream):
@@ -541,7 +564,8 @@ class _Connection:
             data = self._out + data
             self._out = b""
         fd = self.fd
-        if fd is not None and not self._write_lock.locked():
+        lock = self._write_lock
+        if fd is not None and (lock is None or not lock.locked()):
             try:
                 n = os.write(fd, data)
             except BlockingIOError:
@@ -552,7 +576,9 @@ class _Connection:
                 self.last_write = trio.current_time()
                 return
             data = data[n:]
-        async with self._write_lock:
+        if lock is None:
+            lock = self._write_lock = trio.Lock()
+        async with lock:
             self._partial_write = True
             with trio.move_on_after(self.config.write_timeout) as scope:
                 try:
@@ -585,7 +611,8 @@ class _Connection:
             ``False`` if a write is already in progress or pending: the caller
             must queue the event for the writer task instead, to keep order.
         """
-        if self._out or self._write_lock.locked():
+        lock = self._write_lock
+        if self._out or (lock is not None and lock.locked()):
             return False
         if self._gone:
             return True
