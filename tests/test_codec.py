@@ -18,6 +18,7 @@ import pytest
 from trio_sse import (
     DEFAULT_MAX_EVENT_SIZE,
     Decoder,
+    Event,
     EventTooLargeError,
     MessageEvent,
     RemoteProtocolError,
@@ -517,18 +518,27 @@ def test_event_too_large_error() -> None:
         decoder.feed(b"data: a\n\n")
 
 
-def test_long_events_in_small_feeds() -> None:
-    # Large multi-line events, fed in pieces smaller than a line, cross every
-    # path of feed(): the bulk data run, the per-line rules, the fast paths.
-    body = "\n".join(f"line {i} " + "y" * (i % 70) for i in range(300))
+@pytest.mark.parametrize(
+    "body",
+    [
+        "\n".join(f"line {i} " + "y" * (i % 70) for i in range(300)),
+        # With empty lines, which our encoder writes as a bare "data:".
+        "\n".join("" if i % 7 == 0 else f"line {i}" for i in range(300)),
+        # Spaces and colons where the parser looks for them.
+        "\n".join(f" {i}: data: \u2026" for i in range(300)),
+    ],
+    ids=["text", "empty lines", "spaces and colons"],
+)
+def test_long_events_in_small_feeds(body: str) -> None:
+    # Large multi-line events, fed in pieces smaller than a line or larger
+    # than an event, cross every path of feed(): the bulk data runs, the line
+    # rules, the whole-event paths.
     stream = b"".join(
-        f"event: doc\nid: {n}\n".encode()
-        + b"".join(b"data: " + line.encode() + b"\n" for line in body.split("\n"))
-        + b"\n"
+        Event(body, event="doc", id=str(n)).encode() + Event(comment="ping").encode()
         for n in range(5)
     )
     expected = [ev(body, "doc", str(n)) for n in range(5)]
-    for size in (1, 7, 64, 1000, 4096, len(stream)):
+    for size in (1, 7, 64, 1000, 4096, 10_000, len(stream)):
         chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
         assert run(chunks)[0] == expected, size
 

@@ -428,33 +428,45 @@ class Decoder:
     def _lines(self, chunk: bytes, events: list[MessageEvent], check: bool = True) -> None:
         # Complete lines, each ending in LF. If they end in a run of data
         # lines (the body of a large event), that run is taken in bulk.
-        if chunk[:5] == b"data:":
-            run = 0
-        else:
-            run = chunk.find(b"\ndata:") + 1
-            if not run:
-                self._each_line(chunk, events, check)
+        if not (check and self._data_size + len(chunk) > self._max):  # else: find the line
+            # Encoders write "data: value". Split on "\ndata: " (only line
+            # starts follow an LF): if no LF is left in the pieces after the
+            # first but the very last one, they are the run's values, and the
+            # first piece is the lines before it (or the run's first line).
+            values = chunk.split(b"\ndata: ")
+            first = values[0]
+            head: bytes | None = None
+            if first[:6] == b"data: " and b"\n" not in first:
+                values[0] = first[6:]
+            else:
+                head = first
+                del values[0]
+            if values:
+                values[-1] = values[-1][:-1]
+                if b"\n" not in b"".join(values):  # (a memcpy and a memchr)
+                    if head is not None:
+                        self._each_line(head + b"\n", events, check)
+                    self._data_append(b"\n".join(values))
+                    return
+            # Some data lines without the space ("data:" before an empty
+            # line of data, say): drop one space after each "data:", then
+            # each "\ndata:" itself.
+            if chunk[:5] == b"data:":
+                run, lines = 0, b"\n" + chunk
+            else:
+                run = chunk.find(b"\ndata:") + 1  # the first data line, or 0
+                lines = chunk[run - 1 :]
+            if lines[:6] == b"\ndata:" and lines.count(b"\ndata:") == lines.count(b"\n") - 1:
+                if run:
+                    self._each_line(chunk[:run], events, check)
+                self._data_append(
+                    lines.replace(b"\ndata: ", b"\ndata:").replace(b"\ndata:", b"\n")[1:-1]
+                )
                 return
-        # Are the lines from `run` on all data lines? Only line starts follow
-        # an LF, so each "\ndata:" is one; and as encoders write "data: v",
-        # splitting on "\ndata: " usually gives the values at once.
-        lines = chunk[run - 1 :] if run else b"\n" + chunk
-        if check and self._data_size + len(lines) > self._max:
-            value = None  # near the limit: let the line rules find the line
-        elif (rest := b"".join(values := lines.split(b"\ndata: "))).find(b"\n") == len(rest) - 1:
-            # No LF left but the last one (find() is a memchr): all were "\ndata: ".
-            value = b"\n".join(values)[1:-1]
-        elif lines.count(b"\ndata:") == lines.count(b"\n") - 1:
-            # Some without the space: drop one space after each "data:",
-            # then each "\ndata:" itself.
-            value = lines.replace(b"\ndata: ", b"\ndata:").replace(b"\ndata:", b"\n")[1:-1]
-        else:
-            value = None
-        if value is None:
-            self._each_line(chunk, events, check)
-            return
-        if run:
-            self._each_line(chunk[:run], events, check)
+        self._each_line(chunk, events, check)
+
+    def _data_append(self, value: bytes) -> None:
+        # Lines of data, joined with LF: one data buffer entry.
         self._data.append(value)
         self._data_size += len(value) + 1
 
