@@ -1,0 +1,286 @@
+"""The raw server over real loopback sockets.
+
+The in-memory tests (``test_server*.py``) pin the behaviour down exactly;
+these check that it holds on real TCP: ``serve()`` on port 0, TCP_NODELAY,
+a client that stops reading with a small receive buffer, resets, and a
+graceful shutdown of a couple of hundred real streams.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from h11_client import Client
+
+from trio_sse import App, Config, Event, EventStream, Request, Server, serve
+
+FINAL_RETRY = b"retry: 1000\n\n"
+FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)
+
+
+class Probe:
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.finished = trio.Event()
+        self.cancelled = False
+        self.sent = 0
+
+
+def make_app() -> tuple[App, Probe]:
+    app = App()
+    probe = Probe()
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "hello"
+
+    @app.stream("/events")
+    async def events(request: Request, stream: EventStream) -> None:
+        await stream.send(Event("one", id="1"))
+        await stream.send(Event("two", event="x"))
+
+    @app.stream("/idle")
+    async def idle(request: Request, stream: EventStream) -> None:
+        probe.started.set()
+        try:
+            await stream.send("ready")
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            probe.cancelled = True
+            raise
+        finally:
+            probe.finished.set()
+
+    @app.stream("/firehose")
+    async def firehose(request: Request, stream: EventStream) -> None:
+        probe.started.set()
+        big = Event("x" * 16_000)
+        try:
+            while True:
+                await stream.send(big)
+                probe.sent += 1
+        except trio.Cancelled:
+            probe.cancelled = True
+            raise
+        finally:
+            probe.finished.set()
+
+    return app, probe
+
+
+@asynccontextmanager
+async def tcp_server(
+    app: App, config: Config | None = None
+) -> AsyncIterator[tuple[Server, int, trio.CancelScope]]:
+    """A :class:`Server` on a real loopback listener; yields ``(server, port, scope)``."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    server = Server(app, config if config is not None else app.config)
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def run(*, task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                await server.run(listeners, task_status=task_status)
+
+        await nursery.start(run)
+        yield server, port, scope
+        scope.cancel()
+
+
+async def connect(port: int, *, rcvbuf: int | None = None) -> Client:
+    if rcvbuf is None:
+        return Client(await trio.open_tcp_stream("127.0.0.1", port))
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    # Before connect(), so the window advertised to the server is small.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    return Client(trio.SocketStream(sock), read_size=1024)
+
+
+async def wait_for_no_connections(server: Server) -> None:
+    while server.connections:
+        await trio.sleep(0.01)
+
+
+async def test_serve_on_port_0_keep_alive_and_streams() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve, app, "127.0.0.1", 0)
+            port = listeners[0].socket.getsockname()[1]
+            assert port != 0
+            client = await connect(port)
+            for _ in range(3):
+                reply = await client.request()
+                assert (reply.status, reply.body) == (200, b"hello")
+            await client.send_request("GET", "/events")
+            head = await client.head()
+            assert (b"content-type", b"text/event-stream; charset=utf-8") in head.headers
+            body = await client.rest()
+            assert [(e.type, e.data) for e in body.events] == [("message", "one"), ("x", "two")]
+            assert client.raw.endswith(b"0\r\n\r\n")
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_pipelined_requests_over_tcp() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (_, port, _):
+            client = await connect(port)
+            await client.send_raw(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n" * 3)
+            raw = b""
+            while raw.count(b"hello") < 3:
+                raw += await client.receive_some()
+            assert raw.count(b"HTTP/1.1 200 OK\r\n") == 3
+            await client.aclose()
+
+
+async def test_accepted_sockets_have_tcp_nodelay() -> None:
+    app, probe = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (server, port, _):
+            client = await connect(port)
+            await client.send_request("GET", "/idle")
+            await client.head()
+            await probe.started.wait()
+            [conn] = server.connections
+            assert isinstance(conn.stream, trio.SocketStream)
+            sock = conn.stream.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            # The peer address is known for logs and Request.client.
+            assert conn.client == client.stream.socket.getsockname()  # type: ignore[attr-defined]
+            await client.aclose()
+
+
+async def test_http10_stream_over_tcp_is_close_delimited() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (_, port, _):
+            client = await connect(port)
+            await client.send_raw(b"GET /events HTTP/1.0\r\n\r\n")
+            raw = await client.wait_closed()
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert b"transfer-encoding" not in head.lower()
+            assert body == Event("one", id="1").encode() + Event("two", event="x").encode()
+            await client.aclose()
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_disconnect_cancels_the_handler(how: str) -> None:
+    app, probe = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (server, port, _):
+            client = await connect(port)
+            await client.send_request("GET", "/idle")
+            await client.head()
+            assert [e.data for e in await client.events(1)] == ["ready"]
+            if how == "reset":
+                # SO_LINGER 0: close() sends RST instead of FIN.
+                sock = client.stream.socket  # type: ignore[attr-defined]
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await client.aclose()
+            with trio.fail_after(1):
+                await probe.finished.wait()
+            assert probe.cancelled
+            with trio.fail_after(1):
+                await wait_for_no_connections(server)
+            # The server goes on.
+            other = await connect(port)
+            assert (await other.request()).body == b"hello"
+            await other.aclose()
+
+
+async def test_write_stall_on_a_real_socket_cuts_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app, probe = make_app()
+    cfg = Config(write_timeout=30)
+    with trio.fail_after(600):
+        async with tcp_server(app, cfg) as (server, port, _):
+            client = await connect(port, rcvbuf=4096)
+            await client.send_request("GET", "/firehose")
+            await client.head()
+            start = trio.current_time()
+            # Stop reading: the socket buffers fill, then the write stalls.
+            await probe.finished.wait()
+            assert probe.cancelled
+            assert probe.sent > 0
+            assert trio.current_time() - start >= 30
+            await wait_for_no_connections(server)
+            other = await connect(port)
+            assert (await other.request()).body == b"hello"
+            await other.aclose()
+            await client.aclose()
+
+
+async def test_malformed_request_over_tcp_and_others_go_on() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (_, port, _):
+            other = await connect(port)
+            assert (await other.request()).status == 200
+            for data in (b"NOT HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nhost: t\r\nx: \x00\r\n\r\n"):
+                bad = await connect(port)
+                await bad.send_raw(data)
+                raw = await bad.wait_closed()
+                assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+                await bad.aclose()
+            assert (await other.request()).status == 200
+            await other.aclose()
+
+
+async def test_max_connections_over_tcp() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app, Config(max_connections=1)) as (_, port, _):
+            first = await connect(port)
+            assert (await first.request()).status == 200
+            second = await connect(port)
+            reply = await second.reply()
+            assert reply.status == 503
+            assert reply.header("retry-after") == "1"
+            await second.aclose()
+            await first.aclose()
+
+
+async def test_graceful_shutdown_of_200_real_streams() -> None:
+    app, _ = make_app()
+    cfg = Config(shutdown_grace_period=5)
+    n = 200
+    with trio.fail_after(20):
+        async with tcp_server(app, cfg) as (server, port, scope), trio.open_nursery() as nursery:
+            clients = []
+            for _ in range(n):
+                client = await connect(port)
+                await client.send_request("GET", "/idle")
+                await client.head()
+                assert [e.data for e in await client.events(1)] == ["ready"]
+                clients.append(client)
+            assert len(server.connections) == n
+            ended = 0
+
+            async def read_to_end(client: Client) -> None:
+                nonlocal ended
+                body = await client.rest()
+                assert body.ended == "EndOfMessage"
+                assert body.retry == 1000
+                assert client.raw.endswith(FINAL_TAIL)
+                await client.aclose()
+                ended += 1
+
+            for client in clients:
+                nursery.start_soon(read_to_end, client)
+            start = trio.current_time()
+            scope.cancel()
+        # serve() has returned and every client has read its stream's end.
+        assert trio.current_time() - start < cfg.shutdown_grace_period
+        assert ended == n
+        assert server.connections == set()
