@@ -304,6 +304,19 @@ CASES = [
         ]
     ),
     Case("retry without colon", b"retry: 3\nretry\n", [], retry=3),
+    # An ignored value does not undo an earlier one, in any field order.
+    Case(
+        "retry ignored after a valid one",
+        b": not all events alike\n\nretry: 5\ndata: x\nretry: 18446744073709551616\n\n",
+        [ev("x")],
+        retry=5,
+    ),
+    Case(
+        "retry ignored after valid ones, same fields",
+        b"retry: 1\ndata: x\nretry: 2\n\nretry: 3\ndata: y\nretry: 99999999999999999999\n\n",
+        [ev("x"), ev("y")],
+        retry=3,
+    ),
     # -- UTF-8 --------------------------------------------------------------
     # "The stream must then be parsed by ... the UTF-8 decode algorithm"
     # (errors become U+FFFD, the maximal subpart of a malformed sequence each).

@@ -218,7 +218,9 @@ def test_arbitrary_bytes_match_the_reference(stream: bytes, data: st.DataObject 
 
 NAMES = ["data", "event", "id", "retry", "", "foo", "Data"]
 SEPARATORS = [":", ": ", ":  ", ""]
-VALUES = st.text(st.sampled_from("ab \x00:\u2026\ufeff09"), max_size=6)
+VALUES = st.text(st.sampled_from("ab \x00:\u2026\ufeff09"), max_size=6) | st.sampled_from(
+    ["18446744073709551615", "18446744073709551616"]  # retry: the largest, then ignored
+)
 
 
 @st.composite

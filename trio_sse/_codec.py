@@ -16,14 +16,16 @@ The rules are WHATWG HTML's "Interpreting an event stream", applied exactly:
 
 Rule 1, split before decoding: an unfinished line is kept as bytes until its
 end arrives, so a multi-byte character split across two feeds decodes
-correctly. Complete lines are decoded with U+FFFD replacement, a field value or
-a run of lines at a time. That equals decoding the whole stream first, because
+correctly. Complete lines are decoded with U+FFFD replacement, a field value,
+a run of lines or a feed's whole events at a time. That equals decoding the
+whole stream first, because
 the bytes we split on (CR, LF, ``:``, space) are ASCII, and in UTF-8 an ASCII
 byte never occurs inside a multi-byte sequence and always ends a malformed one.
 
 Rule 2, one line ending: each feed is rewritten to LF line endings (CRLF -> LF,
-then CR -> LF) before parsing. A CR at the very end of a feed is remembered, so
-that an LF opening the next feed does not count as a second line break.
+then CR -> LF; or, when every CR is part of a CRLF, by deleting the CRs)
+before parsing. A CR at the very end of a feed is remembered, so that an LF
+opening the next feed does not count as a second line break.
 
 Rule 3, bounded memory: a line (complete or not) plus the data already
 buffered for its event may not exceed ``max_event_size``
@@ -40,9 +42,10 @@ complete events, which is nearly all of a busy stream, is parsed in bulk:
 2. whole events, from a clean state (:meth:`Decoder._events`), then
 3. the complete lines of an event that is still unfinished.
 
-Parts 1 and 3 go through :meth:`Decoder._lines`, a literal transcription of
-the spec's line rules, which only handles a run of ``data`` lines in bulk (the
-body of a large event). Part 2 tries, in order:
+Parts 1 and 3 go through :meth:`Decoder._lines`, which takes a final run of
+``data`` lines (the body of a large event) in bulk and gives every other line
+to :meth:`Decoder._each_line`, a literal transcription of the spec's line
+rules. Part 2 tries, in order:
 
 * *columns*: when every event in it has the same field lines (what one server
   sends, e.g. ``event``/``id``/``data``), line *j* of every event is one
@@ -360,7 +363,7 @@ class Decoder:
         types: Iterable[str] | None = None
         ids: list[str] | None = None
         data: list[list[str]] = []
-        retry: list[str] = []
+        retry: list[list[str]] = []
         for j in range(width - 1):
             name, colon, _ = lines[j].partition(":")
             if not colon:
@@ -375,7 +378,7 @@ class Decoder:
             elif name == "id":
                 ids = values
             elif name == "retry":
-                retry += values
+                retry.append(values)
             # A comment (name "") or an unknown field is ignored.
         if not data:
             return False
@@ -385,8 +388,9 @@ class Decoder:
             types = [t or "message" for t in types]
         if ids is None:
             ids = [self.last_event_id] * count
-        for value in retry:
-            self._set_retry(value.encode())
+        for event_retries in zip(*retry, strict=True):  # event by event, in line order
+            for value in event_retries:
+                self._set_retry(value.encode())
         if len(data) > 1:
             data = [list(map("\n".join, zip(*data, strict=True)))]
         events += _new_events(count, types, data[0], ids)
@@ -412,8 +416,10 @@ class Decoder:
                 last_id = id2
             elif has_id:
                 last_id = id1
-            if retry2 or retry:
-                self._set_retry((retry2 or retry).encode())
+            if retry:
+                self._set_retry(retry.encode())
+            if retry2:  # (after the first: an ignored value keeps the one before)
+                self._set_retry(retry2.encode())
             if more:
                 data += ("\n" + more).replace("\ndata: ", "\ndata:").replace("\ndata:", "\n")[:-1]
             # MessageEvent(etype or "message", data, last_id), inlined: the
