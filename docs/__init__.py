@@ -1,0 +1,1 @@
+"""Documentation sources; ``docs.examples`` holds example apps run by the tests."""

@@ -1,0 +1,1 @@
+"""Example apps from the documentation (exercised by ``tests/test_examples.py``)."""

@@ -1,0 +1,45 @@
+"""A price ticker: one publisher, any number of browsers, lossless resume.
+
+Run it with ``trio-sse serve docs.examples.prices:app`` from the repository
+root (or ``python docs/examples/prices.py``), then open
+http://127.0.0.1:8000/events/prices in a browser or with ``curl -N``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import trio
+
+from trio_sse import App, Broker, Event, Request, TopicOptions, publish_endpoint, topic_stream
+
+# Each subscriber may fall 32 events behind before it is evicted (its browser
+# then reconnects and resumes); the topic keeps 1,000 events for resuming.
+broker = Broker(TopicOptions(buffer_size=32, history_size=1000), create_topics=False)
+broker.declare("prices")
+
+app = App()
+app.add_route("/events/{topic}", topic_stream(broker))
+
+
+def is_admin(request: Request, topic: str) -> bool:
+    """Only requests bearing the admin token may publish."""
+    return request.headers.get("authorization") == "Bearer admin-token"
+
+
+app.add_route("/publish/{topic}", publish_endpoint(broker, authorize=is_admin), ["POST"])
+
+
+@app.background
+async def ticker() -> None:
+    """Publish a price every half second; the topic assigns the ids."""
+    price = 100.0
+    while True:
+        price = round(price * random.uniform(0.99, 1.01), 2)
+        broker.publish_nowait("prices", Event(json.dumps({"AAPL": price}), event="price"))
+        await trio.sleep(0.5)
+
+
+if __name__ == "__main__":
+    trio.run(__import__("trio_sse").serve, app, "127.0.0.1", 8000)
