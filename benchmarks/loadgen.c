@@ -167,6 +167,7 @@ static hist_t lat_all, lat_pre, lat_post, conn_hist, reconn_hist;
 static uint64_t events_window, events_drain, gaps, reorders, bad_lines;
 static uint64_t stall_window_events;
 static int connected_at_window;
+static int served; /* at the window's end: connected, not stalled, got events in it */
 static int64_t max_seq_seen = -1, seq_at_window_start = -1, seq_at_window_end = -1;
 static uint64_t t_window_start, t_window_end, t_stall;
 static double cpu_window_start, cpu_window_end, user_window_start, user_window_end;
@@ -613,6 +614,9 @@ int main(int argc, char **argv) {
             }
             if (now >= t_phase_end) {
                 t_window_end = now;
+                for (int i = 0; i < opt.clients; i++)
+                    served += conns[i].state == C_BODY && !conns[i].stalled &&
+                              conns[i].window_events > 0;
                 cpu_window_end = self_cpu(&user_window_end);
                 seq_at_window_end = max_seq_seen;
                 marker("end");
@@ -700,7 +704,8 @@ int main(int argc, char **argv) {
             connected_at_window, never);
     fprintf(f, "\"connected_at_end\":%d,\"failed_connects\":%d,\"status_errors\":%d,", connected_at_end,
             failed, status_errors);
-    fprintf(f, "\"cut\":%d,\"cut_in_window\":%d,\"starved\":%d,", cut, cut_in_window, starved);
+    fprintf(f, "\"cut\":%d,\"cut_in_window\":%d,\"starved\":%d,\"served\":%d,", cut,
+            cut_in_window, starved, served);
     fprintf(f, "\"window_s\":%.6f,\"events\":%llu,\"events_per_s\":%.1f,", window_s,
             (unsigned long long)events_window, window_s > 0 ? (double)events_window / window_s : 0.0);
     fprintf(f, "\"gaps\":%llu,\"reorders\":%llu,\"bad_lines\":%llu,\"bytes_read\":%llu,",
