@@ -12,6 +12,7 @@ sockets are in ``test_server_sockets.py``.
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import h11
@@ -27,6 +28,7 @@ from trio_sse import (
     EventStream,
     HTTPException,
     Request,
+    Response,
     Server,
     StreamResponse,
     serve_listeners,
@@ -772,3 +774,163 @@ async def test_stream_handler_exception_ends_the_stream_cleanly(
     assert "/fails" in record.getMessage()
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], ValueError)
+
+
+async def test_invalid_response_from_a_handler_is_500(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.get("/bad-header")
+    async def bad_header(request: Request) -> Response:
+        return Response("x", headers={"x-bad": "a\r\nb"})
+
+    with trio.fail_after(5):
+        async with running(app) as (_, listener):
+            client = Client(await listener.connect())
+            reply = await client.request("GET", "/bad-header")
+            assert (reply.status, reply.body) == (500, b"internal server error\n")
+            assert await client.wait_closed() == b""
+    assert "returned an invalid response" in caplog.text
+
+
+async def test_unknown_status_code_has_an_empty_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app = App()
+
+    @app.get("/odd")
+    async def odd(request: Request) -> None:
+        raise HTTPException(599, "odd")
+
+    with trio.fail_after(5):
+        async with running(app) as (_, listener):
+            client = Client(await listener.connect())
+            await client.send_request("GET", "/odd")
+            reply = await client.reply()
+            assert (reply.status, reply.body) == (599, b"odd\n")
+            assert client.raw.startswith(b"HTTP/1.1 599 \r\n")
+
+
+async def test_send_many_with_zero_and_one_event(autojump_clock: trio.testing.MockClock) -> None:
+    app = App()
+
+    @app.stream("/few")
+    async def few(request: Request, stream: EventStream) -> None:
+        await stream.send_many([])
+        await stream.send_many([Event("only")])
+        await stream.send_many([Event("a"), Event("b")])
+
+    with trio.fail_after(5):
+        async with running(app) as (_, listener):
+            client = Client(await listener.connect())
+            await client.send_request("GET", "/few")
+            await client.head()
+            start = len(client.raw)
+            body = await client.rest()
+            assert [e.data for e in body.events] == ["only", "a", "b"]
+            assert bytes(client.raw[start:]) == (
+                chunk(Event("only").encode())
+                + chunk(Event("a").encode())
+                + chunk(Event("b").encode())
+                + b"0\r\n\r\n"
+            )
+            # HTTP/1.0: the same events unframed.
+            client = Client(await listener.connect())
+            await client.send_raw(b"GET /few HTTP/1.0\r\n\r\n")
+            raw = await client.wait_closed()
+            assert raw.endswith(b"\r\n\r\ndata: only\n\ndata: a\n\ndata: b\n\n")
+
+
+async def test_client_closing_mid_body_frees_the_connection(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+    with trio.fail_after(5):
+        async with running(app) as (server, listener):
+            client = Client(await listener.connect())
+            await client.send(
+                h11.Request(
+                    method="POST",
+                    target="/echo",
+                    headers=[("host", "t"), ("content-length", "100")],
+                ),
+                h11.Data(data=b"x" * 10),
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            await client.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.connections == set()
+            assert (await Client(await listener.connect()).request()).status == 200
+    assert "Traceback" not in caplog.text
+
+
+class FlakyListener(MemoryListener):
+    """Fails its first accept() calls with the given errors."""
+
+    def __init__(self, *errors: OSError) -> None:
+        super().__init__()
+        self.errors = list(errors)
+
+    async def accept(self) -> trio.abc.Stream:
+        if self.errors:
+            await trio.lowlevel.checkpoint()
+            raise self.errors.pop(0)
+        return await super().accept()
+
+
+async def test_accept_out_of_descriptors_is_retried(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = FlakyListener(OSError(errno.EMFILE, "Too many open files"))
+    server = Server(make_app(), Config())
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run, [listener])
+            start = trio.current_time()
+            client = Client(await listener.connect())
+            assert trio.current_time() == start + 0.1
+            assert (await client.request()).status == 200
+            nursery.cancel_scope.cancel()
+    assert "accept() failed" in caplog.text
+
+
+async def test_other_accept_errors_stop_the_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = FlakyListener(OSError(errno.EBADF, "Bad file descriptor"))
+    server = Server(make_app(), Config())
+    with (
+        trio.fail_after(5),
+        pytest.RaisesGroup(pytest.RaisesExc(OSError, match="Bad file"), flatten_subgroups=True),
+    ):
+        await server.run([listener])
+    assert listener.closed
+
+
+async def test_refusals_beyond_their_bound_are_just_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # At most 256 refused connections wait for their 503 to be read; beyond
+    # that a new one is closed at once, with no response.
+    cfg = Config(max_connections=1, close_linger=10)
+    with trio.fail_after(60):
+        async with running(make_app(), cfg) as (_, listener):
+            kept = Client(await listener.connect())
+            assert (await kept.request()).status == 200
+            refused = [Client(await listener.connect()) for _ in range(256)]
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            extra = Client(await listener.connect())
+            assert await extra.wait_closed() == b""
+            assert trio.current_time() == start
+            assert (await refused[0].reply()).status == 503
+            # Once the refusals are read and closed, 503s are sent again.
+            for client in refused:
+                await client.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            late = Client(await listener.connect())
+            assert (await late.reply()).status == 503

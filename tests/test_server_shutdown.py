@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from h11_client import Client, MemoryListener
 
-from trio_sse import App, Config, Event, EventStream, Request, Server
+from trio_sse import App, Config, Event, EventStream, Request, Server, StreamResponse
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)
@@ -246,8 +246,6 @@ async def test_stream_opened_during_shutdown_ends_at_once(
 
     @app.get("/late")
     async def late(request: Request) -> object:
-        from trio_sse import StreamResponse
-
         await gate.wait()
 
         async def run(stream: EventStream) -> None:

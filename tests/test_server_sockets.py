@@ -12,6 +12,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -183,9 +184,7 @@ async def test_disconnect_cancels_the_handler(how: str) -> None:
             await client.head()
             assert [e.data for e in await client.events(1)] == ["ready"]
             if how == "reset":
-                # SO_LINGER 0: close() sends RST instead of FIN.
-                sock = client.stream.socket  # type: ignore[attr-defined]
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                reset_on_close(client)
             await client.aclose()
             with trio.fail_after(1):
                 await probe.finished.wait()
@@ -284,3 +283,50 @@ async def test_graceful_shutdown_of_200_real_streams() -> None:
         assert trio.current_time() - start < cfg.shutdown_grace_period
         assert ended == n
         assert server.connections == set()
+
+
+def reset_on_close(client: Client) -> None:
+    """SO_LINGER 0: closing sends RST instead of FIN."""
+    sock = client.stream.socket  # type: ignore[attr-defined]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def test_reset_while_the_server_writes() -> None:
+    app, probe = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (server, port, _):
+            client = await connect(port)
+            await client.send_request("GET", "/firehose")
+            await client.head()
+            await client.events(2)
+            reset_on_close(client)
+            await client.aclose()
+            with trio.fail_after(2):
+                await probe.finished.wait()
+                await wait_for_no_connections(server)
+            assert probe.cancelled
+
+
+async def test_reset_of_an_idle_keep_alive_connection() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with tcp_server(app) as (server, port, _):
+            client = await connect(port)
+            assert (await client.request()).status == 200
+            reset_on_close(client)
+            await client.aclose()
+            with trio.fail_after(2):
+                await wait_for_no_connections(server)
+
+
+async def test_serve_with_a_listen_backlog() -> None:
+    app, _ = make_app()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(serve, app, "127.0.0.1", 0, config=Config(backlog=8))
+            )
+            client = await connect(listeners[0].socket.getsockname()[1])
+            assert (await client.request()).body == b"hello"
+            await client.aclose()
+            nursery.cancel_scope.cancel()
