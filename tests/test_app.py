@@ -107,7 +107,7 @@ def test_return_values_become_responses() -> None:
     async def run(stream: object) -> None:
         pass
 
-    stream = StreamResponse(run)  # type: ignore[arg-type]
+    stream = StreamResponse(run)
     assert to_response(stream) is stream
     plain = Response(b"x")
     assert to_response(plain) is plain
@@ -117,7 +117,7 @@ def test_return_values_become_responses() -> None:
     text = to_response("h\u00e9")
     assert isinstance(text, PlainTextResponse)
     assert text.body == "h\u00e9".encode()
-    raw = to_response(bytearray(b"\x00"))
+    raw = to_response(bytearray(b"\x00"))  # type: ignore[arg-type]
     assert isinstance(raw, Response)
     assert raw.header_list() == [(b"content-type", b"application/octet-stream")]
     for value in ({"a": 1}, [1, "é"]):
@@ -143,7 +143,7 @@ def test_response_headers() -> None:
     async def run(stream: object) -> None:
         pass
 
-    stream = StreamResponse(run, headers={"x-b": "2"})  # type: ignore[arg-type]
+    stream = StreamResponse(run, headers={"x-b": "2"})
     assert stream.header_list() == [
         (b"content-type", b"text/event-stream; charset=utf-8"),
         (b"cache-control", b"no-cache"),

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     ["heartbeat_interval", "max_stream_lifetime", "stream_end_retry", "backlog"],
 )
 def test_optional_settings_accept_none(name: str) -> None:
-    assert getattr(Config(**{name: None}), name) is None
+    assert getattr(Config(**{name: None}), name) is None  # type: ignore[arg-type]
 
 
 def test_stream_end_retry_may_be_zero() -> None:

@@ -358,7 +358,7 @@ async def test_background_tasks_outlive_in_flight_requests(
 
     @app.get("/double/{n}")
     async def double(request: Request) -> str:
-        done, out = trio.Event(), []
+        done, out = trio.Event(), list[int]()
         await send.send((int(request.path_params["n"]), done, out))
         await done.wait()
         return str(out[0])
@@ -429,7 +429,7 @@ async def test_hanging_start_up_can_be_cancelled(autojump_clock: trio.testing.Mo
     @asynccontextmanager
     async def lifespan(app: App) -> AsyncIterator[None]:
         await trio.sleep_forever()
-        yield  # pragma: no cover
+        yield  # type: ignore[unreachable]  # pragma: no cover
 
     server = Server(App(lifespan=lifespan), Config())
     with trio.fail_after(60):

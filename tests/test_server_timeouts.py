@@ -318,7 +318,7 @@ async def test_events_postpone_the_heartbeat(autojump_clock: trio.testing.MockCl
             start = trio.current_time()
             await client.send_request("GET", "/sometimes")
             await client.head()
-            seen = []
+            seen: list[tuple[float, bytes | bytearray]] = []
             while len(seen) < 4:
                 data = await client.stream.receive_some(65536)
                 seen.append((trio.current_time() - start, data))
