@@ -501,6 +501,16 @@ async def test_malformed_request_is_400_then_close(
             assert len(server.connections) == 2
 
 
+async def test_other_http_versions_get_505(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(5):
+        async with running(make_app()) as (_, listener):
+            client = Client(await listener.connect())
+            await client.send_raw(b"GET / HTTP/2.0\r\nhost: x\r\n\r\n")
+            raw = await client.wait_closed()
+            assert raw.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), raw
+            assert b"connection: close\r\n" in raw
+
+
 async def test_huge_header_in_one_write_is_431(autojump_clock: trio.testing.MockClock) -> None:
     cfg = Config(max_header_size=1024)
     with trio.fail_after(5):

@@ -692,6 +692,10 @@ class _Connection:
     async def _handle(self, event: h11.Request) -> bool:
         """Handle one request; return False when the connection must close."""
         cfg = self.config
+        if event.http_version not in (b"1.1", b"1.0"):
+            # h11 parses any HTTP/x.y request line; this server speaks 1.x.
+            await self._send_error(505, "HTTP/1.1 or HTTP/1.0 only")
+            return False
         if len(event.headers) > cfg.max_header_count:
             await self._send_error(431, f"more than {cfg.max_header_count} request headers")
             return False
