@@ -614,6 +614,7 @@ class Subscription:
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._sink: Callable[[Event], bool] | None = None
         self._direct_fn: _Send | None = None
+        self._sink_error: Exception | None = None
         self._position: str | None = None
         self._send: trio.MemorySendChannel[_Entry]
         self._receive: trio.MemoryReceiveChannel[_Entry]
@@ -919,6 +920,12 @@ class Subscription:
         the bounded-buffer overflow policy are unchanged. The sink must not
         block or checkpoint. ``None`` turns it off.
 
+        Error handling:
+            If the sink raises an :class:`Exception`, the error belongs to this
+            subscriber, not to the publisher whose task called it: the sink is
+            turned off, and the pending :meth:`receive_batch` raises the error
+            in the writer's task; the event is kept for the next receive.
+
         Topic streams (:func:`~trio_sse.topic_stream`) set this from
         :meth:`EventStream.direct_sink`: one system call per delivery and no
         task switch while a connection keeps up.
@@ -931,9 +938,17 @@ class Subscription:
         merge = self._merge
         event = entry.event if merge is None else merge.convert(entry)
         sink = self._sink
-        if sink is not None and sink(event):
-            self._position = event.id
-            return
+        if sink is not None:
+            try:
+                taken = sink(event)
+            except Exception as exc:
+                # Not the publisher's problem: re-raised in receive_batch().
+                self._sink = None
+                self._sink_error = exc
+                taken = False
+            if taken:
+                self._position = event.id
+                return
         self._undirect()
         self._send_nowait(entry)  # the channel is empty: cannot block
 
@@ -951,17 +966,29 @@ class Subscription:
     async def _receive_direct(self) -> _Entry:
         """Wait for an entry, letting the sink take events meanwhile."""
         receive = self._receive
+        # A checkpoint either way, as trio's own receive() is.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            return receive.receive_nowait()
+            entry = receive.receive_nowait()
         except trio.WouldBlock:
             pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return entry
         direct = self._direct_fn = self._direct
         for topic in self._topics:
             topic._subscribers[self] = direct
         try:
-            return await receive.receive()
+            entry = await receive.receive()
         finally:
             self._undirect()
+        error = self._sink_error
+        if error is not None:
+            # Keep the event for the next receive: raising loses nothing.
+            self._sink_error = None
+            self._pending.appendleft(self._convert_one(entry))
+            raise error
+        return entry
 
     async def receive_batch(self, max_events: int = 64) -> list[Event]:
         """Wait for at least one event, then take every queued one.
@@ -979,6 +1006,8 @@ class Subscription:
         Raises:
             ValueError: *max_events* is below 1.
             trio.ClosedResourceError: the ``async with`` block has exited.
+            Exception: whatever the direct sink raised (see
+                :meth:`set_direct_sink`).
         """
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
