@@ -322,3 +322,53 @@ async def test_merged_block_backlog_refills_in_order(
         got = [sub.receive_nowait().data for _ in range(3)]
     assert got == ["a1", "b1", "a2"]
     assert not sub.evicted
+
+
+async def test_block_deadline_evicts_every_slow_subscriber_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    topic = Broker(options("block", block_deadline=2)).topic("t")
+    async with topic.subscribe() as one, topic.subscribe() as two:
+        for i in range(3):
+            await topic.publish(Event(str(i)))
+        assert trio.current_time() == 2  # one deadline for both, not one each
+        assert one.evicted
+        assert two.evicted
+
+
+async def test_block_backlog_refills_through_receive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    topic = Broker(options("block", block_deadline=10)).topic("t")
+    async with topic.subscribe() as sub, trio.open_nursery() as nursery:
+        topic.publish_nowait(Event("0"))
+        topic.publish_nowait(Event("1"))
+        nursery.start_soon(topic.publish, Event("2"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [(await sub.receive()).data for _ in range(3)] == ["0", "1", "2"]
+    assert trio.current_time() == 0
+
+
+async def test_block_backlog_refills_while_replaying(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    topic = Broker(options("block", block_deadline=10)).topic("t")
+    topic.publish_nowait(Event("old1"))
+    topic.publish_nowait(Event("old2"))
+    async with topic.subscribe("1") as sub, trio.open_nursery() as nursery:
+        topic.publish_nowait(Event("0"))
+        topic.publish_nowait(Event("1"))
+        nursery.start_soon(topic.publish, Event("2"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert data(await sub.receive_batch(2)) == ["old2", "0"]  # refills "2"
+        assert data(await sub.receive_batch()) == ["1", "2"]
+    assert not sub.evicted
+
+
+async def test_deliver_to_a_closed_topic() -> None:
+    topic = Broker().topic("t")
+    topic.close()
+    with pytest.raises(trio.ClosedResourceError):
+        topic.deliver_nowait(Event(id="1"))
+    with pytest.raises(trio.ClosedResourceError):
+        await topic.deliver(Event(id="1"))

@@ -490,7 +490,7 @@ class Topic:
         if start is None:
             return None
         after: list[_Entry] = []
-        for entry in reversed(self._history):
+        for entry in reversed(self._history):  # pragma: no branch - start is in it
             if entry.seq <= start.seq:
                 break
             after.append(entry)
@@ -800,6 +800,7 @@ class Subscription:
             full = self._full
             for topic in self._topics:
                 topic._subscribers[self] = full
+            self._parking_lot()  # the publisher parks there next
         backlog.append(entry)
 
     def _parking_lot(self) -> trio.lowlevel.ParkingLot:
@@ -824,8 +825,7 @@ class Subscription:
         if not backlog:
             for topic in self._topics:
                 topic._subscribers[self] = send
-        if self._lot is not None:
-            self._lot.unpark_all()
+        self._parking_lot().unpark_all()
 
     def _drop_oldest_and_send(self, entry: _Entry) -> bool:
         if self._backlog:
@@ -958,10 +958,11 @@ class Subscription:
             return
         self._direct_fn = None
         if self._state == _ACTIVE:
+            # While direct, every topic holds `direct`: it never raises
+            # WouldBlock, so nothing (like the block backlog) replaced it.
             send = self._send_nowait
             for topic in self._topics:
-                if topic._subscribers.get(self) is direct:
-                    topic._subscribers[self] = send
+                topic._subscribers[self] = send
 
     async def _receive_direct(self) -> _Entry:
         """Wait for an entry, letting the sink take events meanwhile."""
@@ -1046,17 +1047,17 @@ class Subscription:
         pending = self._pending
         if pending:
             batch = [pending.popleft() for _ in range(min(max_events, len(pending)))]
-            if self._state == _ACTIVE:
-                # Top up with live events already queued (no waiting).
-                receive_nowait = self._receive.receive_nowait
-                convert = self._convert_one
-                while len(batch) < max_events:
-                    try:
-                        batch.append(convert(receive_nowait()))
-                    except trio.WouldBlock:
-                        break
-                if self._backlog:
-                    self._refill()
+            # Pending events exist only while active (ending clears them):
+            # top up with live events already queued, without waiting.
+            receive_nowait = self._receive.receive_nowait
+            convert = self._convert_one
+            while len(batch) < max_events:
+                try:
+                    batch.append(convert(receive_nowait()))
+                except trio.WouldBlock:
+                    break
+            if self._backlog:
+                self._refill()
             ids = [e.id for e in batch if e.id is not None]
             if ids:
                 self._position = ids[-1]
@@ -1274,8 +1275,9 @@ class Broker:
         return topic
 
     def _forget(self, topic: Topic) -> None:
-        if self._topics.get(topic.name) is topic:
-            del self._topics[topic.name]
+        # Called once per topic (Topic.close is idempotent), while registered.
+        assert self._topics[topic.name] is topic
+        del self._topics[topic.name]
 
     def publish_nowait(self, name: str, event: Event) -> Event:
         """Shortcut for ``broker.topic(name).publish_nowait(event)``."""
