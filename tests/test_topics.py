@@ -201,7 +201,7 @@ async def test_leaving_normally_removes_the_subscriber_at_once() -> None:
         await sub.receive()
 
 
-async def test_cancellation_removes_the_subscriber() -> None:
+async def test_cancellation_removes_the_subscriber(autojump_clock: trio.testing.MockClock) -> None:
     topic = Broker().topic("t")
     with trio.move_on_after(1) as scope:
         async with topic.subscribe() as sub:
