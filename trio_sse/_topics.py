@@ -44,6 +44,17 @@ channel. An ended subscription discards its queue and yields only its final
 event: the browser resumes through ``Last-Event-ID`` from the last event it
 actually received.
 
+Rule 4: an idle writer is written to directly. A writer that set a direct
+sink (:meth:`Subscription.set_direct_sink`) and waits in ``receive_batch``
+with nothing queued has its dict value swapped for a function that hands the
+event to the sink in the publisher's task: one system call, no task switch.
+When the sink refuses (the connection is busy), that event and every later one
+take the channel as usual, so order and the overflow policy are unchanged. The
+channel is the backlog; the swap is undone as soon as the writer wakes.
+
+The dict values are how every special state is expressed (``send_nowait``,
+direct, full): the fan-out loop itself never tests a subscriber's state.
+
 History is a deque of entries bounded by count and by age (measured with
 :func:`trio.current_time`, so autojump clocks work), plus a dict from event id
 to entry for resuming. A resume point that is neither in the history nor the
@@ -120,9 +131,10 @@ class TopicOptions:
 
     Args:
         buffer_size: events queued per subscriber before the overflow policy
-            applies (at least 1). A subscriber's memory is bounded by
-            ``buffer_size`` times the event size (events are shared, so this is an
-            upper bound).
+            applies (at least 1). A subscriber's queue holds at most
+            ``buffer_size`` events; events are shared between subscribers and
+            with the history, so ``buffer_size`` times the event size bounds
+            the memory one slow subscriber can pin.
         overflow: the :class:`OverflowPolicy` (or its string value).
         history_size: events kept for replay to resuming subscribers (0
             disables replay; a resume then succeeds only from the newest id).
@@ -254,8 +266,9 @@ class Topic:
         self._history_size = options.history_size
         self._max_age = options.history_max_age
         self._reset_event = options.reset_event or Event(event="reset", data=name)
-        # Insertion order = subscription order; values are the callables the
-        # fan-out loop calls (channel.send_nowait, or a "full" stub).
+        # Insertion order = subscription order; values are what the fan-out
+        # loop calls: channel.send_nowait, the direct sink, or the "full" stub
+        # (Rule 4).
         self._subscribers: dict[Subscription, _Send] = {}
         self._history: deque[_Entry] = deque()
         self._index: dict[str, _Entry] = {}
