@@ -190,7 +190,7 @@ async def test_leaving_normally_removes_the_subscriber_at_once() -> None:
     topic = Broker().topic("t")
     async with topic.subscribe() as sub:
         assert topic.stats().subscribers == 1
-        assert sub.end_reason is None
+        assert (sub.end_reason, sub.evicted) == (None, False)
     assert topic.stats().subscribers == 0
     assert sub.end_reason == "left"
     assert sub.queued == 0
@@ -389,7 +389,7 @@ def test_topic_options_validation(
 
 def test_topic_options_accept_any_policy_spelling() -> None:
     for policy in OverflowPolicy:
-        assert TopicOptions(overflow=policy.value).overflow is policy  # type: ignore[arg-type]
+        assert TopicOptions(overflow=policy.value).overflow is policy
     assert TopicOptions(history_max_age=1, block_deadline=0).history_max_age == 1
 
 
