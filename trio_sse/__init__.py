@@ -26,6 +26,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
 from ._routes import metrics_endpoint as metrics_endpoint
@@ -50,6 +51,7 @@ from ._websocket import topic_websocket as topic_websocket
 __all__ = [
     "CLOSE_EVICTED",
     "DEFAULT_MAX_EVENT_SIZE",
+    "METRICS_CONTENT_TYPE",
     "App",
     "Backplane",
     "Broker",

@@ -220,12 +220,12 @@ def metrics_endpoint(broker: Broker, *, namespace: str = "trio_sse") -> Handler:
         broker: the broker to report on.
         namespace: the metric name prefix.
     """
-    from ._metrics import broker_metrics_text
+    from ._metrics import METRICS_CONTENT_TYPE, broker_metrics_text
 
     async def handler(request: Request) -> Response:
         return Response(
             broker_metrics_text(broker, namespace=namespace),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
+            media_type=METRICS_CONTENT_TYPE,
         )
 
     return handler
