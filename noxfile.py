@@ -76,6 +76,13 @@ def bench_codec(session: nox.Session) -> None:
 BENCH_PEERS = ["sse-starlette", "uvicorn[standard]", "aiohttp", "aiohttp-sse", "hypercorn"]
 
 
+@nox.session(name="bench-topics")
+def bench_topics(session: nox.Session) -> None:
+    """Topic fan-out cost per subscriber, in process (task wake-ups vs direct sink)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_topics.py", *session.posargs)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Fan-out load benchmark against the peers (``-- --quick``: under two minutes)."""
