@@ -452,6 +452,8 @@ def probe(port: int, padding: int, timeout: float) -> dict[str, Any]:
                     "head": head.decode("latin-1").split("\r\n"),
                     "chunked": chunked,
                     "event": m.group(0).decode()[:80] + ("..." if len(m.group(0)) > 80 else ""),
+                    # Everything up to that event: other fields (id:) and events.
+                    "body_start": body[: min(m.start() + 80, 400)].decode("latin-1"),
                 }
     raise RuntimeError(f"no event within {timeout:.0f} s; got {buf[:300]!r}")
 
