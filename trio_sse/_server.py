@@ -573,7 +573,7 @@ class _Connection:
             except OSError as exc:
                 raise _PeerGone() from exc
             if n == len(data):
-                self.last_write = trio.current_time()
+                self._wrote()
                 return
             data = data[n:]
         if lock is None:
@@ -594,7 +594,25 @@ class _Connection:
                     self.config.write_timeout,
                 )
                 raise _PeerGone()
-        self.last_write = trio.current_time()
+        self._wrote()
+
+    def _wrote(self) -> None:
+        """Note a write: push the heartbeat deadline back, lazily.
+
+        A stream that writes more often than ``heartbeat_interval`` must not
+        wake its companion task every interval (at 10,000 streams those
+        wake-ups, each cancelling and re-arming a receive, cost more than the
+        broadcast). So each write moves the companion's deadline to ``now +
+        interval`` when less than half an interval remains: at most two
+        deadline moves per interval, no wake-up while a stream is active. The
+        companion still decides from ``last_write``, so heartbeats of idle
+        streams stay exact.
+        """
+        now = self.last_write = trio.current_time()
+        scope = self._flush_scope
+        interval = self.config.heartbeat_interval
+        if scope is not None and interval is not None and scope.deadline - now < interval / 2:
+            scope.deadline = now + interval
 
     def write_nowait(self, data: bytes) -> bool:
         """Write from another task (a topic's publisher) without waiting.
@@ -628,7 +646,7 @@ class _Connection:
             if self._stream_scope is not None:
                 self._stream_scope.cancel()
             return True
-        self.last_write = trio.current_time()
+        self._wrote()
         if n < len(data):
             self._out = data[n:]
             if self._flush_scope is not None:
