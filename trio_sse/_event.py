@@ -103,6 +103,27 @@ class Event:
         _set_id(self, id)
         _set_retry(self, retry)
         _set_comment(self, comment)
+        if (
+            retry is None
+            and comment is None
+            and type(data) is str
+            and type(event) is str
+            and type(id) is str
+            and data
+            and "\n" not in data
+            and "\r" not in data
+            and "\n" not in event
+            and "\r" not in event
+            and "\n" not in id
+            and "\r" not in id
+            and "\0" not in id
+        ):
+            # The commonest broadcast shape, one line of data with a type and
+            # an id, validated above and formatted in one step. Any other
+            # shape, or any value that fails a check, takes the general path
+            # below, which gives the errors.
+            _set_wire(self, f"event: {event}\nid: {id}\ndata: {data}\n\n".encode())
+            return
         head = "" if comment is None else _comment_lines(comment)
         if event is not None:
             if type(event) is not str:
