@@ -454,3 +454,46 @@ async def test_bytes_sent_during_a_stream_are_ignored(
             body = await client.rest()
             assert [e.data for e in body.events] == ["0", "1", "2"]
             assert probe.cancelled_at == start + 3
+
+
+async def test_an_active_stream_never_wakes_its_companion(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes push the heartbeat deadline back instead of letting it expire.
+
+    At 10,000 streams, a companion task that woke every heartbeat interval to
+    re-arm its socket wait cost a third of the server's CPU. A stream that
+    writes every second for a minute must wait on its socket once.
+    """
+    from trio_sse import _server
+
+    receives = 0
+    original = _server._Connection._receive
+
+    async def counting(self: _server._Connection) -> bytes:
+        nonlocal receives
+        receives += 1
+        return await original(self)
+
+    monkeypatch.setattr(_server._Connection, "_receive", counting)
+    app = App()
+    done = trio.Event()
+
+    @app.stream("/every-second")
+    async def every_second(request: Request, stream: EventStream) -> None:
+        for i in range(60):
+            await stream.send(Event(str(i)))
+            await trio.sleep(1)
+        done.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(120):
+        async with running(app) as (_, listener):  # default Config: 15 s heartbeats
+            client = Client(await listener.connect())
+            await client.send_request("GET", "/every-second")
+            await client.head()
+            receives = 0  # count the stream's waits only, not the request's
+            await done.wait()
+            events = await client.events(60)
+            assert [e.data for e in events] == [str(i) for i in range(60)]
+            assert receives == 1
