@@ -20,6 +20,7 @@ stream.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -35,6 +36,7 @@ from collections.abc import (
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
@@ -136,7 +138,7 @@ class HTTPException(Exception):
         self, status: int, detail: str | None = None, headers: Mapping[str, str] | None = None
     ) -> None:
         self.status = status
-        self.detail = detail if detail is not None else _reason(status)
+        self.detail = detail if detail is not None else (status_phrase(status) or "Error")
         self.headers = dict(headers or {})
         super().__init__(f"{status} {self.detail}")
 
@@ -692,10 +694,10 @@ def to_response(value: ReturnValue) -> Response | StreamResponse:
     )
 
 
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
+@functools.cache
+def status_phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` (``""`` for an unknown code)."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
-        return "Error"
+        return ""

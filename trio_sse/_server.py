@@ -67,6 +67,7 @@ from ._app import (
     Response,
     StreamResponse,
     WebSocketRoute,
+    status_phrase,
     to_response,
 )
 from ._config import Config
@@ -683,7 +684,9 @@ class _Connection:
             headers.append((b"connection", b"close"))
         data = conn.send(
             h11.Response(
-                status_code=response.status, headers=headers, reason=_reason(response.status)
+                status_code=response.status,
+                headers=headers,
+                reason=status_phrase(response.status).encode("ascii"),
             )
         )
         assert data is not None
@@ -810,7 +813,9 @@ class _Connection:
             headers.append((b"connection", b"close"))
         head = conn.send(
             h11.Response(
-                status_code=response.status, headers=headers, reason=_reason(response.status)
+                status_code=response.status,
+                headers=headers,
+                reason=status_phrase(response.status).encode("ascii"),
             )
         )
         assert head is not None
@@ -878,12 +883,3 @@ class _Connection:
             elif interval is not None and trio.current_time() >= self.last_write + interval:
                 # If a slow write holds the lock, this waits for it (harmless).
                 await self.stream_write(data)
-
-
-def _reason(status: int) -> bytes:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
