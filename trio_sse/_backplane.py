@@ -56,6 +56,15 @@ class Backplane(Protocol):
     clients can reason about them. See ``docs/topics.md``, "Backplanes".
     """
 
+    @property
+    def cross_process(self) -> bool:
+        """Whether processes sharing this backplane's engine see each other's events.
+
+        ``trio-sse serve --workers N`` (N > 1) refuses to start while the app
+        has a broker whose backplane says ``False``.
+        """
+        ...
+
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         """Publish *event* on *topic* without blocking.
 
@@ -108,6 +117,9 @@ class LocalBackplane:
     """
 
     __slots__ = ("_counters", "_prefix")
+
+    #: Topics live in one process: see :attr:`Backplane.cross_process`.
+    cross_process = False
 
     def __init__(self, *, id_prefix: str = "") -> None:
         if not isinstance(id_prefix, str):

@@ -71,6 +71,7 @@ from __future__ import annotations
 import enum
 import heapq
 import re
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -1222,6 +1223,7 @@ class Broker:
         self._topics: dict[str, Topic] = {}
         self._gseq = 0
         self._closed = False
+        _LIVE_BROKERS.add(self)
 
     def __repr__(self) -> str:
         return f"<Broker topics={len(self._topics)}>"
@@ -1349,6 +1351,16 @@ class Broker:
         self._closed = True
         for topic in list(self._topics.values()):
             topic.close()
+
+
+#: Every Broker alive in this process, so that ``trio-sse serve --workers``
+#: can check the app's backplanes after importing it.
+_LIVE_BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
+
+
+def _live_brokers() -> list[Broker]:
+    """The brokers alive in this process (for start-up checks)."""
+    return list(_LIVE_BROKERS)
 
 
 def _check_name(name: object) -> None:
