@@ -17,7 +17,7 @@ from brokers import make_broker
 
 from trio_sse._backplane import LocalBackplane, _with_id
 from trio_sse._event import Event
-from trio_sse._topics import OverflowPolicy, Subscription, Topic, TopicOptions
+from trio_sse._topics import Broker, OverflowPolicy, Subscription, Topic, TopicOptions
 
 
 def drain(sub: Subscription) -> list[Event]:
