@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from coredis.typing import Node
 
 HOST = "127.0.0.1"
 #: Bound on waiting for a server to answer PING, or for a cluster to be ok.
@@ -337,9 +338,9 @@ class RedisCluster:
         return [(s.host, s.port) for s in self.servers]
 
     @property
-    def startup_nodes(self) -> list[dict[str, Any]]:
+    def startup_nodes(self) -> list[Node]:
         """``[{"host": ..., "port": ...}, ...]``, as coredis' ``RedisCluster`` takes them."""
-        return [{"host": host, "port": port} for host, port in self.nodes]
+        return [Node(host=host, port=port) for host, port in self.nodes]
 
     def start(self) -> None:
         """Start the nodes, create the cluster, wait for ``cluster_state:ok`` everywhere.
