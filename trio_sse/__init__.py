@@ -32,6 +32,7 @@ from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
 from ._redis import BackplaneStats as BackplaneStats
 from ._redis import RedisBackplane as RedisBackplane
+from ._routes import health_endpoint as health_endpoint
 from ._routes import metrics_endpoint as metrics_endpoint
 from ._routes import publish_endpoint as publish_endpoint
 from ._routes import topic_stream as topic_stream
@@ -75,8 +76,8 @@ __all__ = [
     "MessageEvent",
     "OverflowPolicy",
     "PlainTextResponse",
-    "RedisBackplane",
     "ProtocolError",
+    "RedisBackplane",
     "RemoteProtocolError",
     "Request",
     "Response",
@@ -94,6 +95,7 @@ __all__ = [
     "__version__",
     "broker_metrics_text",
     "event_frame",
+    "health_endpoint",
     "metrics_endpoint",
     "publish_endpoint",
     "serve",

@@ -117,6 +117,8 @@ class BackplaneStats:
         received: stream entries the reader delivered to local topics.
         malformed: entries skipped because they cannot be events.
         epoch_resets: topics whose data Redis lost (each sent a reset).
+        gaps: times the reader fell more than a stream's length behind and
+            reset that topic's subscribers.
         topics: topics being read.
         lag: seconds from an entry's creation (its stream id's time, Redis'
             clock) to its local delivery, for the newest entry; ``None``
@@ -135,6 +137,7 @@ class BackplaneStats:
     received: int
     malformed: int
     epoch_resets: int
+    gaps: int
     topics: int
     lag: float | None
     last_read_age: float | None
@@ -144,7 +147,7 @@ class BackplaneStats:
 class _Watch:
     """What this process knows of one topic's stream."""
 
-    __slots__ = ("epoch", "epoch_key", "key", "last", "name", "ready", "slot")
+    __slots__ = ("by_age", "epoch", "epoch_key", "key", "last", "name", "ready", "slot")
 
     def __init__(self, name: str, prefix: str, cluster: bool) -> None:
         self.name = name
@@ -154,6 +157,7 @@ class _Watch:
         self.epoch = ""
         self.last = START  # the newest stream id delivered (or the boundary)
         self.ready = trio.Event()
+        self.by_age = False  # some local topic of this name trims by age
 
     @property
     def position(self) -> str:
@@ -225,14 +229,18 @@ class RedisBackplane:
             :meth:`publish_nowait` raises :class:`trio.WouldBlock` and
             :meth:`publish` waits.
         max_batch: events sent in one pipeline at most.
-        read_count: entries read per stream per ``XREAD`` at most.
+        read_count: entries read per stream per ``XREAD`` at most. They are
+            delivered in one synchronous burst, as if published without an
+            await in between: keep it below the topics' ``buffer_size`` so
+            that a burst cannot overflow subscribers that keep up.
         read_block: seconds one ``XREAD BLOCK`` waits for entries; a read that
             takes 5 s longer than this counts as a lost connection.
         stream_min_length: streams are never trimmed below this many entries,
             even for topics with a smaller ``history_size``, so that a reader
-            that falls briefly behind finds its entries.
-        max_replay: a resume that would replay more events than this gets the
-            reset event instead (bounds the memory one reconnect can pin).
+            that falls behind a burst still finds its entries. A reader that
+            falls further behind resets that topic's subscribers (counted in
+            ``gaps``) instead of skipping events silently. Resuming replays
+            at most ``history_size`` events whatever the stream holds.
         reconnect_delay: first delay (s) before reconnecting; doubles up to
             *reconnect_max_delay*, each delay jittered by ±50 %.
         reconnect_max_delay: the longest delay between reconnection attempts.
@@ -256,10 +264,9 @@ class RedisBackplane:
         key_prefix: str = "trio-sse:",
         outbox_size: int = 10_000,
         max_batch: int = 1_000,
-        read_count: int = 1_000,
+        read_count: int = 32,
         read_block: float = 1.0,
-        stream_min_length: int = 1_000,
-        max_replay: int = 10_000,
+        stream_min_length: int = 10_000,
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
         retry_after: int = 1,
@@ -275,7 +282,6 @@ class RedisBackplane:
             ("max_batch", max_batch),
             ("read_count", read_count),
             ("stream_min_length", stream_min_length),
-            ("max_replay", max_replay),
             ("retry_after", retry_after),
         ):
             _check_positive(name, value, integer=True)
@@ -285,6 +291,11 @@ class RedisBackplane:
             ("reconnect_max_delay", reconnect_max_delay),
         ):
             _check_positive(name, fvalue, integer=False)
+        if stream_min_length < read_count:
+            raise ValueError(
+                f"stream_min_length ({stream_min_length}) must be at least "
+                f"read_count ({read_count})"
+            )
         if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
             raise ValueError(f"key_prefix must be a str without braces, got {key_prefix!r}")
         self.url: Final = url
@@ -295,7 +306,6 @@ class RedisBackplane:
         self.read_count: Final = read_count
         self.read_block: Final = read_block
         self.stream_min_length: Final = stream_min_length
-        self.max_replay: Final = max_replay
         self.reconnect_delay: Final = reconnect_delay
         self.reconnect_max_delay: Final = reconnect_max_delay
         self.retry_after: Final = retry_after
@@ -324,6 +334,8 @@ class RedisBackplane:
         self._received = 0
         self._malformed = 0
         self._epoch_resets = 0
+        self._gaps = 0
+        self._generation = 0
         self._lag: float | None = None
         self._last_read: float | None = None
 
@@ -356,6 +368,8 @@ class RedisBackplane:
             watch = self._watches[topic.name] = _Watch(topic.name, self.key_prefix, self.cluster)
             self._unready.append(watch)
             self._wake_watcher.set()
+        if topic.options.history_max_age is not None:
+            watch.by_age = True
         elif watch.ready.is_set() and topic._last_id is None:
             topic._last_id = watch.position
 
@@ -448,7 +462,8 @@ class RedisBackplane:
         """Read the events after *after* up to *until* from the stream.
 
         Returns ``None`` (the client gets a reset) when *after* is no longer
-        in the stream, or more than ``max_replay`` events would be replayed.
+        in the stream, or more than the topic's ``history_size`` events would be
+        replayed (the same bound as a resume from the local history).
         Waits through Redis outages: the client's disconnect cancels it.
         """
         start, end = split_id(after), split_id(until)
@@ -463,14 +478,24 @@ class RedisBackplane:
         while True:
             await self._up.wait()
             try:
-                return await self._read_range(watch, start[0], first, last)
+                return await self._read_range(
+                    watch, start[0], first, last, topic.options.history_size
+                )
             except self._errors as exc:
                 self._lost(exc)
 
     async def _read_range(
-        self, watch: _Watch, epoch: str, first: str, last: str
+        self, watch: _Watch, epoch: str, first: str, last: str, limit: int
     ) -> list[Event] | None:
+        """XRANGE from *first* (exclusive) to *last*; None if it cannot be exact.
+
+        Each page starts *at* the previous page's last entry and checks that
+        it is still there: trimming removes the oldest entries first, so its
+        presence proves nothing after it was trimmed between pages.
+        """
         client = self._client
+        events: list[Event] = []
+        cursor = first
         if first == START:
             # "Before the first entry": exact only if nothing was trimmed.
             import coredis.exceptions
@@ -481,30 +506,27 @@ class RedisBackplane:
                 return []  # no stream: nothing was ever published
             if info["entries-added"] != info["length"]:
                 return None
-            cursor = "-"
-        else:
-            cursor = first
-        events: list[Event] = []
-        checked = first == START
+            page = await client.xrange(watch.key, "-", last, count=self.read_count)
+            if not page:
+                return []
+            head = page[0]
+            cursor = head.identifier.decode()
+            event = event_from_entry(epoch, cursor, head.field_values)
+            if event is not None:
+                events.append(event)
         while True:
-            page = await client.xrange(watch.key, cursor, last, count=self.read_count)
-            for entry in page:
-                stream_id = entry.identifier.decode()
-                if not checked:
-                    checked = True
-                    if stream_id != first:
-                        return None  # trimmed: the client missed events
-                    continue
-                event = event_from_entry(epoch, stream_id, entry.field_values)
+            page = await client.xrange(watch.key, cursor, last, count=self.read_count + 1)
+            if not page or page[0].identifier.decode() != cursor:
+                return None  # trimmed past the client's position
+            for entry in page[1:]:
+                event = event_from_entry(epoch, entry.identifier.decode(), entry.field_values)
                 if event is not None:
                     events.append(event)
-            if not checked:
-                return None  # the stream does not hold `first` any more
-            if len(events) > self.max_replay:
-                return None
-            if len(page) < self.read_count:
+            if len(events) > limit:
+                return None  # further behind than the topic's history_size
+            if len(page) <= self.read_count:
                 return events
-            cursor = "(" + page[-1].identifier.decode()
+            cursor = page[-1].identifier.decode()
 
     # -- running -----------------------------------------------------------------
 
@@ -550,6 +572,7 @@ class RedisBackplane:
             received=self._received,
             malformed=self._malformed,
             epoch_resets=self._epoch_resets,
+            gaps=self._gaps,
             topics=len(self._watches),
             lag=self._lag,
             last_read_age=age,
@@ -567,6 +590,7 @@ class RedisBackplane:
 
     def _set_down(self, reason: str) -> None:
         self._connected = False
+        self._generation += 1
         if self._up.is_set():
             self._up = trio.Event()
         for group in self._groups.values():
@@ -707,14 +731,62 @@ class RedisBackplane:
             if not self._connected:
                 continue  # read again from watch.last after recovery
             self._last_read = trio.current_time()
-            if result:
-                await self._deliver(result)
+            if not result:
+                continue
+            generation = self._generation
+            try:
+                await self._check_gaps(result, streams)
+            except self._errors as exc:
+                self._lost(exc)
+                continue
+            await self._deliver(result, generation)
 
-    async def _deliver(self, result: dict[bytes, Any]) -> None:
+    async def _check_gaps(self, result: dict[bytes, Any], streams: dict[str, str]) -> None:
+        """Reset topics whose stream was trimmed past what we had read.
+
+        Trimming removes a stream's oldest entries first, so if the last
+        entry we delivered is still there *after* the ``XREAD``, nothing
+        after it was trimmed before the ``XREAD`` read on from it. If it is
+        gone, the reader fell more than the stream's length behind and may
+        have missed entries: its subscribers get the reset event rather than
+        a silent gap.
+
+        Only full reads need the check: streams trimmed by count keep at least
+        ``stream_min_length >= read_count`` entries, all newer than a trimmed
+        position, so a read that returned fewer than ``read_count`` entries
+        cannot have skipped any. Age-trimmed streams are always checked.
+        """
+        checks = []
+        for raw_key, entries in result.items():
+            key = raw_key.decode()
+            last = streams[key]
+            if last == START:
+                continue
+            if len(entries) >= self.read_count or self._by_key(key).by_age:
+                checks.append((key, last))
+        if not checks:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            requests = [(key, pipe.xrange(key, last, last, count=1)) for key, last in checks]
+        for key, request in requests:
+            if not await request:
+                watch = self._by_key(key)
+                self._gaps += 1
+                logger.warning(
+                    "Redis backplane: the reader fell behind %s by more than its length; "
+                    "sending reset",
+                    key,
+                )
+                for topic in self._topics(watch.name):
+                    topic._restart(watch.position)
+
+    async def _deliver(self, result: dict[bytes, Any], generation: int) -> None:
         now_ms = time.time() * 1000
         for key, entries in result.items():
             watch = self._by_key(key.decode())
             for entry in entries:
+                if generation != self._generation:
+                    return  # the connection was lost meanwhile: re-read after recovery
                 stream_id = entry.identifier.decode()
                 fields = entry.field_values
                 tagged = fields.get(b"epoch")
@@ -735,11 +807,10 @@ class RedisBackplane:
                         await topic.deliver(event)
                     else:
                         topic.deliver_nowait(event)
-                # One XREAD returns up to read_count entries per topic: let
-                # subscribers' writers run between events, as they would
-                # between the awaits of an in-process publisher, instead of
-                # overflowing every queue with one synchronous burst.
-                await trio.lowlevel.checkpoint()
+            # Up to read_count entries of a topic go out in one synchronous
+            # burst, like a publisher publishing them without awaiting: then
+            # let the subscribers' writers run.
+            await trio.lowlevel.checkpoint()
 
     def _by_key(self, key: str) -> _Watch:
         prefix_len = len(self.key_prefix) + 1
