@@ -310,7 +310,12 @@ class RedisBackplane:
         self.reconnect_max_delay: Final = reconnect_max_delay
         self.retry_after: Final = retry_after
         factory: Any = coredis.RedisCluster if cluster else coredis.Redis
-        self._client: Any = factory.from_url(url, decode_responses=False)
+        # No retries inside coredis: a command that fails must reach us, so
+        # that the reconnect check runs (a silently retried XREAD would read
+        # on from a server that came back without its data).
+        self._client: Any = factory.from_url(
+            url, decode_responses=False, retry_policy=coredis.retry.NoRetryPolicy()
+        )
         self._errors = _redis_errors()
         self._read_errors: tuple[type[BaseException], ...] = (*self._errors, trio.TooSlowError)
         self._brokers: list[Broker] = []
