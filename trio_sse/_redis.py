@@ -309,13 +309,17 @@ class RedisBackplane:
         self.reconnect_delay: Final = reconnect_delay
         self.reconnect_max_delay: Final = reconnect_max_delay
         self.retry_after: Final = retry_after
-        factory: Any = coredis.RedisCluster if cluster else coredis.Redis
         # No retries inside coredis: a command that fails must reach us, so
         # that the reconnect check runs (a silently retried XREAD would read
         # on from a server that came back without its data).
-        self._client: Any = factory.from_url(
-            url, decode_responses=False, retry_policy=coredis.retry.NoRetryPolicy()
-        )
+        no_retry = coredis.retry.NoRetryPolicy()
+        self._client: Any
+        if cluster:
+            self._client = _cluster_client(url, no_retry)
+        else:
+            self._client = coredis.Redis.from_url(
+                url, decode_responses=False, retry_policy=no_retry
+            )
         self._errors = _redis_errors()
         self._read_errors: tuple[type[BaseException], ...] = (*self._errors, trio.TooSlowError)
         self._brokers: list[Broker] = []
@@ -897,6 +901,26 @@ class RedisBackplane:
             cutoff_ms = int((time.time() - options.history_max_age) * 1000)
             return "MINID", str(max(cutoff_ms, 0))
         return "MAXLEN", str(max(options.history_size, self.stream_min_length))
+
+
+def _cluster_client(url: str, retry_policy: Any) -> Any:
+    """A RedisCluster from ``redis[s]://[user:password@]host:port``."""
+    from urllib.parse import unquote, urlsplit
+
+    import coredis
+    from coredis.connection import TCPLocation
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"expected a redis:// or rediss:// URL, got {url!r}")
+    return coredis.RedisCluster(
+        startup_nodes=[TCPLocation(parts.hostname, parts.port or 6379)],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+        decode_responses=False,
+        retry_policy=retry_policy,
+    )
 
 
 def _nx() -> Any:
