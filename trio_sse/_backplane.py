@@ -132,7 +132,8 @@ class Backplane(Protocol):
                 gets one from the backplane.
 
         Returns:
-            The event as published, with its id.
+            The event as published, with its id, or without one when the id
+            is assigned remotely and not known yet.
 
         Raises:
             trio.WouldBlock: the backplane cannot accept the event without

@@ -315,12 +315,16 @@ class Topic:
             event: the event to publish.
 
         Returns:
-            The event as published, with its id.
+            The event as published, with its id; a networked backplane that
+            assigns ids remotely (:class:`~trio_sse.RedisBackplane`) returns
+            it without one: use :meth:`publish` when you need the id.
 
         Raises:
             TypeError: *event* is not an :class:`Event`.
             trio.ClosedResourceError: the topic is closed.
             trio.WouldBlock: a networked backplane cannot take the event now.
+            BackplaneUnavailableError: a networked backplane cannot reach
+                its engine; nothing was published.
         """
         if type(event) is not Event:
             raise TypeError(f"expected an Event, got {type(event).__name__}")
@@ -343,6 +347,8 @@ class Topic:
         Raises:
             TypeError: *event* is not an :class:`Event`.
             trio.ClosedResourceError: the topic is closed.
+            BackplaneUnavailableError: a networked backplane cannot reach
+                its engine (see :class:`~trio_sse.RedisBackplane`).
 
         Error handling:
             If the caller is cancelled while waiting, the event stays
