@@ -75,30 +75,60 @@ __all__ = ["BackplaneStats", "RedisBackplane"]
 
 logger = logging.getLogger("trio_sse.redis")
 
-# KEYS: stream, epoch key. ARGV: candidate epoch, trim strategy, threshold,
-# field/value pairs. Returns {epoch, entry id}.
-_XADD_TAGGED: Final = """
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
+# Epoch records. The epoch key holds "<epoch> <start>": the epoch and the
+# stream id before its first entry (the stream's newest id when the epoch was
+# made, or the newest one a reader had delivered; "0-0" for none). Every
+# process derives the reset position "<epoch>-<start>" from it, so they all
+# send the same reset id.
+_ENSURE: Final = """
+local function ensure(ekey, skey, candidate, upto)
+  local record = redis.call('GET', ekey)
+  if record then return record end
+  local newest = redis.call('XREVRANGE', skey, upto, '-', 'COUNT', 1)
+  local start = '0-0'
+  if #newest > 0 then start = newest[1][1] end
+  record = candidate .. ' ' .. start
+  redis.call('SET', ekey, record)
+  return record
 end
-local args = {KEYS[1], ARGV[2], '~', ARGV[3], '*', 'epoch', epoch}
-for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
-return {epoch, redis.call('XADD', unpack(args))}
 """
 
-# KEYS: epoch key. ARGV: the epoch that was lost, a candidate. Replaces the
-# epoch only if it is still the lost one, so processes that notice the same
-# loss agree on one new epoch. Returns the epoch in force.
-_NEW_EPOCH: Final = """
-local epoch = redis.call('GET', KEYS[1])
-if (not epoch) or epoch == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return ARGV[2]
-end
-return epoch
+# KEYS: stream, epoch key. ARGV: candidate epoch. Returns the record in force.
+_ENSURE_EPOCH: Final = _ENSURE + "return ensure(KEYS[2], KEYS[1], ARGV[1], '+')"
+
+# KEYS: stream, epoch key. ARGV: candidate epoch, trim strategy, threshold,
+# field/value pairs. Adds the entry tagged with the record; returns
+# {record, entry id}.
+_XADD_TAGGED: Final = (
+    _ENSURE
+    + """
+local record = ensure(KEYS[2], KEYS[1], ARGV[1], '+')
+local args = {KEYS[1], ARGV[2], '~', ARGV[3], '*', 'epoch', record}
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+return {record, redis.call('XADD', unpack(args))}
 """
+)
+
+# KEYS: stream, epoch key. ARGV: the record that lost data, a candidate, the
+# last id the caller delivered. Makes a new epoch only if the lost one is
+# still in force (or none is), so the processes that notice the same loss
+# agree on one; it starts after the newest entry the caller had seen (entries
+# after that are new). Returns the record in force.
+_NEW_EPOCH: Final = (
+    _ENSURE
+    + """
+local record = redis.call('GET', KEYS[2])
+if record and record ~= ARGV[1] then return record end
+redis.call('DEL', KEYS[2])
+return ensure(KEYS[2], KEYS[1], ARGV[2], ARGV[3])
+"""
+)
+
+
+def _parse_record(record: bytes) -> tuple[str, str]:
+    """``b"<epoch> <start>"`` -> (epoch, start); a bare epoch starts at 0-0."""
+    epoch, _, start = record.decode("ascii", "replace").partition(" ")
+    return epoch, start or START
 
 
 @final
@@ -147,7 +177,17 @@ class BackplaneStats:
 class _Watch:
     """What this process knows of one topic's stream."""
 
-    __slots__ = ("by_age", "epoch", "epoch_key", "key", "last", "name", "ready", "slot")
+    __slots__ = (
+        "by_age",
+        "epoch",
+        "epoch_key",
+        "key",
+        "last",
+        "name",
+        "ready",
+        "record",
+        "slot",
+    )
 
     def __init__(self, name: str, prefix: str, cluster: bool) -> None:
         self.name = name
@@ -155,6 +195,7 @@ class _Watch:
         self.epoch_key = epoch_key(prefix, name)
         self.slot = key_slot(self.key) if cluster else 0
         self.epoch = ""
+        self.record = b""  # the epoch key's value this process follows
         self.last = START  # the newest stream id delivered (or the boundary)
         self.ready = trio.Event()
         self.by_age = False  # some local topic of this name trims by age
@@ -334,6 +375,7 @@ class RedisBackplane:
         self._connected = False
         self._running = False
         self._tag_script: Any = None
+        self._ensure_script: Any = None
         self._epoch_script: Any = None
         # Stats.
         self._reconnects = 0
@@ -648,6 +690,7 @@ class RedisBackplane:
         client = self._client
         if self._tag_script is None:
             self._tag_script = client.register_script(_XADD_TAGGED)
+            self._ensure_script = client.register_script(_ENSURE_EPOCH)
             self._epoch_script = client.register_script(_NEW_EPOCH)
         await client.ping()
 
@@ -657,16 +700,17 @@ class RedisBackplane:
         try:
             results = []
             for watch in watches:
-                candidate = new_epoch()
-                # SET NX GET: the epoch in force, or None if ours is new.
-                old = await self._client.set(watch.epoch_key, candidate, condition=_nx(), get=True)
+                record = await self._ensure_script(
+                    keys=[watch.key, watch.epoch_key], args=[new_epoch()]
+                )
                 newest = await self._client.xrevrange(watch.key, count=1)
-                results.append((watch, old.decode() if old else candidate, newest))
+                results.append((watch, record, newest))
         except BaseException:
             self._unready[:0] = watches
             raise
-        for watch, epoch, newest in results:
-            watch.epoch = epoch
+        for watch, record, newest in results:
+            watch.record = record
+            watch.epoch = _parse_record(record)[0]
             watch.last = newest[0].identifier.decode() if newest else START
             for topic in self._topics(watch.name):
                 if topic._last_id is None:
@@ -688,26 +732,33 @@ class RedisBackplane:
         for watch in watches:
             if not watch.ready.is_set():
                 continue
-            epoch = await self._client.get(watch.epoch_key)
+            record = await self._client.get(watch.epoch_key)
             newest = await self._client.xrevrange(watch.key, count=1)
             last = newest[0].identifier.decode() if newest else START
-            same = epoch is not None and epoch.decode() == watch.epoch
-            if same and stream_order(last) >= stream_order(watch.last):
+            if record == watch.record and stream_order(last) >= stream_order(watch.last):
                 continue  # intact: read on from watch.last
-            new = await self._epoch_script(keys=[watch.epoch_key], args=[watch.epoch, new_epoch()])
-            new_epoch_text = new.decode()
-            logger.warning(
-                "Redis backplane: topic %r lost data (epoch %s -> %s); sending reset",
-                watch.name,
-                watch.epoch,
-                new_epoch_text,
-            )
-            self._restart(watch, new_epoch_text, min(last, watch.last, key=stream_order))
+            if record is None or record == watch.record:
+                # The key is gone, or the stream is behind what we delivered
+                # (an older AOF): make the new epoch (once, for everyone).
+                record = await self._epoch_script(
+                    keys=[watch.key, watch.epoch_key],
+                    args=[watch.record, new_epoch(), watch.last],
+                )
+            self._restart(watch, record)
 
-    def _restart(self, watch: _Watch, epoch: str, last: str) -> None:
+    def _restart(self, watch: _Watch, record: bytes) -> None:
+        """Follow the epoch *record*: reset the topic's subscribers."""
+        epoch, start = _parse_record(record)
+        logger.warning(
+            "Redis backplane: topic %r lost data (epoch %s -> %s); sending reset",
+            watch.name,
+            watch.epoch,
+            epoch,
+        )
         self._epoch_resets += 1
+        watch.record = record
         watch.epoch = epoch
-        watch.last = last
+        watch.last = start
         for topic in self._topics(watch.name):
             topic._restart(watch.position)
 
@@ -799,8 +850,8 @@ class RedisBackplane:
                 stream_id = entry.identifier.decode()
                 fields = entry.field_values
                 tagged = fields.get(b"epoch")
-                if tagged is not None and tagged.decode() != watch.epoch:
-                    self._restart(watch, tagged.decode(), START)
+                if tagged is not None and tagged != watch.record:
+                    self._restart(watch, tagged)
                 watch.last = stream_id
                 self._received += 1
                 event = event_from_entry(watch.epoch, stream_id, fields)
@@ -886,7 +937,7 @@ class RedisBackplane:
         for item, is_tagged, request in requests:
             reply = await request
             if is_tagged:
-                epochs[item.topic.name] = reply[0].decode()
+                epochs[item.topic.name] = _parse_record(reply[0])[0]
                 stream_id = reply[1].decode()
             else:
                 stream_id = reply.decode()
@@ -921,12 +972,6 @@ def _cluster_client(url: str, retry_policy: Any) -> Any:
         decode_responses=False,
         retry_policy=retry_policy,
     )
-
-
-def _nx() -> Any:
-    import coredis
-
-    return coredis.PureToken.NX
 
 
 def _approx() -> Any:
