@@ -1420,7 +1420,10 @@ class Broker:
 
         Every yielded event's id is replaced by a composite cursor holding
         the position in every topic (``"a:12,b:7"``; see ``docs/topics.md``).
-        Events of different topics arrive in publish order.
+        Events of different topics arrive in publish order (with
+        :class:`~trio_sse.RedisBackplane`, each topic in its exact order and
+        different topics by publish time to the millisecond: separate streams
+        have no common order within one).
 
         Args:
             names: the topic names, in the order used in cursors (no
