@@ -137,7 +137,7 @@ async def test_demo_page_and_stream() -> None:
 
 
 async def test_signal_shuts_down_gracefully() -> None:
-    app = App(config=Config(stream_end_retry=2500))
+    app = App(config=Config(stream_end_retry=2500, stream_end_retry_jitter=0))
     started = trio.Event()
 
     @app.stream("/s")
