@@ -165,7 +165,11 @@ async def all_gone(pids: list[int]) -> bool:
 
 @asynccontextmanager
 async def supervised(tmp_path: Path, *args: str, mode: str = "") -> AsyncIterator[Running]:
-    """Run ``trio-sse serve wapp:app --port 0 ARGS`` in ``tmp_path``; stop it at the end."""
+    """Run ``trio-sse serve wapp:app --port 0 ARGS`` in ``tmp_path``; stop it at the end.
+
+    It runs in a session of its own, as a command typed in a terminal has
+    its own process group.
+    """
     (tmp_path / "wapp.py").write_text(APP)
     command = [sys.executable, "-m", "trio_sse", "serve", "wapp:app", "--port", "0", *args]
     proc = await trio.lowlevel.open_process(
@@ -173,6 +177,7 @@ async def supervised(tmp_path: Path, *args: str, mode: str = "") -> AsyncIterato
         cwd=tmp_path,
         env={**os.environ, "WAPP_MODE": mode},
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     assert proc.stderr is not None
     log = Log()
@@ -332,6 +337,23 @@ async def test_sigterm_ends_streams_with_jittered_retry_and_exits_0(tmp_path: Pa
             await running.log.wait_closed()  # no process holds the log pipe any more
             assert await all_gone(pids)
             assert running.log.matches(r"worker 1 \(pid \d+\) exited with code 0")
+
+
+async def test_ctrl_c_to_the_process_group_is_one_graceful_shutdown(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground group, not just the supervisor."""
+    with trio.fail_after(GUARD):
+        async with start(tmp_path, "--workers", "2") as running:
+            pids = [await running.worker_pid(i) for i in range(2)]
+            for pid in pids:
+                await running.ready(pid)
+            stream = await SSE.open(running.port)
+            os.killpg(running.proc.pid, signal.SIGINT)
+            await stream.rest()
+            assert stream.decoder.retry is not None
+            assert await running.proc.wait() == 0
+            await running.log.wait_closed()
+            assert len(running.log.matches(r"worker \d \(pid \d+\) exited with code 0")) == 2
+            assert await all_gone(pids)
 
 
 async def test_workers_that_hang_at_exit_are_killed_after_the_bound(tmp_path: Path) -> None:
