@@ -300,7 +300,7 @@ async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
             # The port keeps answering meanwhile (the other worker).
             assert await get_pid(running.port) == other
             await running.log.wait_for(
-                rf"worker 0 \(pid {first}\) was killed by SIGKILL after [\d.]+ s; restarting"
+                rf"worker 0 \(pid {first}\) was killed by SIGKILL after [\d.]+ s$"
             )
             second = await running.worker_pid(0, start=2)
             assert second not in (first, other)
@@ -443,3 +443,36 @@ def test_workers_must_be_a_positive_integer(value: str, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "argument --workers:" in err
     assert ("must be at least 1" in err) if value != "two" else ("expected an integer" in err)
+
+
+async def test_a_worker_that_cannot_be_started_counts_as_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sse import Config
+    from trio_sse._workers import Supervisor
+
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    supervisor = Supervisor(["serve", "m:app"], 2, Config(), max_failures=2)
+    with trio.fail_after(GUARD):
+        await supervisor.run("127.0.0.1", 0)
+    assert supervisor.failure is not None
+    assert "ended 2 times in a row" in supervisor.failure
+    assert "No such file or directory" in supervisor.failure
+    assert supervisor.pids == {}
+
+
+def test_port_in_use_is_a_clear_error_with_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from trio_sse._cli import main
+
+    (tmp_path / "wapp_in_use.py").write_text("from trio_sse import App\n\napp = App()\n")
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}"):
+            main(["serve", "wapp_in_use:app", "--workers", "2", "--port", str(port)])

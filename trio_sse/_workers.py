@@ -265,7 +265,13 @@ class Supervisor:
         failures = 0
         while not self._stopping.is_set():
             started = trio.current_time()
-            proc = await trio.lowlevel.open_process(command, **options)
+            try:
+                proc = await trio.lowlevel.open_process(command, **options)
+            except OSError as exc:  # e.g. out of memory or processes
+                logger.error("worker %d: cannot start a process: %s", index, exc)
+                if not await self._failed(index, failures := failures + 1, f"failed: {exc}"):
+                    return
+                continue
             self._procs[index] = proc
             self.pids[index] = proc.pid
             if self._stopping.is_set():
@@ -286,23 +292,25 @@ class Supervisor:
                 return
             uptime = trio.current_time() - started
             failures = failures + 1 if uptime < FAST_FAILURE else 0
-            if failures >= self.max_failures:
-                self.failure = (
-                    f"trio-sse: giving up: worker {index} ended {failures} times in a row "
-                    f"within {FAST_FAILURE:g} s of starting (last: {_describe(code)}); its "
-                    "error is in the log above (--max-worker-failures sets the limit)"
-                )
-                logger.error("worker %d keeps failing: stopping the other workers", index)
-                self.stop()
-                return
-            delay = min(BACKOFF_MIN * 2 ** (failures - 1), BACKOFF_MAX) if failures else 0.0
             logger.warning(
-                "worker %d (pid %d) %s after %.1f s; restarting in %.1f s",
-                index,
-                proc.pid,
-                _describe(code),
-                uptime,
-                delay,
+                "worker %d (pid %d) %s after %.1f s", index, proc.pid, _describe(code), uptime
             )
-            with trio.move_on_after(delay):
-                await self._stopping.wait()
+            if not await self._failed(index, failures, _describe(code)):
+                return
+
+    async def _failed(self, index: int, failures: int, what: str) -> bool:
+        """Wait before a restart; ``False`` if the supervisor stops (or gives up) instead."""
+        if failures >= self.max_failures:
+            self.failure = (
+                f"trio-sse: giving up: worker {index} ended {failures} times in a row "
+                f"within {FAST_FAILURE:g} s of starting (last: {what}); its error is in "
+                "the log above (--max-worker-failures sets the limit)"
+            )
+            logger.error("worker %d keeps failing: stopping the other workers", index)
+            self.stop()
+            return False
+        delay = min(BACKOFF_MIN * 2 ** (failures - 1), BACKOFF_MAX) if failures else 0.0
+        logger.info("worker %d: restarting in %.1f s", index, delay)
+        with trio.move_on_after(delay):
+            await self._stopping.wait()
+        return not self._stopping.is_set()
