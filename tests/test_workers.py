@@ -476,3 +476,33 @@ def test_port_in_use_is_a_clear_error_with_workers(
         port = s.getsockname()[1]
         with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}"):
             main(["serve", "wapp_in_use:app", "--workers", "2", "--port", str(port)])
+
+
+async def test_every_address_of_the_host_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``host=None``: one IPv4 and one IPv6 socket, as ``trio.open_tcp_listeners`` binds them."""
+    from trio_sse import Config
+    from trio_sse._workers import Supervisor
+
+    (tmp_path / "wapp.py").write_text(APP)
+    monkeypatch.chdir(tmp_path)
+    supervisor = Supervisor(["serve", "wapp:app"], 2, Config())
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(supervisor.run, None, 0)
+            addresses = [listener.socket.getsockname() for listener in listeners]
+            assert {len(a) for a in addresses} == {2, 4}  # IPv4 and IPv6
+            for address in addresses:
+                loopback = "127.0.0.1" if len(address) == 2 else "::1"
+                stream = await trio.open_tcp_stream(loopback, address[1])
+                async with stream:
+                    await stream.send_all(b"GET /pid HTTP/1.0\r\n\r\n")
+                    data = b""
+                    async for chunk in stream:
+                        data += chunk
+                assert int(data.partition(b"\r\n\r\n")[2]) in supervisor.pids.values()
+            pids = list(supervisor.pids.values())
+            supervisor.stop()
+    assert supervisor.failure is None
+    assert await all_gone(pids)
