@@ -461,21 +461,27 @@ async def test_a_worker_that_cannot_be_started_counts_as_a_failure(
     assert supervisor.pids == {}
 
 
-def test_port_in_use_is_a_clear_error_with_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_port_in_use_is_a_clear_error_with_workers(tmp_path: Path) -> None:
     import socket
 
-    from trio_sse._cli import main
-
-    (tmp_path / "wapp_in_use.py").write_text("from trio_sse import App\n\napp = App()\n")
-    monkeypatch.chdir(tmp_path)
+    # In a process of its own: this one has brokers of other tests alive.
+    (tmp_path / "wapp.py").write_text(APP)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}"):
-            main(["serve", "wapp_in_use:app", "--workers", "2", "--port", str(port)])
+        command = ["serve", "wapp:app", "--workers", "2", "--port", str(port)]
+        done = subprocess.run(
+            [sys.executable, "-m", "trio_sse", *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=GUARD,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"trio-sse: cannot serve on 127.0.0.1:{port}: "), done.stderr
+    assert "worker" not in done.stderr
 
 
 async def test_every_address_of_the_host_is_served(

@@ -318,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def _run_worker(app: App, config: Config, fds: list[int], parent_fd: int | None) -> None:
     """A worker's main: serve the inherited sockets until a signal or orphaned."""
     listeners = inherited_listeners(fds)
+    if parent_fd is not None:
+        # Before the app runs: processes it starts must not keep the pipe open.
+        os.set_inheritable(parent_fd, False)
     await serve_until_signal(
         partial(serve_listeners, app, listeners, config=config), config, parent_fd=parent_fd
     )

@@ -122,7 +122,6 @@ async def watch_parent(fd: int, serving: trio.CancelScope) -> None:
     (end-of-file) only when the supervisor's write end is closed, which the
     kernel does when the supervisor exits, however it exits.
     """
-    os.set_inheritable(fd, False)
     try:
         await trio.lowlevel.wait_readable(fd)
     finally:
