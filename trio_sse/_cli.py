@@ -3,6 +3,10 @@
 Signals: SIGINT and SIGTERM start a graceful shutdown (streams end with a
 ``retry:`` hint, in-flight requests get ``shutdown_grace_period``); a second
 signal during shutdown exits at once.
+
+``serve --workers N`` (N > 1) makes this process a supervisor of N workers
+(``_workers.py``); each worker is this same command line plus hidden options
+naming the sockets it inherits, and serves them with :func:`serve_listeners`.
 """
 
 from __future__ import annotations
