@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import trio
+from brokers import make_broker
 
 from tests.sse_client import open_request, request
 from trio_sse import App, Config, Event, Request
@@ -30,7 +31,7 @@ def make_app(broker: Broker, **stream_kw: object) -> App:
 
 @pytest.fixture
 async def broker() -> Broker:
-    b = Broker(create_topics=False)
+    b = make_broker(create_topics=False)
     b.declare("ticker")
     b.declare("news")
     b.declare("scores")
@@ -204,7 +205,7 @@ async def test_metrics_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
 
 async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
     """One client stops reading: it is evicted and cut; the 99 others get everything."""
-    broker = Broker(TopicOptions(buffer_size=8, history_size=16))
+    broker = make_broker(TopicOptions(buffer_size=8, history_size=16))
     topic = broker.declare("t")
     app = App()
     app.add_route("/t", topic_stream(broker, ["t"]))

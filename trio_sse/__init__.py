@@ -20,6 +20,7 @@ from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
+from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
@@ -29,6 +30,9 @@ from ._event import Event as Event
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
+from ._redis import BackplaneStats as BackplaneStats
+from ._redis import RedisBackplane as RedisBackplane
+from ._routes import health_endpoint as health_endpoint
 from ._routes import metrics_endpoint as metrics_endpoint
 from ._routes import publish_endpoint as publish_endpoint
 from ._routes import topic_stream as topic_stream
@@ -54,6 +58,8 @@ __all__ = [
     "METRICS_CONTENT_TYPE",
     "App",
     "Backplane",
+    "BackplaneStats",
+    "BackplaneUnavailableError",
     "Broker",
     "BrokerCollector",
     "Config",
@@ -71,6 +77,7 @@ __all__ = [
     "OverflowPolicy",
     "PlainTextResponse",
     "ProtocolError",
+    "RedisBackplane",
     "RemoteProtocolError",
     "Request",
     "Response",
@@ -88,6 +95,7 @@ __all__ = [
     "__version__",
     "broker_metrics_text",
     "event_frame",
+    "health_endpoint",
     "metrics_endpoint",
     "publish_endpoint",
     "serve",
