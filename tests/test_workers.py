@@ -13,6 +13,7 @@ let them go on (SIGCONT).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,9 +22,11 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+from redis_servers import RedisServer
 
 from trio_sse import Decoder, MessageEvent
 from trio_sse._workers import LISTEN_FDS_OPTION
@@ -80,6 +83,8 @@ async def stream(request: Request, stream: EventStream) -> None:
     await stream.send(Event(str(os.getpid())))
     await trio.sleep_forever()
 '''
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Bound on every test (process start-up is slow on a busy 2-core machine).
 GUARD = 30
@@ -161,18 +166,26 @@ async def all_gone(pids: list[int]) -> bool:
 
 
 @asynccontextmanager
-async def supervised(tmp_path: Path, *args: str, mode: str = "") -> AsyncIterator[Running]:
-    """Run ``trio-sse serve wapp:app --port 0 ARGS`` in ``tmp_path``; stop it at the end.
+async def supervised(
+    tmp_path: Path,
+    *args: str,
+    mode: str = "",
+    app: str = "wapp:app",
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Running]:
+    """Run ``trio-sse serve APP --port 0 ARGS`` in ``cwd``; stop it at the end.
 
-    It runs in a session of its own, as a command typed in a terminal has
-    its own process group.
+    ``wapp:app`` (the app above, in ``tmp_path``) unless told otherwise. It
+    runs in a session of its own, as a command typed in a terminal has its
+    own process group.
     """
     (tmp_path / "wapp.py").write_text(APP)
-    command = [sys.executable, "-m", "trio_sse", "serve", "wapp:app", "--port", "0", *args]
+    command = [sys.executable, "-m", "trio_sse", "serve", app, "--port", "0", *args]
     proc = await trio.lowlevel.open_process(
         command,
-        cwd=tmp_path,
-        env={**os.environ, "WAPP_MODE": mode},
+        cwd=cwd or tmp_path,
+        env={**os.environ, "WAPP_MODE": mode, **(env or {})},
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
@@ -199,22 +212,29 @@ async def supervised(tmp_path: Path, *args: str, mode: str = "") -> AsyncIterato
 
 
 @asynccontextmanager
-async def start(tmp_path: Path, *args: str, mode: str = "") -> AsyncIterator[Running]:
+async def start(tmp_path: Path, *args: str, **options: Any) -> AsyncIterator[Running]:
     """:func:`supervised`, once the port is known."""
-    async with supervised(tmp_path, *args, mode=mode) as running:
+    async with supervised(tmp_path, *args, **options) as running:
         m = await running.log.wait_for(r"serving on http://127\.0\.0\.1:(\d+)/ with")
         running.port = int(m.group(1))
         yield running
 
 
-async def get_pid(port: int) -> int:
-    """``GET /pid`` on a fresh connection: the pid of the worker that answered."""
+async def get(port: int, path: str) -> bytes:
+    """``GET path`` on a fresh connection: the whole response."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(b"GET /pid HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        request = b"GET %s HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n" % path.encode()
+        await stream.send_all(request)
         data = b""
         async for chunk in stream:
             data += chunk
+    return data
+
+
+async def get_pid(port: int) -> int:
+    """``GET /pid``: the pid of the worker that answered."""
+    data = await get(port, "/pid")
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), data
     return int(body)
@@ -230,9 +250,10 @@ class SSE:
         self.raw = b""
 
     @classmethod
-    async def open(cls, port: int) -> SSE:
+    async def open(cls, port: int, path: str = "/s", first_events: int = 1) -> SSE:
+        """Open ``path`` and read its first events."""
         self = cls(await trio.open_tcp_stream("127.0.0.1", port))
-        await self.stream.send_all(b"GET /s HTTP/1.0\r\n\r\n")
+        await self.stream.send_all(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = await self.stream.receive_some()
@@ -241,9 +262,15 @@ class SSE:
         head, _, rest = head.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 "), head
         self._feed(rest)
-        while not self.events:
-            self._feed(await self.stream.receive_some())
+        await self.wait_events(first_events)
         return self
+
+    async def wait_events(self, count: int) -> None:
+        """Read until ``count`` events arrived in all."""
+        while len(self.events) < count:
+            chunk = await self.stream.receive_some()
+            assert chunk, self.raw
+            self._feed(chunk)
 
     def _feed(self, data: bytes) -> None:
         self.raw += data
@@ -509,3 +536,53 @@ async def test_every_address_of_the_host_is_served(
             supervisor.stop()
     assert supervisor.failure is None
     assert await all_gone(pids)
+
+
+async def test_workers_share_topics_through_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """``--workers 2`` with the Redis backplane (allowed): an event published
+    through one worker reaches a subscriber of the other; SIGTERM ends the stream."""
+    env = {"TRIO_SSE_REDIS_URL": redis_server.url}
+    args = ("--workers", "2", "--stream-end-retry-jitter", "2000")
+    with trio.fail_after(GUARD):
+        async with start(tmp_path, *args, app="docs.examples.scaled:app", cwd=ROOT, env=env) as r:
+            a, b = [await r.worker_pid(i) for i in range(2)]
+            for pid in (a, b):
+                await r.ready(pid)
+            for other in (b, a):  # each worker's backplane is connected
+                with stopped(other):
+                    while not (await get(r.port, "/health")).startswith(b"HTTP/1.1 200 "):
+                        await trio.sleep(0.05)
+            with stopped(b):  # subscribe on worker a
+                stream = await SSE.open(r.port, "/events/news", first_events=0)
+            with stopped(a):  # publish through worker b
+                published = await post(r.port, "/publish/news", b"hello from b")
+            await stream.wait_events(1)
+            (event,) = stream.events
+            assert event.data == "hello from b"
+            assert event.last_event_id == json.loads(published)["id"]
+            r.proc.send_signal(signal.SIGTERM)
+            await stream.rest()
+            assert await r.proc.wait() == 0
+            assert stream.decoder.retry is not None
+            assert 1000 <= stream.decoder.retry <= 3000
+            await r.log.wait_closed()
+            assert await all_gone([a, b])
+
+
+async def post(port: int, path: str, body: bytes) -> bytes:
+    """``POST`` with the example's admin token; the 200 response's body."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"POST %s HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
+            b"authorization: Bearer admin-token\r\ncontent-length: %d\r\n\r\n%s"
+            % (path.encode(), len(body), body)
+        )
+        data = b""
+        async for chunk in stream:
+            data += chunk
+    head, _, answer = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data
+    return answer
