@@ -23,8 +23,10 @@ its own socket to the port):
 - it works the same on every Unix (``SO_REUSEPORT`` balances on Linux only).
 
 The price is that the kernel does not spread connections evenly: whichever
-idle worker wakes first accepts. A busy worker is slower to accept, which
-evens the load out in practice.
+idle worker wakes first accepts, so short requests sent one at a time may
+cluster on one worker. Long-lived streams spread (100 streams on two workers:
+between 44/56 and 53/47 in docs/benchmarks.md), which is what this server
+holds.
 
 Rules:
 
