@@ -469,6 +469,27 @@ def test_workers_must_be_a_positive_integer(value: str, capsys: pytest.CaptureFi
     assert ("must be at least 1" in err) if value != "two" else ("expected an integer" in err)
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-worker-failures", "0", "must be at least 1, got 0"),
+        ("--max-worker-failures", "1.5", "expected an integer, got '1.5'"),
+        ("--worker-kill-margin", "-1", "must be a finite number >= 0, got '-1'"),
+        ("--worker-kill-margin", "inf", "must be a finite number >= 0, got 'inf'"),
+        ("--worker-kill-margin", "soon", "expected a number, got 'soon'"),
+    ],
+)
+def test_worker_options_are_checked(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trio_sse._cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "wapp:app", "--workers", "2", option, value])
+    assert raised.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
+
+
 async def test_a_worker_that_cannot_be_started_counts_as_a_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
