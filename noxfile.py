@@ -88,6 +88,13 @@ def bench_topics(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_topics.py", *session.posargs)
 
 
+@nox.session(name="bench-workers")
+def bench_workers(session: nox.Session) -> None:
+    """SIGTERM to exit of ``trio-sse serve --workers 2`` with 100 open streams."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_workers_shutdown.py", *session.posargs)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Fan-out load benchmark against the peers (``-- --quick``: under two minutes)."""

@@ -493,10 +493,8 @@ class _Exchange:
                 except Exception:
                     logger.exception("stream handler for %s raised", request.path)
                 nursery.cancel_scope.cancel()
-        tail = b""
-        if stop.cancelled_caught and cfg.stream_end_retry is not None:
-            tail = Event(retry=cfg.stream_end_retry).encode()
-        await self.write(tail, more_body=False)
+        final = cfg.stream_end_event() if stop.cancelled_caught else None
+        await self.write(b"" if final is None else final.encode(), more_body=False)
 
     async def _heartbeat(self, interval: float) -> None:
         """Send a comment whenever the stream has been silent for ``interval``."""

@@ -10,6 +10,7 @@ makes sense; sizes and counts are always bounded.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, fields
 from typing import final
 
@@ -48,6 +49,11 @@ class Config:
         stream_end_retry: reconnection time (ms) sent in the final event when a
             stream ends because of ``max_stream_lifetime`` or shutdown;
             ``None`` sends no final event.
+        stream_end_retry_jitter: a random 0 to this many ms is added to
+            ``stream_end_retry`` for each stream (uniformly), so that the
+            clients of a server that shuts down (or of streams that all reached
+            ``max_stream_lifetime``) come back spread over this window instead
+            of all at once. ``0`` sends exactly ``stream_end_retry``.
         max_connections: connections served at once; beyond it a new
             connection immediately gets ``503`` with ``Retry-After``.
         retry_after: the ``Retry-After`` value (seconds) sent with that 503.
@@ -79,6 +85,7 @@ class Config:
     heartbeat_comment: str = ""
     max_stream_lifetime: float | None = None
     stream_end_retry: int | None = 1000
+    stream_end_retry_jitter: int = 5000
     max_connections: int = 10_000
     retry_after: int = 1
     max_header_size: int = 16 * 1024
@@ -101,9 +108,10 @@ class Config:
                 raise ValueError(f"Config.{f.name} must not be None")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"Config.{f.name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value <= 0:
-                if f.name == "stream_end_retry" and value == 0:
-                    continue
+            if f.name in _ZERO_OK:
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"Config.{f.name} must be a non-negative int, got {value!r}")
+            elif not math.isfinite(value) or value <= 0:
                 raise ValueError(f"Config.{f.name} must be a positive finite number, got {value!r}")
             if f.name in _INTEGERS and not isinstance(value, int):
                 raise TypeError(f"Config.{f.name} must be an int, got {value!r}")
@@ -112,11 +120,34 @@ class Config:
         """The encoded heartbeat comment (without transfer framing)."""
         return Event(comment=self.heartbeat_comment).encode()
 
+    def stream_end_event(self) -> Event | None:
+        """The final event of a stream ended by the server, or ``None``.
 
+        Sent when a stream ends because of ``max_stream_lifetime`` or a
+        shutdown, by every transport (this is the one place it is made).
+        Its ``retry:`` is drawn uniformly from ``[stream_end_retry,
+        stream_end_retry + stream_end_retry_jitter]`` ms, afresh for each
+        call, so that thousands of streams ended at once reconnect spread
+        over that window rather than in the same second.
+        """
+        if self.stream_end_retry is None:
+            return None
+        retry = self.stream_end_retry
+        if self.stream_end_retry_jitter:
+            retry += _jitter.randint(0, self.stream_end_retry_jitter)
+        return Event(retry=retry)
+
+
+#: Not cryptographic: the jitter only has to differ between streams. Each
+#: worker process imports this module afresh, so workers draw differently too.
+_jitter = random.Random()
+
+_ZERO_OK = frozenset({"stream_end_retry", "stream_end_retry_jitter"})
 _OPTIONAL = frozenset({"heartbeat_interval", "max_stream_lifetime", "stream_end_retry", "backlog"})
 _INTEGERS = frozenset(
     {
         "stream_end_retry",
+        "stream_end_retry_jitter",
         "max_connections",
         "retry_after",
         "max_header_size",

@@ -843,8 +843,8 @@ class _Connection:
                     logger.exception("stream handler for %s raised", request.path)
             self._interruptible = None
             tail = b""
-            if stop.cancelled_caught and cfg.stream_end_retry is not None:
-                final = Event(retry=cfg.stream_end_retry)
+            final = cfg.stream_end_event() if stop.cancelled_caught else None
+            if final is not None:
                 tail = final.encode_chunk() if chunked else final.encode()
             if chunked:
                 tail += _LAST_CHUNK
