@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +24,9 @@ from trio_sse import (
     EventSourceResponseError,
     EventStream,
     EventTooLargeError,
-    ReadyState,
+    MessageEvent,
     PlainTextResponse,
+    ReadyState,
     Request,
     Response,
     StreamResponse,
@@ -32,6 +34,13 @@ from trio_sse import (
 )
 
 Serve = Callable[[App], Awaitable[RunningServer]]
+
+
+async def collect(url: str, got: list[MessageEvent], **kwargs: Any) -> None:
+    """Iterate a stream to its end (or error), appending its events to ``got``."""
+    async with open_event_source(url, **kwargs) as source:
+        async for event in source:
+            got.append(event)
 
 
 def resumable_app(batch: int = 2, retry: int = 10) -> tuple[App, list[str | None]]:
@@ -177,10 +186,10 @@ async def test_max_event_size(serve_app: Serve) -> None:
         await stream.send(Event("x" * 5000))
 
     server = await serve_app(app)
+    got: list[MessageEvent] = []
     with trio.fail_after(5), pytest.raises(EventTooLargeError):
-        async with open_event_source(f"{server.url}/big", max_event_size=1000) as source:
-            assert (await anext(source)).data == "small"
-            await anext(source)
+        await collect(f"{server.url}/big", got, max_event_size=1000)
+    assert [e.data for e in got] == ["small"]
 
 
 async def test_stall_deadline_reconnects(serve_app: Serve) -> None:
@@ -262,24 +271,26 @@ async def test_stable_connection_resets_backoff(serve_app: Serve) -> None:
     app, _ = resumable_app(batch=0, retry=1)
     server = await serve_app(app)
     for stable_after, grows in ((0.0, False), (60.0, True)):
-        delays: list[float] = []
-        stop = trio.CancelScope()
-
-        def on_reconnect(error: Exception | None, delay: float) -> None:
-            delays.append(delay)  # noqa: B023
-            if len(delays) == 6:
-                stop.cancel()  # noqa: B023
-
-        with trio.fail_after(10), stop:
-            async with open_event_source(
-                f"{server.url}/numbers",
-                max_backoff=0.05,
-                stable_after=stable_after,
-                on_reconnect=on_reconnect,
-            ) as source:
-                await anext(source)
+        delays = await reconnect_delays(f"{server.url}/numbers", stable_after, count=6)
         assert delays[0] == 0.001
         assert (max(delays) > 0.001) is grows, delays
+
+
+async def reconnect_delays(url: str, stable_after: float, count: int) -> list[float]:
+    delays: list[float] = []
+    stop = trio.CancelScope()
+
+    def on_reconnect(error: Exception | None, delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == count:
+            stop.cancel()
+
+    with trio.fail_after(10), stop:
+        async with open_event_source(
+            url, max_backoff=0.05, stable_after=stable_after, on_reconnect=on_reconnect
+        ) as source:
+            await anext(source)
+    return delays
 
 
 def post_app() -> tuple[App, list[object]]:
@@ -320,7 +331,10 @@ async def test_post_sentinel_ends_the_stream(serve_app: Serve) -> None:
     server = await serve_app(app)
     with trio.fail_after(5):
         async with open_event_source(
-            f"{server.url}/chat", method="POST", json={"prompt": "x y", "done": True}, sentinel="[DONE]"
+            f"{server.url}/chat",
+            method="POST",
+            json={"prompt": "x y", "done": True},
+            sentinel="[DONE]",
         ) as source:
             data = [e.data async for e in source]
     assert data == ['{"token": "x"}', '{"token": "y"}']
@@ -353,10 +367,10 @@ async def test_post_broken_stream_is_not_resent_unless_asked(nursery: trio.Nurse
     requests: list[bytes] = []
     port = await start_breaking_server(nursery, requests)
     url = f"http://127.0.0.1:{port}/chat"
+    got: list[MessageEvent] = []
     with trio.fail_after(5), pytest.raises(EventSourceConnectionError) as info:
-        async with open_event_source(url, method="POST", json={"prompt": "p"}) as source:
-            assert json.loads((await anext(source)).data) == {"token": "p"}
-            await anext(source)
+        await collect(url, got, method="POST", json={"prompt": "p"})
+    assert [json.loads(e.data) for e in got] == [{"token": "p"}]
     assert "reconnect=True" in str(info.value)
     assert isinstance(info.value.__cause__, httpx.TransportError)
     assert len(requests) == 1
