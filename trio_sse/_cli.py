@@ -1,4 +1,4 @@
-"""The ``trio-sse`` command line: ``serve MODULE:APP`` and ``demo``.
+"""The ``trio-sse`` command line: ``serve MODULE:APP``, ``demo`` and ``listen URL``.
 
 Signals: SIGINT and SIGTERM start a graceful shutdown (streams end with a
 ``retry:`` hint, in-flight requests get ``shutdown_grace_period``); a second
@@ -22,6 +22,7 @@ import trio
 
 from ._app import App
 from ._config import Config
+from ._listen import add_listen_parser, listen
 from ._server import serve
 from ._version import __version__
 
@@ -166,12 +167,15 @@ def _parser() -> argparse.ArgumentParser:
             help="logging level (default info)",
         )
         _config_arguments(p)
+    add_listen_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``trio-sse`` command."""
     args = _parser().parse_args(argv)
+    if args.command == "listen":
+        raise SystemExit(listen(args))
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -215,14 +215,21 @@ class EventSource:
         headers = {"accept": "text/event-stream", "cache-control": "no-cache", **self._headers}
         if self._decoder.last_event_id:
             headers["last-event-id"] = self._decoder.last_event_id
-        request = self._client.build_request(
-            self.method, self.url, headers=headers, json=self._json, content=self._content
-        )
+        try:
+            request = self._client.build_request(
+                self.method, self.url, headers=headers, json=self._json, content=self._content
+            )
+        except httpx.InvalidURL as exc:
+            self.close()
+            raise EventSourceConnectionError(f"invalid URL {self.url!r}: {exc}") from exc
         response: httpx.Response | None = None
         error: Exception | None = None
         with trio.move_on_after(self._stall) as stall:
             try:
                 response = await self._client.send(request, stream=True, follow_redirects=True)
+            except httpx.UnsupportedProtocol as exc:  # not worth retrying
+                self.close()
+                raise EventSourceConnectionError(f"{self.url}: {exc}") from exc
             except httpx.TransportError as exc:
                 error = exc
             except httpx.TooManyRedirects as exc:
