@@ -53,6 +53,9 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"
 #: How much of a refused response's body an error carries, in bytes.
 _EXCERPT: Final = 1024
 
+_INF: Final = float("inf")
+_NO_SCOPE: Final = contextlib.nullcontext()
+
 #: Bound on the chunks read from a closed response's buffers (see _close).
 _DRAIN_LIMIT: Final = 10_000
 
@@ -176,12 +179,13 @@ class EventSource:
                 continue
             chunk = b""
             error: Exception | None = None
-            with trio.move_on_after(self._stall) as stall:
+            # (No cancel scope without a stall deadline: one per chunk shows.)
+            with trio.move_on_after(self._stall) if self._stall < _INF else _NO_SCOPE as stall:
                 try:
                     chunk = await anext(self._chunks, b"")
                 except httpx.TransportError as exc:
                     error = exc
-            if stall.cancelled_caught:
+            if stall is not None and stall.cancelled_caught:
                 error = trio.TooSlowError(f"no data from {self.url} for {self._stall} s")
             if error is not None or not chunk:
                 await self._lost(error, sent=True)
