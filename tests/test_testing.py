@@ -95,17 +95,16 @@ async def test_config_override(autojump_clock: trio.abc.Clock) -> None:
 async def test_a_client_that_stops_reading(autojump_clock: trio.abc.Clock) -> None:
     app, state = counting_app()
     app.config = Config(heartbeat_interval=15, write_timeout=30)
-    async with open_test_client(app) as client:
-        async with client.stream("/count", unbuffered=True) as stream:
-            start = trio.current_time()
-            assert (await stream.event()).data == "n1"
-            await trio.sleep(120)  # not reading: the server's write blocks
-            assert state["cancelled_at"] is not None
-            stalled_for = state["cancelled_at"] - start  # type: ignore[operator]
-            assert 30 <= stalled_for <= 32  # write_timeout after the blocked write
-            await stream.rest()
-            assert stream.ended
-            assert not stream.complete  # dropped, not ended
+    async with open_test_client(app) as client, client.stream("/count", unbuffered=True) as stream:
+        start = trio.current_time()
+        assert (await stream.event()).data == "n1"
+        await trio.sleep(120)  # not reading: the server's write blocks
+        assert state["cancelled_at"] is not None
+        stalled_for = state["cancelled_at"] - start  # type: ignore[operator]
+        assert 30 <= stalled_for <= 32  # write_timeout after the blocked write
+        await stream.rest()
+        assert stream.ended
+        assert not stream.complete  # dropped, not ended
 
 
 async def test_buffered_client_is_never_stalled(autojump_clock: trio.abc.Clock) -> None:
