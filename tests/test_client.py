@@ -20,6 +20,7 @@ from servers import RunningServer
 from trio_sse import (
     App,
     Event,
+    EventSource,
     EventSourceConnectionError,
     EventSourceResponseError,
     EventStream,
@@ -34,6 +35,25 @@ from trio_sse import (
 )
 
 Serve = Callable[[App], Awaitable[RunningServer]]
+
+#: EventSource's settings as open_event_source defaults them.
+SOURCE_DEFAULTS: dict[str, Any] = {
+    "method": "GET",
+    "headers": None,
+    "json": None,
+    "content": None,
+    "last_event_id": "",
+    "reconnect": None,
+    "retry": 3.0,
+    "max_backoff": 60.0,
+    "stable_after": 10.0,
+    "stall_timeout": None,
+    "max_reconnects": None,
+    "max_event_size": 1024 * 1024,
+    "sentinel": None,
+    "on_open": None,
+    "on_reconnect": None,
+}
 
 
 async def collect(url: str, got: list[MessageEvent], **kwargs: Any) -> None:
@@ -415,3 +435,64 @@ async def test_invalid_settings() -> None:
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             async with open_event_source("http://127.0.0.1:9/", **kwargs):  # type: ignore[arg-type]
                 pass  # pragma: no cover
+
+
+async def refused_port() -> tuple[trio.socket.SocketType, int]:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+async def test_backoff_never_zero_after_retry_0() -> None:
+    sock, port = await refused_port()
+    delays: list[float] = []
+    with trio.fail_after(5), pytest.raises(EventSourceConnectionError):
+        await collect(
+            f"http://127.0.0.1:{port}/",
+            [],
+            retry=0,
+            max_reconnects=4,
+            on_reconnect=lambda e, d: delays.append(d),
+        )
+    sock.close()
+    assert delays[0] == 0
+    assert all(d > 0 for d in delays[1:]), delays
+
+
+async def test_close_from_the_reconnect_hook_stops_at_once() -> None:
+    sock, port = await refused_port()
+    calls: list[float] = []
+    source_box: list[EventSource] = []
+
+    def on_reconnect(error: Exception | None, delay: float) -> None:
+        calls.append(delay)
+        source_box[0].close()
+
+    with trio.fail_after(5):
+        async with httpx.AsyncClient(timeout=None) as client:
+            source = EventSource(
+                client,
+                f"http://127.0.0.1:{port}/",
+                **{**SOURCE_DEFAULTS, "retry": 3600.0, "on_reconnect": on_reconnect},
+            )
+            source_box.append(source)
+            assert [e async for e in source] == []
+    sock.close()
+    assert calls == [3600.0]  # and it did not sleep an hour
+
+
+async def test_excerpt_of_a_body_that_never_ends_is_bounded(nursery: trio.Nursery) -> None:
+    async def handle(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n"
+            b"content-length: 100000\r\n\r\nstill writing..."
+        )
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(5), pytest.raises(EventSourceResponseError) as info:
+        await collect(f"http://127.0.0.1:{port}/", [])
+    assert info.value.status == 500
+    assert info.value.body == b"still writing..."

@@ -50,8 +50,14 @@ __all__ = ["EventSource", "ReadyState", "open_event_source"]
 #: Methods RFC 9110 section 9.2.2 calls idempotent: safe to send again.
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
-#: How much of a refused response's body an error carries, in bytes.
+#: How much of a refused response's body an error carries, in bytes, and
+#: how long to wait for it, in seconds (a slow body must not hang the error).
 _EXCERPT: Final = 1024
+_EXCERPT_WAIT: Final = 1.0
+
+#: The least first step of the backoff, in seconds: a server's ``retry: 0``
+#: would otherwise make every step 0.
+_MIN_BACKOFF: Final = 0.001
 
 _INF: Final = float("inf")
 _NO_SCOPE: Final = contextlib.nullcontext()
@@ -243,7 +249,9 @@ class EventSource:
             error = trio.TooSlowError(f"no response from {self.url} within {self._stall} s")
         if response is None:
             assert error is not None
-            await self._lost(error, sent=not isinstance(error, httpx.ConnectError))
+            # Errors before the request could be sent: always safe to retry.
+            unsent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+            await self._lost(error, sent=not isinstance(error, unsent))
             return
         if response.status_code == 204:
             await response.aclose()
@@ -272,7 +280,7 @@ class EventSource:
     async def _excerpt(self, response: httpx.Response) -> bytes:
         body = b""
         chunks = response.aiter_bytes()
-        with trio.move_on_after(self._stall):
+        with trio.move_on_after(min(self._stall, _EXCERPT_WAIT)):
             try:
                 while len(body) < _EXCERPT:
                     body += await anext(chunks)
@@ -310,6 +318,8 @@ class EventSource:
         self.ready_state = ReadyState.CONNECTING
         if self._on_reconnect is not None:
             self._on_reconnect(error, delay)
+            if self.ready_state is ReadyState.CLOSED:  # the hook called close()
+                return
         await trio.sleep(delay)
 
     def _delay(self) -> float:
@@ -320,7 +330,7 @@ class EventSource:
         if self._failures <= 1:
             return self.retry
         cap = max(self._max_backoff, self.retry)
-        base = min(cap, self.retry * 2.0 ** min(self._failures - 1, 64))
+        base = min(cap, max(self.retry, _MIN_BACKOFF) * 2.0 ** min(self._failures - 1, 64))
         return max(self.retry, random.uniform(base / 2, base))
 
     async def _drop(self) -> None:
