@@ -173,3 +173,19 @@ async def test_events_raises_when_the_stream_ends_first(autojump_clock: trio.abc
     async with open_test_client(app) as client, client.stream("/count") as stream:
         with pytest.raises(AssertionError, match="ended after 2 of 3 events"):
             await stream.events(3)
+
+
+async def test_cancelled_wait_for_an_event_reconnects_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app, state = counting_app()  # an event a second
+    async with open_test_client(app) as client:
+        async with open_event_source("/count", client=client.http) as source:
+            assert (await anext(source)).data == "n1"
+            with trio.move_on_after(0.5):
+                await anext(source)  # nothing within 0.5 s: cancelled
+            start = trio.current_time()
+            assert (await anext(source)).data == "n2"  # nothing lost
+            assert trio.current_time() - start == 0  # no reconnection delay
+            assert source.connections == 2
+        assert state["seen"] == [None, "1"]

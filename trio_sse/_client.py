@@ -23,7 +23,12 @@ Rule 2, beyond the browser: consecutive failures back off exponentially
 delivered an event or stayed up for ``stable_after`` seconds; ``stall_timeout`` reconnects a
 connection that delivered no byte at all (heartbeats included) for that long.
 
-Rule 3, RFC 9110 section 9.2.2: a request that is not idempotent (``POST``,
+Rule 3, cancellation: a read cancelled by the caller (``move_on_after``
+around ``anext``) leaves the response closed (httpcore closes a connection
+whose read was cancelled), so the next step reconnects at once with
+``Last-Event-ID``, without the reconnection delay: nothing is lost.
+
+Rule 4, RFC 9110 section 9.2.2: a request that is not idempotent (``POST``,
 ``PATCH``) is not sent again once it may have reached the server, unless the
 caller says ``reconnect=True``; a connection that could not even be opened
 is always retried.
@@ -147,6 +152,7 @@ class EventSource:
         self._opened_at = 0.0
         self._delivered = False
         self._failures = 0
+        self._interrupted = False
 
     @property
     def last_event_id(self) -> str:
@@ -180,6 +186,11 @@ class EventSource:
             if self.ready_state is ReadyState.CLOSED:
                 await self._drop()
                 raise StopAsyncIteration
+            if self._interrupted:
+                # A read was cancelled: httpx closed the connection under it.
+                # Reconnect at once (this is no failure of the server's).
+                self._interrupted = False
+                await self._drop()
             if self._chunks is None:
                 await self._connect()
                 continue
@@ -191,7 +202,11 @@ class EventSource:
                     chunk = await anext(self._chunks, b"")
                 except httpx.TransportError as exc:
                     error = exc
+                except trio.Cancelled:
+                    self._interrupted = True
+                    raise
             if stall is not None and stall.cancelled_caught:
+                self._interrupted = False
                 error = trio.TooSlowError(f"no data from {self.url} for {self._stall} s")
             if error is not None or not chunk:
                 await self._lost(error, sent=True)
