@@ -496,3 +496,90 @@ async def test_excerpt_of_a_body_that_never_ends_is_bounded(nursery: trio.Nurser
         await collect(f"http://127.0.0.1:{port}/", [])
     assert info.value.status == 500
     assert info.value.body == b"still writing..."
+
+
+async def test_unicode_id_is_resent_as_utf8(nursery: trio.Nursery) -> None:
+    requests: list[bytes] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+        requests.append(data)
+        body = "id: café ☕\ndata: x\n\n".encode()
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(5):
+        async with open_event_source(f"http://127.0.0.1:{port}/", retry=0.001) as source:
+            assert (await anext(source)).last_event_id == "café ☕"
+            await anext(source)
+    assert "last-event-id" not in requests[0].decode().lower()
+    assert "last-event-id: café ☕\r\n".encode() in requests[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"url": "ftp://127.0.0.1/"}, "ftp"),
+        ({"url": "http://[::1"}, "invalid URL"),
+    ],
+)
+async def test_requests_that_cannot_be_sent_are_fatal(kwargs: dict[str, Any], message: str) -> None:
+    url = kwargs.pop("url", "http://127.0.0.1:9/")
+    with trio.fail_after(5), pytest.raises(EventSourceConnectionError, match=message) as info:
+        await collect(url, [], retry=0.001, **kwargs)
+    assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"last_event_id": "1\r\nx-evil: yes"}, {"headers": {"x-bad": "a\nb"}}]
+)
+async def test_line_breaks_in_header_values_are_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="cannot contain CR, LF or NUL"):
+        await collect("http://127.0.0.1:9/", [], **kwargs)
+
+
+async def test_async_hooks_are_refused() -> None:
+    async def on_open(response: httpx.Response) -> None:
+        pass  # pragma: no cover
+
+    with pytest.raises(TypeError, match="on_open must be a plain function"):
+        await collect("http://127.0.0.1:9/", [], on_open=on_open)
+
+
+async def test_redirect_loop_is_fatal(serve_app: Serve) -> None:
+    app = App()
+
+    @app.get("/loop")
+    async def loop(request: Request) -> Response:
+        return Response(status=302, headers={"location": "/loop"})
+
+    server = await serve_app(app)
+    with trio.fail_after(5), pytest.raises(EventSourceConnectionError, match="redirect"):
+        await collect(f"{server.url}/loop", [])
+
+
+async def test_http2_client_reconnects_on_the_same_connection(nursery: trio.Nursery) -> None:
+    from servers import hypercorn_config, start_hypercorn
+
+    app, seen = resumable_app()
+    server = await start_hypercorn(nursery, app, hypercorn_config())
+    opened: list[str] = []
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=None) as client:
+        with trio.fail_after(10):
+            async with open_event_source(
+                f"{server.url}/numbers",
+                client=client,
+                on_open=lambda r: opened.append(r.http_version),
+            ) as source:
+                events = [await anext(source) for _ in range(5)]
+    assert [e.last_event_id for e in events] == ["1", "2", "3", "4", "5"]
+    assert seen == [None, "2", "4"]
+    assert opened == ["HTTP/2"] * 3

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import inspect
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -124,6 +125,15 @@ class EventSource:
                 raise ValueError(f"{name} must be at least 0, got {value}")
         if stall_timeout is not None and stall_timeout <= 0:
             raise ValueError(f"stall_timeout must be positive or None, got {stall_timeout}")
+        for name, value in (("last_event_id", last_event_id), *(headers or {}).items()):
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"{name} cannot contain CR, LF or NUL: {value!r}")
+        for name, hook in (("on_open", on_open), ("on_reconnect", on_reconnect)):
+            if inspect.iscoroutinefunction(hook):
+                raise TypeError(
+                    f"{name} must be a plain function, not async: it is called from the "
+                    "iterating task; send to a memory channel to hand work to another task"
+                )
         if max_reconnects is not None and max_reconnects < 0:
             raise ValueError(f"max_reconnects must be at least 0 or None, got {max_reconnects}")
         self.url = url
@@ -133,7 +143,10 @@ class EventSource:
         self.response: httpx.Response | None = None
         self.connections = 0
         self._client = client
-        self._headers = dict(headers or {})
+        self._headers = {
+            name.lower().encode("latin-1"): value.encode()
+            for name, value in (headers or {}).items()
+        }
         self._json = json
         self._content = content
         self._reconnect = self.method in IDEMPOTENT_METHODS if reconnect is None else reconnect
@@ -237,9 +250,15 @@ class EventSource:
         # One attempt; on return, the stream is open, closed, or (after a
         # failure) waited out and ready for the next attempt.
         self.ready_state = ReadyState.CONNECTING
-        headers = {"accept": "text/event-stream", "cache-control": "no-cache", **self._headers}
+        # As bytes: header values are sent as UTF-8, as browsers send
+        # Last-Event-ID (httpx would encode a str as ASCII).
+        headers = {
+            b"accept": b"text/event-stream",
+            b"cache-control": b"no-cache",
+            **self._headers,
+        }
         if self._decoder.last_event_id:
-            headers["last-event-id"] = self._decoder.last_event_id
+            headers[b"last-event-id"] = self._decoder.last_event_id.encode()
         try:
             request = self._client.build_request(
                 self.method, self.url, headers=headers, json=self._json, content=self._content
@@ -252,7 +271,9 @@ class EventSource:
         with trio.move_on_after(self._stall) as stall:
             try:
                 response = await self._client.send(request, stream=True, follow_redirects=True)
-            except httpx.UnsupportedProtocol as exc:  # not worth retrying
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                # Our request is at fault (a scheme httpx lacks, a header
+                # value with a line break, ...): sending it again cannot help.
                 self.close()
                 raise EventSourceConnectionError(f"{self.url}: {exc}") from exc
             except httpx.TransportError as exc:
@@ -356,15 +377,18 @@ class EventSource:
 
 
 async def _close(response: httpx.Response, chunks: AsyncIterator[bytes] | None) -> None:
-    # Close the response, then run its body iterator to its end. httpx and
-    # httpcore read the body through a chain of async generators; closing the
-    # outermost one would leave the inner ones to the garbage collector (trio
-    # warns about each). Once the connection is closed, the next read ends
-    # every generator of the chain with an error or with its end.
+    # Close the response, then end its body iterator. httpx and httpcore read
+    # the body through a chain of async generators; closing the outermost one
+    # would leave the inner ones to the garbage collector (trio warns about
+    # each). So the chain is run once more in a cancelled scope: the first
+    # checkpoint, in the innermost generator, raises Cancelled, which ends
+    # every generator of the chain on its way out. (Without the cancelled
+    # scope, the read could wait: an HTTP/2 stream's does, for the server.)
     with trio.CancelScope(shield=True):
         await response.aclose()
         if chunks is not None:
-            with contextlib.suppress(Exception):
+            with trio.CancelScope() as drain, contextlib.suppress(Exception):
+                drain.cancel()
                 for _ in range(_DRAIN_LIMIT):
                     await anext(chunks)
             aclose = getattr(chunks, "aclose", None)

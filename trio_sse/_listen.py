@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, TextIO
 
@@ -112,7 +113,8 @@ def listen(args: argparse.Namespace) -> int:
     except SSEError as exc:
         print(f"trio-sse listen: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # e.g. piped into `head`
+    except BrokenPipeError:  # e.g. piped into `head`: exit quietly, flushing nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except ValueError as exc:  # invalid settings, e.g. a negative --retry
         print(f"trio-sse listen: {exc}", file=sys.stderr)
