@@ -125,9 +125,9 @@ class EventSource:
                 raise ValueError(f"{name} must be at least 0, got {value}")
         if stall_timeout is not None and stall_timeout <= 0:
             raise ValueError(f"stall_timeout must be positive or None, got {stall_timeout}")
-        for name, value in (("last_event_id", last_event_id), *(headers or {}).items()):
-            if any(c in value for c in "\r\n\0"):
-                raise ValueError(f"{name} cannot contain CR, LF or NUL: {value!r}")
+        for field, text in (("last_event_id", last_event_id), *(headers or {}).items()):
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"{field} cannot contain CR, LF or NUL: {text!r}")
         for name, hook in (("on_open", on_open), ("on_reconnect", on_reconnect)):
             if inspect.iscoroutinefunction(hook):
                 raise TypeError(
