@@ -6,11 +6,21 @@ stalls and reconnection delays pass in milliseconds of real time.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 import trio.testing
 
-from trio_sse import App, Config, Event, EventStream, Request, open_event_source
+from trio_sse import (
+    App,
+    Config,
+    Event,
+    EventSourceConnectionError,
+    EventStream,
+    Request,
+    StreamResponse,
+    open_event_source,
+)
 from trio_sse.testing import open_test_client
 
 
@@ -189,3 +199,32 @@ async def test_cancelled_wait_for_an_event_reconnects_at_once(
             assert trio.current_time() - start == 0  # no reconnection delay
             assert source.connections == 2
         assert state["seen"] == [None, "1"]
+
+
+async def test_cancelled_read_of_a_post_stream_is_not_resent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app = App()
+    posts: list[bytes] = []
+
+    @app.post("/chat")
+    async def chat(request: Request) -> StreamResponse:
+        posts.append(await request.body())
+
+        async def run(stream: EventStream) -> None:
+            await stream.send(Event("token"))
+            await trio.sleep_forever()
+
+        return StreamResponse(run)
+
+    async def read_cancel_read(http: httpx.AsyncClient) -> None:
+        async with open_event_source("/chat", client=http, method="POST", json={"q": 1}) as source:
+            assert (await anext(source)).data == "token"
+            with trio.move_on_after(1):
+                await anext(source)
+            await anext(source)
+
+    async with open_test_client(app) as client:
+        with pytest.raises(EventSourceConnectionError, match="not idempotent"):
+            await read_cancel_read(client.http)
+    assert posts == [b'{"q":1}']

@@ -201,9 +201,17 @@ class EventSource:
                 raise StopAsyncIteration
             if self._interrupted:
                 # A read was cancelled: httpx closed the connection under it.
-                # Reconnect at once (this is no failure of the server's).
+                # Reconnect at once (this is no failure of the server's), if
+                # the request may be sent again.
                 self._interrupted = False
                 await self._drop()
+                if not self._reconnect:
+                    self.close()
+                    raise EventSourceConnectionError(
+                        f"a read of {self.method} {self.url} was cancelled, which closed the "
+                        "connection, and the request is not idempotent: pass reconnect=True "
+                        "to send it again"
+                    )
             if self._chunks is None:
                 await self._connect()
                 continue
