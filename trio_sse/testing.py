@@ -309,8 +309,9 @@ async def open_test_client(app: App, *, config: Config | None = None) -> AsyncIt
 
     Leaving the block shuts the server down as cancelling :func:`trio_sse.serve`
     would (streams still open get their final ``retry`` event). An exception
-    raised in the block or by the App comes out as itself, not inside an
-    ``ExceptionGroup``.
+    raised in the block, or by the App's lifespan or background tasks, comes
+    out as itself, not inside an ``ExceptionGroup``; one raised by a handler
+    is logged and answered as in production (a 500, or the end of a stream).
     """
     listener = _MemoryListener()
     try:
