@@ -228,3 +228,16 @@ async def test_cancelled_read_of_a_post_stream_is_not_resent(
         with pytest.raises(EventSourceConnectionError, match="not idempotent"):
             await read_cancel_read(client.http)
     assert posts == [b'{"q":1}']
+
+
+async def test_background_task_error_comes_out_unwrapped(autojump_clock: trio.abc.Clock) -> None:
+    app = App()
+
+    @app.background
+    async def ticker() -> None:
+        await trio.sleep(5)
+        raise ValueError("ticker broke")
+
+    with pytest.raises(ValueError, match="ticker broke"):
+        async with open_test_client(app):
+            await trio.sleep(10)

@@ -324,6 +324,21 @@ async def open_test_client(app: App, *, config: Config | None = None) -> AsyncIt
                 await client.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise  # pragma: no cover - the block and the server both failed
+        # Nested nurseries (server, lifespan, background tasks) wrap an error
+        # once per level: give the one error, if there is one, as itself.
+        leaf = _only_error(group)
+        if leaf is None:
+            raise  # pragma: no cover - the block and the server both failed
+        raise leaf from None
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending and len(leaves) < 2:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 and not pending else None
