@@ -75,6 +75,7 @@ class _Connection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.CLIENT)
+        self.finished = False  # the body ended, one way or another
         self.complete = False  # the body ended with its terminator
 
     async def request(
@@ -100,17 +101,18 @@ class _Connection:
 
     async def receive(self) -> bytes:
         """The next piece of the body; ``b""`` at its end (or when the connection broke)."""
-        while True:
+        while not self.finished:
             try:
                 event = await self._next()
             except h11.RemoteProtocolError:
-                return b""  # e.g. closed in the middle of the body
+                event = None  # e.g. closed in the middle of the body
             if isinstance(event, h11.Data):
                 if event.data:
                     return bytes(event.data)
                 continue
+            self.finished = True
             self.complete = isinstance(event, h11.EndOfMessage)
-            return b""
+        return b""
 
     async def _next(self) -> Any:
         while True:
