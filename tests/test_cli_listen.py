@@ -123,3 +123,19 @@ async def test_listen_bad_header_option() -> None:
         )
     assert result.returncode == 1
     assert b"expected --header 'Name: value'" in result.stderr
+
+
+async def test_listen_into_a_closed_pipe_exits_quietly(nursery: trio.Nursery) -> None:
+    server = await serve(nursery, [])
+    with trio.fail_after(20):
+        listener = await start_listener(f"{server.url}/numbers")
+        assert await listener.line() == "number: n1"
+        assert listener.process.stdout is not None
+        await listener.process.stdout.aclose()  # like `| head -1`
+        assert listener.process.stderr is not None
+        err = b""
+        while chunk := await listener.process.stderr.receive_some(65536):
+            err += chunk
+        status = await listener.process.wait()
+    assert status == 0
+    assert b"Traceback" not in err

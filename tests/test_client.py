@@ -583,3 +583,29 @@ async def test_http2_client_reconnects_on_the_same_connection(nursery: trio.Nurs
     assert [e.last_event_id for e in events] == ["1", "2", "3", "4", "5"]
     assert seen == [None, "2", "4"]
     assert opened == ["HTTP/2"] * 3
+
+
+async def test_an_event_cut_by_a_drop_is_not_dispatched(nursery: trio.Nursery) -> None:
+    """The spec: an unfinished event is discarded; the resume starts after the last whole one."""
+    requests: list[bytes] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+        requests.append(data)
+        first = b"last-event-id: 1" not in data.lower()
+        body = b"id: 1\ndata: one\n\nid: 2\ndata: cut" if first else b"id: 2\ndata: two\n\n"
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+        )  # no length, no chunks: the body ends when the connection does
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(5):
+        async with open_event_source(f"http://127.0.0.1:{port}/", retry=0.001) as source:
+            events = [await anext(source) for _ in range(2)]
+    assert [(e.data, e.last_event_id) for e in events] == [("one", "1"), ("two", "2")]
+    assert b"last-event-id: 1\r\n" in requests[1].lower()
