@@ -241,3 +241,36 @@ async def test_background_task_error_comes_out_unwrapped(autojump_clock: trio.ab
     with pytest.raises(ValueError, match="ticker broke"):
         async with open_test_client(app):
             await trio.sleep(10)
+
+
+async def test_stall_deadline_while_waiting_for_headers(autojump_clock: trio.abc.Clock) -> None:
+    app = App()
+    calls: list[float] = []
+
+    @app.get("/slow")
+    async def slow(request: Request) -> StreamResponse:
+        calls.append(trio.current_time())
+        if len(calls) == 1:
+            await trio.sleep_forever()  # no headers, ever
+
+        async def run(stream: EventStream) -> None:
+            await stream.send(Event("at last"))
+            await trio.sleep_forever()
+
+        return StreamResponse(run)
+
+    errors: list[Exception | None] = []
+    async with (
+        open_test_client(app) as client,
+        open_event_source(
+            "/slow",
+            client=client.http,
+            stall_timeout=20,
+            on_reconnect=lambda e, d: errors.append(e),
+        ) as source,
+    ):
+        assert (await anext(source)).data == "at last"
+    assert calls == [0, 23]  # the stall deadline, then the reconnection time
+    assert len(errors) == 1
+    assert isinstance(errors[0], trio.TooSlowError)
+    assert "no response" in str(errors[0])
