@@ -274,3 +274,25 @@ async def test_stall_deadline_while_waiting_for_headers(autojump_clock: trio.abc
     assert len(errors) == 1
     assert isinstance(errors[0], trio.TooSlowError)
     assert "no response" in str(errors[0])
+
+
+async def test_a_slow_subscriber_is_evicted_and_resumes(autojump_clock: trio.abc.Clock) -> None:
+    from trio_sse import Broker, TopicOptions, topic_stream
+
+    broker = Broker(TopicOptions(buffer_size=4, history_size=1000))
+    topic = broker.declare("prices")
+    app = App(config=Config(heartbeat_interval=None, write_timeout=30))
+    app.add_route("/prices", topic_stream(broker, ["prices"]))
+    async with open_test_client(app) as client:
+        async with client.stream("/prices", unbuffered=True) as stream:
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(200):  # the client reads nothing meanwhile
+                topic.publish_nowait(Event(f"p{n}"))
+            await trio.sleep(60)
+            got = await stream.rest()  # what was on its way, then the end
+            assert stream.ended
+            assert topic.stats().evicted == 1
+            last = stream.last_event_id
+        async with client.stream("/prices", last_event_id=last) as stream:
+            resumed = await stream.events(200 - len(got))
+        assert [e.data for e in got + resumed] == [f"p{n}" for n in range(200)]
