@@ -36,7 +36,12 @@ nox.options.error_on_missing_interpreters = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (pass pytest arguments after ``--``)."""
+    """Run the test suite (pass pytest arguments after ``--``).
+
+    First installs the system packages the tests run for real (redis-server)
+    with ``.ci/system-deps``: apt-get as root, else it says what to install.
+    """
+    session.run("bash", str(HERE / ".ci" / "system-deps"), external=True)
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
 

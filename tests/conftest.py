@@ -6,6 +6,9 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# Real redis-server processes (one server, more servers, a cluster); see redis_servers.py.
+from redis_servers import redis_cluster, redis_server, redis_server_factory  # noqa: F401
+
 # The App-on-both-servers fixtures (raw h11 server and hypercorn); see servers.py.
 from servers import serve_app, server_kind  # noqa: F401
 

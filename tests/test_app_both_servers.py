@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from brokers import make_broker
 from servers import H11Response, RunningServer
 
 from trio_sse import (
@@ -497,7 +498,7 @@ async def test_lifespan_and_background_tasks(serve_app: ServeApp) -> None:
 
 
 def topics_app(options: TopicOptions) -> tuple[App, Broker]:
-    broker = Broker(options)
+    broker = make_broker(options)
     broker.declare("news")
     broker.declare("prices")
     app = App(config=Config(heartbeat_interval=None))

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from brokers import make_broker
 
 from trio_sse import App, Config, Event, EventSource, MessageEvent, Request, open_event_source
 from trio_sse._routes import metrics_endpoint, publish_endpoint, topic_stream
@@ -35,7 +36,7 @@ def make_app(broker: Broker, **stream_kw: object) -> App:
 
 @pytest.fixture
 async def broker() -> Broker:
-    b = Broker(create_topics=False)
+    b = make_broker(create_topics=False)
     b.declare("ticker")
     b.declare("news")
     b.declare("scores")
@@ -228,7 +229,7 @@ async def test_metrics_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
 
 async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
     """One client stops reading: it is evicted and cut; the 99 others get everything."""
-    broker = Broker(TopicOptions(buffer_size=8, history_size=16))
+    broker = make_broker(TopicOptions(buffer_size=8, history_size=16))
     topic = broker.declare("t")
     app = App()
     app.add_route("/t", topic_stream(broker, ["t"]))

@@ -13,6 +13,7 @@ import random
 import pytest
 import trio
 import trio.testing
+from brokers import make_broker
 
 from trio_sse._backplane import LocalBackplane, _with_id
 from trio_sse._event import Event
@@ -41,7 +42,7 @@ def ids(events: list[Event]) -> list[str | None]:
 
 
 async def test_publish_assigns_monotonic_ids_and_returns_the_event() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     first = topic.publish_nowait(Event("a"))
     second = await topic.publish(Event("b"))
     assert (first.id, second.id) == ("1", "2")
@@ -50,20 +51,20 @@ async def test_publish_assigns_monotonic_ids_and_returns_the_event() -> None:
 
 
 async def test_event_with_id_keeps_it_and_empty_id_gets_one() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     assert topic.publish_nowait(Event("a", id="custom")).id == "custom"
     assert topic.publish_nowait(Event("b", id="")).id == "1"
 
 
 async def test_ids_are_per_topic() -> None:
-    broker = Broker()
+    broker = make_broker()
     assert broker.publish_nowait("a", Event("x")).id == "1"
     assert (await broker.publish("b", Event("x"))).id == "1"
     assert broker.publish_nowait("a", Event("x")).id == "2"
 
 
 async def test_publish_rejects_non_events() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     with pytest.raises(TypeError, match="expected an Event"):
         topic.publish_nowait("data")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expected an Event"):
@@ -71,7 +72,7 @@ async def test_publish_rejects_non_events() -> None:
 
 
 async def test_deliver_requires_an_id() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     with pytest.raises(ValueError, match="needs an event with an id"):
         topic.deliver_nowait(Event("x"))
 
@@ -86,7 +87,7 @@ def test_with_id_copies_every_field_of_event() -> None:
 
 
 async def test_id_prefix() -> None:
-    broker = Broker(backplane=LocalBackplane(id_prefix="boot7-"))
+    broker = make_broker(backplane=LocalBackplane(id_prefix="boot7-"))
     assert broker.publish_nowait("t", Event("x")).id == "boot7-1"
     with pytest.raises(ValueError, match="CR or LF"):
         LocalBackplane(id_prefix="a\nb")
@@ -95,7 +96,7 @@ async def test_id_prefix() -> None:
 
 
 async def test_ids_keep_counting_after_a_topic_is_recreated() -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.publish_nowait("t", Event("x"))
     broker.topic("t").close()
     assert broker.publish_nowait("t", Event("y")).id == "2"
@@ -104,9 +105,18 @@ async def test_ids_keep_counting_after_a_topic_is_recreated() -> None:
 class PrefixBackplane:
     """A fake networked backplane: assigns its own ids, delivers later."""
 
+    cross_process = False
+    remote_history = None
+
     def __init__(self) -> None:
         self.n = 0
         self.log: list[tuple[Topic, Event]] = []
+
+    def attach(self, broker: Broker) -> None:
+        pass
+
+    def topic_added(self, topic: Topic) -> None:
+        pass
 
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         self.n += 1
@@ -126,7 +136,7 @@ class PrefixBackplane:
 
 async def test_a_backplane_assigns_ids_and_delivers() -> None:
     backplane = PrefixBackplane()
-    broker = Broker(backplane=backplane)
+    broker = make_broker(backplane=backplane)
     assert broker.backplane is backplane
     topic = broker.topic("t")
     async with topic.subscribe() as sub:
@@ -143,7 +153,7 @@ async def test_a_backplane_assigns_ids_and_delivers() -> None:
 
 
 async def test_live_events_in_order_via_all_receive_methods() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     topic.publish_nowait(Event("before"))
     async with topic.subscribe() as sub:
         assert sub.cursor == "1"
@@ -161,7 +171,7 @@ async def test_live_events_in_order_via_all_receive_methods() -> None:
 
 
 async def test_receive_waits_for_a_publisher() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         got: list[list[Event]] = []
 
@@ -175,7 +185,7 @@ async def test_receive_waits_for_a_publisher() -> None:
 
 
 async def test_receive_batch_respects_max_events() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     async with topic.subscribe() as sub:
         for i in range(5):
             topic.publish_nowait(Event(str(i)))
@@ -187,7 +197,7 @@ async def test_receive_batch_respects_max_events() -> None:
 
 
 async def test_leaving_normally_removes_the_subscriber_at_once() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     async with topic.subscribe() as sub:
         assert topic.stats().subscribers == 1
         assert (sub.end_reason, sub.evicted) == (None, False)
@@ -202,7 +212,7 @@ async def test_leaving_normally_removes_the_subscriber_at_once() -> None:
 
 
 async def test_cancellation_removes_the_subscriber(autojump_clock: trio.testing.MockClock) -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     with trio.move_on_after(1) as scope:
         async with topic.subscribe() as sub:
             assert topic.stats().subscribers == 1
@@ -213,7 +223,7 @@ async def test_cancellation_removes_the_subscriber(autojump_clock: trio.testing.
 
 
 async def test_an_error_in_the_block_removes_the_subscriber() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
 
     async def fail() -> None:
         async with topic.subscribe():
@@ -226,7 +236,7 @@ async def test_an_error_in_the_block_removes_the_subscriber() -> None:
 
 
 async def test_closing_while_a_reader_waits_wakes_it() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     async with trio.open_nursery() as nursery:
         sub = topic.subscribe()
         await sub.__aenter__()
@@ -245,7 +255,7 @@ async def test_closing_while_a_reader_waits_wakes_it() -> None:
 
 
 async def test_subscription_misuse() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     sub = topic.subscribe()
     with pytest.raises(RuntimeError, match="async with"):
         sub.receive_nowait()
@@ -258,7 +268,7 @@ async def test_subscription_misuse() -> None:
 
 
 async def test_subscription_properties_and_reprs() -> None:
-    broker = Broker()
+    broker = make_broker()
     topic = broker.topic("t")
     sub = topic.subscribe()
     assert "new" in repr(sub)
@@ -273,7 +283,7 @@ async def test_subscription_properties_and_reprs() -> None:
 
 
 async def test_entering_under_a_cancelled_scope_registers_nothing() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     with trio.CancelScope() as scope:
         scope.cancel()
         async with topic.subscribe():
@@ -285,7 +295,7 @@ async def test_entering_under_a_cancelled_scope_registers_nothing() -> None:
 
 
 async def test_topic_close_ends_subscriptions_without_final_event() -> None:
-    broker = Broker(TopicOptions(eviction_event=Event(retry=1)))
+    broker = make_broker(TopicOptions(eviction_event=Event(retry=1)))
     topic = broker.topic("t")
     async with topic.subscribe() as sub:
         topic.publish_nowait(Event("x"))
@@ -309,7 +319,7 @@ async def test_topic_close_ends_subscriptions_without_final_event() -> None:
 
 
 async def test_broker_close_ends_everything_and_refuses_new_topics() -> None:
-    broker = Broker()
+    broker = make_broker()
     async with broker.subscribe("a") as a, broker.subscribe_many(["b", "c"]) as bc:
         broker.close()
         assert broker.closed
@@ -326,7 +336,7 @@ async def test_broker_close_ends_everything_and_refuses_new_topics() -> None:
 
 
 async def test_declare_and_topic() -> None:
-    broker = Broker(TopicOptions(buffer_size=3))
+    broker = make_broker(TopicOptions(buffer_size=3))
     options = TopicOptions(history_size=5, overflow="drop_oldest")
     topic = broker.declare("a", options)
     assert topic.options.overflow is OverflowPolicy.DROP_OLDEST
@@ -342,7 +352,7 @@ async def test_declare_and_topic() -> None:
 
 
 async def test_only_declared_topics() -> None:
-    broker = Broker(create_topics=False)
+    broker = make_broker(create_topics=False)
     broker.declare("a")
     broker.publish_nowait("a", Event("x"))
     with pytest.raises(KeyError, match="only has declared topics"):
@@ -357,7 +367,7 @@ async def test_only_declared_topics() -> None:
     ("name", "error"), [("", ValueError), (None, TypeError), (b"a", TypeError)]
 )
 async def test_topic_names(name: object, error: type[Exception]) -> None:
-    broker = Broker()
+    broker = make_broker()
     with pytest.raises(error):
         broker.topic(name)  # type: ignore[arg-type]
     with pytest.raises(error):
@@ -397,7 +407,7 @@ def test_topic_options_accept_any_policy_spelling() -> None:
 
 
 async def test_resume_replays_exactly_the_missed_events_then_live() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     for i in range(5):
         topic.publish_nowait(Event(f"e{i + 1}"))
     async with topic.subscribe("2") as sub:
@@ -411,7 +421,7 @@ async def test_resume_replays_exactly_the_missed_events_then_live() -> None:
 
 
 async def test_resume_from_the_newest_id_replays_nothing() -> None:
-    topic = Broker().topic(
+    topic = make_broker().topic(
         "t",
     )
     topic.publish_nowait(Event("a"))
@@ -424,7 +434,7 @@ async def test_resume_from_the_newest_id_replays_nothing() -> None:
 
 
 async def test_resume_from_newest_id_works_without_history() -> None:
-    broker = Broker(TopicOptions(history_size=0))
+    broker = make_broker(TopicOptions(history_size=0))
     topic = broker.topic("t")
     topic.publish_nowait(Event("a"))
     async with topic.subscribe("1") as sub:
@@ -437,7 +447,7 @@ async def test_resume_from_newest_id_works_without_history() -> None:
 
 @pytest.mark.parametrize("last_id", ["", None])
 async def test_empty_or_missing_last_id_means_live_only(last_id: str | None) -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     topic.publish_nowait(Event("a"))
     async with topic.subscribe(last_id) as sub:
         assert drain(sub) == []
@@ -445,7 +455,7 @@ async def test_empty_or_missing_last_id_means_live_only(last_id: str | None) -> 
 
 
 async def test_unknown_id_yields_reset_then_live() -> None:
-    topic = Broker().topic("news")
+    topic = make_broker().topic("news")
     topic.publish_nowait(Event("a"))
     async with topic.subscribe("no-such-id") as sub:
         assert sub.reset
@@ -457,7 +467,7 @@ async def test_unknown_id_yields_reset_then_live() -> None:
 
 
 async def test_reset_on_an_empty_topic_has_no_id() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     async with topic.subscribe("57") as sub:
         assert sub.receive_nowait() == Event(event="reset", data="t")
         assert sub.cursor is None
@@ -465,19 +475,19 @@ async def test_reset_on_an_empty_topic_has_no_id() -> None:
 
 async def test_custom_reset_event() -> None:
     custom = Event(event="resync", data="{}", retry=500)
-    topic = Broker(TopicOptions(reset_event=custom)).topic("t")
+    topic = make_broker(TopicOptions(reset_event=custom)).topic("t")
     topic.publish_nowait(Event("a"))
     async with topic.subscribe("x") as sub:
         assert sub.receive_nowait() == Event(event="resync", data="{}", retry=500, id="1")
     with_id = Event(event="resync", data="{}", id="fixed")
-    topic2 = Broker(TopicOptions(reset_event=with_id)).topic("t")
+    topic2 = make_broker(TopicOptions(reset_event=with_id)).topic("t")
     topic2.publish_nowait(Event("a"))
     async with topic2.subscribe("x") as sub:
         assert sub.receive_nowait() is with_id
 
 
 async def test_history_is_bounded_by_count() -> None:
-    topic = Broker(TopicOptions(history_size=3)).topic("t")
+    topic = make_broker(TopicOptions(history_size=3)).topic("t")
     for i in range(6):
         topic.publish_nowait(Event(str(i)))
     assert topic.stats().history_size == 3
@@ -488,7 +498,7 @@ async def test_history_is_bounded_by_count() -> None:
 
 
 async def test_history_is_bounded_by_age(autojump_clock: trio.testing.MockClock) -> None:
-    topic = Broker(TopicOptions(history_max_age=10)).topic("t")
+    topic = make_broker(TopicOptions(history_max_age=10)).topic("t")
     topic.publish_nowait(Event("old"))
     await trio.sleep(6)
     topic.publish_nowait(Event("mid"))
@@ -510,7 +520,7 @@ async def test_history_is_bounded_by_age(autojump_clock: trio.testing.MockClock)
 
 
 async def test_duplicate_custom_ids_resume_from_the_newest() -> None:
-    topic = Broker(TopicOptions(history_size=3)).topic("t")
+    topic = make_broker(TopicOptions(history_size=3)).topic("t")
     topic.publish_nowait(Event("a", id="x"))
     topic.publish_nowait(Event("b"))
     topic.publish_nowait(Event("c", id="x"))
@@ -531,7 +541,7 @@ async def test_concurrent_publishers_and_resumers_see_no_gap_or_duplicate(
 ) -> None:
     """Subscribers join mid-stream from random ids while publishers run."""
     rng = random.Random(4)
-    topic = Broker(TopicOptions(history_size=1000, buffer_size=1000)).topic("t")
+    topic = make_broker(TopicOptions(history_size=1000, buffer_size=1000)).topic("t")
     per_publisher = 150
     streams: list[tuple[str | None, list[str]]] = []
 

@@ -7,12 +7,12 @@ import urllib.parse
 
 import pytest
 import trio
+from brokers import make_broker
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_sse._event import Event
 from trio_sse._topics import (
-    Broker,
     Subscription,
     TopicOptions,
     _escape,
@@ -88,7 +88,7 @@ def test_malformed_cursors(cursor: str) -> None:
 
 
 async def test_merged_stream_carries_composite_ids_in_publish_order() -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.publish_nowait("a", Event("a1"))
     async with broker.subscribe_many(["a", "b"]) as sub:
         assert sub.topics == ("a", "b")
@@ -107,7 +107,7 @@ async def test_merged_stream_carries_composite_ids_in_publish_order() -> None:
 
 
 async def test_resuming_a_composite_cursor_resumes_every_topic_exactly() -> None:
-    broker = Broker()
+    broker = make_broker()
     async with broker.subscribe_many(["a", "b"]) as sub:
         broker.publish_nowait("a", Event("a1"))
         broker.publish_nowait("b", Event("b1"))
@@ -129,7 +129,7 @@ async def test_resuming_a_composite_cursor_resumes_every_topic_exactly() -> None
 
 
 async def test_from_start_position_replays_the_whole_topic_or_resets() -> None:
-    broker = Broker(TopicOptions(history_size=2))
+    broker = make_broker(TopicOptions(history_size=2))
     async with broker.subscribe_many(["a", "b"]) as sub:
         start = sub.cursor
     assert start == "a:,b:"
@@ -144,7 +144,7 @@ async def test_from_start_position_replays_the_whole_topic_or_resets() -> None:
 
 
 async def test_one_expired_topic_resets_alone_and_first() -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.declare("short", TopicOptions(history_size=1))
     for i in range(3):
         broker.publish_nowait("long", Event(f"l{i + 1}"))
@@ -162,7 +162,7 @@ async def test_one_expired_topic_resets_alone_and_first() -> None:
 
 @pytest.mark.parametrize("cursor", ["garbage", "a:1,a:2", "7", ":"])
 async def test_malformed_cursor_resets_every_topic_then_goes_live(cursor: str) -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.publish_nowait("a", Event("a1"))
     async with broker.subscribe_many(["a", "b"], cursor) as sub:
         assert sub.reset
@@ -175,7 +175,7 @@ async def test_malformed_cursor_resets_every_topic_then_goes_live(cursor: str) -
 
 
 async def test_topics_missing_from_the_cursor_start_live_and_extra_ones_are_ignored() -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.publish_nowait("a", Event("a1"))
     broker.publish_nowait("a", Event("a2"))
     broker.publish_nowait("b", Event("b1"))
@@ -187,7 +187,7 @@ async def test_topics_missing_from_the_cursor_start_live_and_extra_ones_are_igno
 @given(st.text(max_size=30))
 def test_arbitrary_cursors_never_crash(cursor: str) -> None:
     async def main() -> None:
-        broker = Broker()
+        broker = make_broker()
         broker.publish_nowait("a", Event("a1"))
         broker.publish_nowait("b", Event("b1"))
         async with broker.subscribe_many(["a", "b"], cursor) as sub:
@@ -200,7 +200,7 @@ def test_arbitrary_cursors_never_crash(cursor: str) -> None:
 
 
 async def test_odd_topic_names_round_trip() -> None:
-    broker = Broker()
+    broker = make_broker()
     names = ["room/1", "a:b,c", "ü", "~"]
     async with broker.subscribe_many(names) as sub:
         for name in names:
@@ -216,7 +216,7 @@ async def test_odd_topic_names_round_trip() -> None:
 
 
 async def test_subscribers_at_the_same_position_share_one_rewritten_event() -> None:
-    broker = Broker()
+    broker = make_broker()
     async with broker.subscribe_many(["a", "b"]) as one, broker.subscribe_many(["a", "b"]) as two:
         broker.publish_nowait("a", Event("x"))
         first, second = one.receive_nowait(), two.receive_nowait()
@@ -227,7 +227,7 @@ async def test_subscribers_at_the_same_position_share_one_rewritten_event() -> N
 
 
 async def test_a_single_merged_topic_and_errors() -> None:
-    broker = Broker()
+    broker = make_broker()
     async with broker.subscribe_many(["a"]) as sub:
         broker.publish_nowait("a", Event("x"))
         assert sub.receive_nowait().id == "a:1"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from brokers import make_broker
 
 from trio_sse._event import Event
-from trio_sse._topics import Broker, Subscription, TopicOptions
+from trio_sse._topics import Subscription, TopicOptions
 
 
 class Sink:
@@ -29,7 +30,7 @@ async def writer(sub: Subscription, batches: list[list[Event]]) -> None:
 
 
 async def test_an_idle_writer_is_bypassed_without_waking() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     sink = Sink()
     batches: list[list[Event]] = []
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
@@ -61,7 +62,7 @@ async def test_an_idle_writer_is_bypassed_without_waking() -> None:
 
 
 async def test_queued_events_are_received_before_the_sink_is_used() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     sink = Sink()
     async with topic.subscribe() as sub:
         sub.set_direct_sink(sink)
@@ -71,7 +72,7 @@ async def test_queued_events_are_received_before_the_sink_is_used() -> None:
 
 
 async def test_sink_off_and_merged_ids() -> None:
-    broker = Broker()
+    broker = make_broker()
     sink = Sink()
     batches: list[list[Event]] = []
     async with broker.subscribe_many(["a", "b"]) as sub, trio.open_nursery() as nursery:
@@ -89,7 +90,7 @@ async def test_sink_off_and_merged_ids() -> None:
 
 
 async def test_eviction_and_close_while_direct() -> None:
-    topic = Broker(TopicOptions(buffer_size=1, eviction_event=Event(retry=5))).topic("t")
+    topic = make_broker(TopicOptions(buffer_size=1, eviction_event=Event(retry=5))).topic("t")
     sink = Sink()
     batches: list[list[Event]] = []
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
@@ -108,7 +109,7 @@ async def test_eviction_and_close_while_direct() -> None:
 async def test_block_policy_backlog_bypasses_the_sink(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(TopicOptions(buffer_size=1, overflow="block", block_deadline=10)).topic("t")
+    topic = make_broker(TopicOptions(buffer_size=1, overflow="block", block_deadline=10)).topic("t")
     sink = Sink()
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         sub.set_direct_sink(sink)
@@ -121,7 +122,7 @@ async def test_block_policy_backlog_bypasses_the_sink(
 
 
 async def test_a_raising_sink_fails_the_writer_not_the_publisher() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
 
     def broken(event: Event) -> bool:
         raise OSError("boom")
@@ -147,7 +148,7 @@ async def test_a_raising_sink_fails_the_writer_not_the_publisher() -> None:
 
 
 async def test_receive_batch_with_a_sink_is_a_checkpoint() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     async with topic.subscribe() as sub:
         sub.set_direct_sink(Sink())
         topic.publish_nowait(Event("x"))
@@ -162,7 +163,7 @@ async def test_receive_batch_with_a_sink_is_a_checkpoint() -> None:
 
 
 async def test_sink_takes_events_while_idle_then_queue_keeps_order() -> None:
-    broker = Broker(TopicOptions(buffer_size=4))
+    broker = make_broker(TopicOptions(buffer_size=4))
     topic = broker.topic("t")
     taken: list[str] = []
     accept = True
@@ -209,7 +210,7 @@ async def test_sink_takes_events_while_idle_then_queue_keeps_order() -> None:
 
 
 async def test_refused_sink_with_full_queue_applies_overflow_policy() -> None:
-    broker = Broker(TopicOptions(buffer_size=2, eviction_event=Event(retry=500)))
+    broker = make_broker(TopicOptions(buffer_size=2, eviction_event=Event(retry=500)))
     topic = broker.topic("t")
     async with topic.subscribe() as sub:
         sub.set_direct_sink(lambda event: False)
@@ -233,7 +234,7 @@ async def test_refused_sink_with_full_queue_applies_overflow_policy() -> None:
 
 
 async def test_merged_subscription_sink_gets_composite_ids() -> None:
-    broker = Broker()
+    broker = make_broker()
     a, b = broker.topic("a"), broker.topic("b")
     ids: list[str] = []
 

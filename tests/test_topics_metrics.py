@@ -10,16 +10,17 @@ import weakref
 
 import pytest
 import trio
+from brokers import make_broker
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trio_sse._event import Event
 from trio_sse._metrics import METRICS_CONTENT_TYPE, BrokerCollector, broker_metrics_text
-from trio_sse._topics import Broker, TopicOptions, TopicStats
+from trio_sse._topics import TopicOptions, TopicStats
 
 
 async def test_topic_and_broker_stats() -> None:
-    broker = Broker(TopicOptions(buffer_size=2, history_size=3))
+    broker = make_broker(TopicOptions(buffer_size=2, history_size=3))
     topic = broker.topic("t")
     assert topic.stats() == TopicStats("t", 0, 0, 0, 0, 0, 0, 0, 0, 0)
     async with topic.subscribe() as slow, topic.subscribe() as lagging:
@@ -52,7 +53,7 @@ async def test_topic_and_broker_stats() -> None:
 
 
 async def test_metrics_text() -> None:
-    broker = Broker()
+    broker = make_broker()
     async with broker.subscribe("prices"), broker.subscribe_many(["prices", 'we"ird']):
         broker.publish_nowait("prices", Event("1"))
         broker.publish_nowait("prices", Event("2"))
@@ -74,7 +75,7 @@ async def test_metrics_text() -> None:
 
 
 async def test_collector_in_a_registry() -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.publish_nowait("a", Event("x"))
     registry = CollectorRegistry()
     collector = BrokerCollector(broker, namespace="app")
@@ -92,16 +93,16 @@ async def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.Mon
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(ImportError, match=r"trio-sse\[prometheus\]"):
-        broker_metrics_text(Broker())
+        broker_metrics_text(make_broker())
     with pytest.raises(ImportError, match=r"pip install"):
-        BrokerCollector(Broker())
+        BrokerCollector(make_broker())
 
 
 # -- leaks ---------------------------------------------------------------------
 
 
 async def test_ten_thousand_subscribe_cycles_leave_nothing_behind() -> None:
-    broker = Broker(TopicOptions(buffer_size=4, history_size=10))
+    broker = make_broker(TopicOptions(buffer_size=4, history_size=10))
     topic = broker.topic("t")
     tasks_before = trio.lowlevel.current_statistics().tasks_living
     refs: list[weakref.ref[object]] = []

@@ -27,11 +27,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import trio
+from brokers import make_broker
 from hypothesis import event, given
 from hypothesis import strategies as st
 
 from trio_sse._event import Event
-from trio_sse._topics import Broker, Subscription, TopicOptions
+from trio_sse._topics import Subscription, TopicOptions
 
 TOPICS = ("a", "b")
 KINDS = {"a": ("a",), "b": ("b",), "ab": ("a", "b")}
@@ -251,7 +252,7 @@ async def run_script(
         history_size=history_size,
         eviction_event=FINAL,
     )
-    broker = Broker(options)
+    broker = make_broker(options)
     model = Model(policy, buffer_size, history_size)
     real: list[Subscription] = []
 

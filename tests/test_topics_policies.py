@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from brokers import make_broker
 
 from trio_sse._event import Event
-from trio_sse._topics import Broker, OverflowPolicy, Subscription, TopicOptions
+from trio_sse._topics import OverflowPolicy, Subscription, TopicOptions
 
 BYE = Event(comment="evicted", retry=1000)
 
@@ -35,7 +36,7 @@ def options(policy: str, **kwargs: object) -> TopicOptions:
 async def test_evict_ends_the_slow_subscriber_only(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("evict")).topic("t")
+    topic = make_broker(options("evict")).topic("t")
     async with topic.subscribe() as slow, topic.subscribe() as fast:
         start = trio.current_time()
         for i in range(5):
@@ -59,7 +60,7 @@ async def test_evict_ends_the_slow_subscriber_only(
 
 
 async def test_evict_without_final_event() -> None:
-    topic = Broker(TopicOptions(buffer_size=1)).topic("t")
+    topic = make_broker(TopicOptions(buffer_size=1)).topic("t")
     async with topic.subscribe() as sub:
         topic.publish_nowait(Event("a"))
         topic.publish_nowait(Event("b"))
@@ -69,7 +70,7 @@ async def test_evict_without_final_event() -> None:
 
 
 async def test_evicted_while_parked_gets_the_handed_over_event_then_the_final() -> None:
-    topic = Broker(options("evict")).topic("t")
+    topic = make_broker(options("evict")).topic("t")
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         batches: list[list[Event]] = []
 
@@ -87,7 +88,7 @@ async def test_evicted_while_parked_gets_the_handed_over_event_then_the_final() 
 
 
 async def test_evicted_during_receive_wakes_the_reader() -> None:
-    topic = Broker(TopicOptions(buffer_size=1, eviction_event=BYE)).topic("t")
+    topic = make_broker(TopicOptions(buffer_size=1, eviction_event=BYE)).topic("t")
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         got: list[Event] = []
 
@@ -107,7 +108,7 @@ async def test_evicted_during_receive_wakes_the_reader() -> None:
 
 
 async def test_drop_oldest_keeps_the_newest_and_counts() -> None:
-    topic = Broker(options("drop_oldest")).topic("t")
+    topic = make_broker(options("drop_oldest")).topic("t")
     async with topic.subscribe() as sub, topic.subscribe() as fast:
         for i in range(6):
             topic.publish_nowait(Event(str(i)))
@@ -121,7 +122,7 @@ async def test_drop_oldest_keeps_the_newest_and_counts() -> None:
 
 
 async def test_drop_oldest_with_a_parked_reader() -> None:
-    topic = Broker(options("drop_oldest")).topic("t")
+    topic = make_broker(options("drop_oldest")).topic("t")
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         batches: list[list[str | None]] = []
 
@@ -146,7 +147,7 @@ async def test_drop_oldest_with_a_parked_reader() -> None:
 async def test_block_waits_for_room_then_completes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=10)).topic("t")
+    topic = make_broker(options("block", block_deadline=10)).topic("t")
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         await topic.publish(Event("0"))
         await topic.publish(Event("1"))
@@ -172,7 +173,7 @@ async def test_block_waits_for_room_then_completes(
 async def test_block_deadline_evicts_only_the_slow_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=3)).topic("t")
+    topic = make_broker(options("block", block_deadline=3)).topic("t")
     async with topic.subscribe() as slow, topic.subscribe() as fast:
         for i in range(3):
             await topic.publish(Event(str(i)))
@@ -186,7 +187,7 @@ async def test_block_deadline_evicts_only_the_slow_one(
 
 
 async def test_block_with_zero_deadline_evicts_at_once() -> None:
-    topic = Broker(options("block", block_deadline=0)).topic("t")
+    topic = make_broker(options("block", block_deadline=0)).topic("t")
     async with topic.subscribe() as sub:
         for i in range(3):
             await topic.publish(Event(str(i)))
@@ -194,7 +195,7 @@ async def test_block_with_zero_deadline_evicts_at_once() -> None:
 
 
 async def test_block_publish_nowait_evicts_at_once() -> None:
-    topic = Broker(options("block")).topic("t")
+    topic = make_broker(options("block")).topic("t")
     async with topic.subscribe() as sub:
         for i in range(3):
             topic.publish_nowait(Event(str(i)))
@@ -204,7 +205,7 @@ async def test_block_publish_nowait_evicts_at_once() -> None:
 async def test_cancelled_block_publisher_evicts_whom_it_waited_for(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=100)).topic("t")
+    topic = make_broker(options("block", block_deadline=100)).topic("t")
     async with topic.subscribe() as sub:
         topic.publish_nowait(Event("0"))
         topic.publish_nowait(Event("1"))
@@ -219,7 +220,7 @@ async def test_cancelled_block_publisher_evicts_whom_it_waited_for(
 async def test_block_publisher_stops_waiting_when_the_subscriber_leaves(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=100)).topic("t")
+    topic = make_broker(options("block", block_deadline=100)).topic("t")
     sub = topic.subscribe()
     await sub.__aenter__()
     topic.publish_nowait(Event("0"))
@@ -235,7 +236,7 @@ async def test_block_publisher_stops_waiting_when_the_subscriber_leaves(
 async def test_block_keeps_order_with_concurrent_publishers(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=100)).topic("t")
+    topic = make_broker(options("block", block_deadline=100)).topic("t")
     received: list[str | None] = []
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
 
@@ -261,7 +262,7 @@ async def test_block_keeps_order_with_concurrent_publishers(
 async def test_block_with_an_infinite_deadline_waits_for_ever(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=float("inf"))).topic("t")
+    topic = make_broker(options("block", block_deadline=float("inf"))).topic("t")
     async with topic.subscribe() as sub:
         topic.publish_nowait(Event("0"))
         topic.publish_nowait(Event("1"))
@@ -275,7 +276,7 @@ async def test_block_with_an_infinite_deadline_waits_for_ever(
 
 
 async def test_merged_buffer_is_the_largest_and_overflow_uses_the_publishing_topic() -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.declare("small", TopicOptions(buffer_size=1, overflow="drop_oldest"))
     broker.declare("big", TopicOptions(buffer_size=3))
     async with broker.subscribe_many(["small", "big"]) as sub:
@@ -295,7 +296,7 @@ async def test_merged_buffer_is_the_largest_and_overflow_uses_the_publishing_top
 async def test_merged_block_waiter_is_evicted_by_another_topics_overflow(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    broker = Broker()
+    broker = make_broker()
     broker.declare("blk", TopicOptions(buffer_size=1, overflow="block", block_deadline=50))
     broker.declare("drop", TopicOptions(buffer_size=1, overflow="drop_oldest"))
     async with broker.subscribe_many(["blk", "drop"]) as sub, trio.open_nursery() as nursery:
@@ -312,7 +313,9 @@ async def test_merged_block_waiter_is_evicted_by_another_topics_overflow(
 async def test_merged_block_backlog_refills_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    broker = Broker(TopicOptions(buffer_size=1, overflow=OverflowPolicy.BLOCK, block_deadline=50))
+    broker = make_broker(
+        TopicOptions(buffer_size=1, overflow=OverflowPolicy.BLOCK, block_deadline=50)
+    )
     async with broker.subscribe_many(["a", "b"]) as sub, trio.open_nursery() as nursery:
         broker.publish_nowait("a", Event("a1"))
         nursery.start_soon(broker.publish, "b", Event("b1"))
@@ -327,7 +330,7 @@ async def test_merged_block_backlog_refills_in_order(
 async def test_block_deadline_evicts_every_slow_subscriber_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=2)).topic("t")
+    topic = make_broker(options("block", block_deadline=2)).topic("t")
     async with topic.subscribe() as one, topic.subscribe() as two:
         for i in range(3):
             await topic.publish(Event(str(i)))
@@ -339,7 +342,7 @@ async def test_block_deadline_evicts_every_slow_subscriber_at_once(
 async def test_block_backlog_refills_through_receive(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=10)).topic("t")
+    topic = make_broker(options("block", block_deadline=10)).topic("t")
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
         topic.publish_nowait(Event("0"))
         topic.publish_nowait(Event("1"))
@@ -352,7 +355,7 @@ async def test_block_backlog_refills_through_receive(
 async def test_block_backlog_refills_while_replaying(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    topic = Broker(options("block", block_deadline=10)).topic("t")
+    topic = make_broker(options("block", block_deadline=10)).topic("t")
     topic.publish_nowait(Event("old1"))
     topic.publish_nowait(Event("old2"))
     async with topic.subscribe("1") as sub, trio.open_nursery() as nursery:
@@ -366,7 +369,7 @@ async def test_block_backlog_refills_while_replaying(
 
 
 async def test_deliver_to_a_closed_topic() -> None:
-    topic = Broker().topic("t")
+    topic = make_broker().topic("t")
     topic.close()
     with pytest.raises(trio.ClosedResourceError):
         topic.deliver_nowait(Event(id="1"))

@@ -16,6 +16,7 @@ import pytest
 import trio
 import wsproto
 import wsproto.events
+from brokers import make_broker
 from servers import RunningServer
 from trio_websocket import (
     ConnectionClosed,
@@ -189,7 +190,7 @@ async def test_refusals_and_errors(serve_app: ServeApp, caplog: pytest.LogCaptur
 
 
 def topics_app(options: TopicOptions | None = None) -> tuple[App, Broker]:
-    broker = Broker(options or TopicOptions())
+    broker = make_broker(options or TopicOptions())
     for name in ("news", "prices"):
         # An event before anyone subscribes: fresh subscribers then get a start cursor.
         broker.declare(name).publish_nowait(Event("seed"))

@@ -22,6 +22,7 @@ from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
+from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
 from ._errors import EventSourceConnectionError as EventSourceConnectionError
 from ._errors import EventSourceError as EventSourceError
 from ._errors import EventSourceResponseError as EventSourceResponseError
@@ -34,6 +35,9 @@ from ._event import Event as Event
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
+from ._redis import BackplaneStats as BackplaneStats
+from ._redis import RedisBackplane as RedisBackplane
+from ._routes import health_endpoint as health_endpoint
 from ._routes import metrics_endpoint as metrics_endpoint
 from ._routes import publish_endpoint as publish_endpoint
 from ._routes import topic_stream as topic_stream
@@ -81,6 +85,8 @@ __all__ = [
     "METRICS_CONTENT_TYPE",
     "App",
     "Backplane",
+    "BackplaneStats",
+    "BackplaneUnavailableError",
     "Broker",
     "BrokerCollector",
     "Config",
@@ -103,6 +109,7 @@ __all__ = [
     "PlainTextResponse",
     "ProtocolError",
     "ReadyState",
+    "RedisBackplane",
     "RemoteProtocolError",
     "Request",
     "Response",
@@ -120,6 +127,7 @@ __all__ = [
     "__version__",
     "broker_metrics_text",
     "event_frame",
+    "health_endpoint",
     "metrics_endpoint",
     "open_event_source",
     "publish_endpoint",

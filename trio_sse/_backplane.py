@@ -19,19 +19,37 @@ connection, so subscribers only ever see local memory channels.
 would publish in ``publish`` (awaiting the round trip for the id) and run a
 reader task that delivers what every process published, including its own
 events; its ``publish_nowait`` may raise :class:`trio.WouldBlock` if it cannot
-accept an event without waiting.
+accept an event without waiting (:class:`~trio_sse.RedisBackplane`).
+
+Rule 3: ids carry an epoch. An id means something only to the run (local) or
+the stream incarnation (Redis) that assigned it; a browser that comes back with
+an id from another epoch gets the topic's reset event, never a silent replay
+of unrelated events that happen to share its number.
+
+Rule 4: a backplane may keep history that outlives the process (Redis keeps
+the stream). Its :attr:`Backplane.remote_history` then lets a subscription
+resume from an id older than the local history: the subscription registers
+first (fixing the boundary between history and live events), then fetches the
+events between the client's id and that boundary, so the hand-off has no gap
+and no duplicate.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Protocol, final
 
 from ._event import Event
 
 if TYPE_CHECKING:
-    from ._topics import Topic
+    from ._topics import Broker, Topic
 
-__all__ = ["Backplane", "LocalBackplane"]
+__all__ = ["Backplane", "LocalBackplane", "RemoteHistory"]
+
+
+def new_epoch() -> str:
+    """A fresh epoch: 8 random hex digits, distinct across runs in practice."""
+    return secrets.token_hex(4)
 
 
 def _with_id(event: Event, event_id: str) -> Event:
@@ -44,6 +62,33 @@ def _with_id(event: Event, event_id: str) -> Event:
     return Event(
         data=event.data, event=event.event, id=event_id, retry=event.retry, comment=event.comment
     )
+
+
+class RemoteHistory(Protocol):
+    """History kept by a backplane beyond the process (see Rule 4).
+
+    Used by :class:`~trio_sse.Subscription` only; applications never call it.
+    """
+
+    async def wait_ready(self, topic: Topic) -> None:
+        """Wait until *topic*'s boundary (its newest id) is known locally."""
+        ...
+
+    def replayable(self, topic: Topic, event_id: str) -> bool:
+        """Whether *event_id* could be resumed from the remote history."""
+        ...
+
+    async def replay(self, topic: Topic, after: str, until: str) -> list[Event] | None:
+        """The events after *after* up to and including *until*.
+
+        Returns ``None`` when *after* is no longer (or never was) in the
+        remote history: the subscriber then gets the topic's reset event.
+        """
+        ...
+
+    def order_key(self, event_id: str) -> tuple[int, int]:
+        """Sort key that orders events of different topics by publish time."""
+        ...
 
 
 class Backplane(Protocol):
@@ -65,6 +110,19 @@ class Backplane(Protocol):
         """
         ...
 
+    @property
+    def remote_history(self) -> RemoteHistory | None:
+        """History beyond the process, or ``None`` (see Rule 4)."""
+        ...
+
+    def attach(self, broker: Broker) -> None:
+        """Called once by every :class:`~trio_sse.Broker` created on this backplane."""
+        ...
+
+    def topic_added(self, topic: Topic) -> None:
+        """Called when an attached broker creates *topic*."""
+        ...
+
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         """Publish *event* on *topic* without blocking.
 
@@ -74,7 +132,8 @@ class Backplane(Protocol):
                 gets one from the backplane.
 
         Returns:
-            The event as published, with its id.
+            The event as published, with its id, or without one when the id
+            is assigned remotely and not known yet.
 
         Raises:
             trio.WouldBlock: the backplane cannot accept the event without
@@ -108,12 +167,17 @@ class LocalBackplane:
     before the close can never match a new event.
 
     Args:
-        id_prefix: prepended to every assigned id. Ids restart at 1 when the
-            process restarts, so a browser reconnecting to a new process with
-            ``Last-Event-ID: 57`` could silently resume at the new process's
-            event 57. A prefix unique per process run (for example
-            ``f"{int(time.time())}-"``) makes such ids unknown instead, which
-            yields the topic's reset event. Must not contain CR, LF or NUL.
+        id_prefix: prepended to every assigned id. By default it is the
+            backplane's *epoch*, 8 random hex digits and a dash, new for every
+            backplane (so for every process start): ids look like
+            ``3f9a0c1e-57``. A browser that comes back after a restart with
+            ``Last-Event-ID: 3f9a0c1e-57`` then gets the topic's reset event
+            instead of silently resuming at the new run's event 57. Pass
+            ``""`` for bare numbers (tests, or ids that must survive
+            restarts by other means). Must not contain CR, LF or NUL.
+
+    Attributes:
+        id_prefix: the prefix in use.
     """
 
     __slots__ = ("_counters", "_prefix")
@@ -121,12 +185,30 @@ class LocalBackplane:
     #: Topics live in one process: see :attr:`Backplane.cross_process`.
     cross_process = False
 
-    def __init__(self, *, id_prefix: str = "") -> None:
+    def __init__(self, *, id_prefix: str | None = None) -> None:
+        if id_prefix is None:
+            id_prefix = new_epoch() + "-"
         if not isinstance(id_prefix, str):
             raise TypeError(f"id_prefix must be a str, got {type(id_prefix).__name__}")
         Event(id=id_prefix)  # validates: no CR, LF or NUL
         self._prefix = id_prefix
         self._counters: dict[str, int] = {}
+
+    @property
+    def id_prefix(self) -> str:
+        """The prefix of every id this backplane assigns (its epoch)."""
+        return self._prefix
+
+    @property
+    def remote_history(self) -> None:
+        """Always ``None``: the history lives in the topics only."""
+        return None
+
+    def attach(self, broker: Broker) -> None:
+        """Nothing to do: delivery is direct."""
+
+    def topic_added(self, topic: Topic) -> None:
+        """Nothing to do: delivery is direct."""
 
     def _assign(self, topic: Topic, event: Event) -> Event:
         if event.id:

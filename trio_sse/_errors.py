@@ -11,6 +11,7 @@ answer with when the error reaches the edge.
 from __future__ import annotations
 
 __all__ = [
+    "BackplaneUnavailableError",
     "EventSourceConnectionError",
     "EventSourceError",
     "EventSourceResponseError",
@@ -69,6 +70,22 @@ class EventTooLargeError(RemoteProtocolError):
         )
         self.size = size
         self.limit = limit
+
+
+class BackplaneUnavailableError(SSEError):
+    """The broker's backplane cannot take an event now (e.g. Redis is down).
+
+    Nothing was published: the event is not in any stream and no subscriber
+    will see it. Retry later; :func:`~trio_sse.publish_endpoint` answers
+    ``503`` with ``Retry-After``. A publish that was already on its way when
+    the connection broke also raises this error, and may then have reached
+    the stream (Redis does not say): retrying it can duplicate the event.
+
+    Attributes:
+        error_status_hint: 503, the HTTP status that answers this error.
+    """
+
+    error_status_hint = 503
 
 
 class EventSourceError(SSEError):

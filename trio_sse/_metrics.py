@@ -54,6 +54,31 @@ _FAMILIES: Final = (
 )
 
 
+# (suffix, help, kind, BackplaneStats field): only for backplanes with stats().
+_BACKPLANE_FAMILIES: Final = (
+    ("backplane_connected", "1 while the backplane's engine answers.", "gauge", "connected"),
+    ("backplane_reconnects", "Connections to the engine lost.", "counter", "reconnects"),
+    ("backplane_published", "Events this process published.", "counter", "published"),
+    (
+        "backplane_publish_errors",
+        "Events this process failed to publish.",
+        "counter",
+        "publish_errors",
+    ),
+    ("backplane_outbox", "Events waiting for the writer.", "gauge", "outbox"),
+    ("backplane_received", "Entries the reader delivered locally.", "counter", "received"),
+    ("backplane_malformed", "Entries skipped as not events.", "counter", "malformed"),
+    ("backplane_epoch_resets", "Topics whose data the engine lost.", "counter", "epoch_resets"),
+    ("backplane_gaps", "Times the reader fell a stream's length behind.", "counter", "gaps"),
+    ("backplane_lag_seconds", "Creation-to-delivery time of the newest entry.", "gauge", "lag"),
+    (
+        "backplane_last_read_age_seconds",
+        "Time since the reader last heard from the engine.",
+        "gauge",
+        "last_read_age",
+    ),
+)
+
 _MISSING: Final = (
     "trio-sse's Prometheus metrics need the prometheus-client package; "
     "install it with: pip install 'trio-sse[prometheus]'"
@@ -73,7 +98,14 @@ class BrokerCollector:
     ``<namespace>_topic_published_total``, ``…_delivered_total``,
     ``…_dropped_total``, ``…_evicted_total``, ``…_replayed_total``,
     ``…_resets_total``, ``…_history_size`` and
-    ``…_topic_max_subscriber_lag``, each with a ``topic`` label.
+    ``…_topic_max_subscriber_lag``, each with a ``topic`` label. With a
+    backplane that reports health (:class:`~trio_sse.RedisBackplane`), also
+    ``…_backplane_connected``, ``…_backplane_reconnects_total``,
+    ``…_backplane_published_total``, ``…_backplane_publish_errors_total``,
+    ``…_backplane_outbox``, ``…_backplane_received_total``,
+    ``…_backplane_malformed_total``, ``…_backplane_epoch_resets_total``,
+    ``…_backplane_gaps_total``, ``…_backplane_lag_seconds`` and
+    ``…_backplane_last_read_age_seconds``.
 
     Args:
         broker: the broker to report on.
@@ -94,11 +126,32 @@ class BrokerCollector:
 
     def describe(self) -> Iterator[Metric]:
         """Yield the metric families without samples (for registration)."""
-        return self._families({})
+        yield from self._families({})
+        yield from self._backplane_families(None)
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families with one sample per topic."""
-        return self._families(self._broker.stats())
+        yield from self._families(self._broker.stats())
+        stats = getattr(self._broker.backplane, "stats", None)
+        if stats is not None:
+            yield from self._backplane_families(stats())
+
+    def _backplane_families(self, stats: object) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if stats is None and not hasattr(self._broker.backplane, "stats"):
+            return
+        for suffix, help_text, kind, field in _BACKPLANE_FAMILIES:
+            name = f"{self._namespace}_{suffix}"
+            family: CounterMetricFamily | GaugeMetricFamily
+            if kind == "counter":
+                family = CounterMetricFamily(name, help_text)
+            else:
+                family = GaugeMetricFamily(name, help_text)
+            value = None if stats is None else getattr(stats, field)
+            if value is not None:
+                family.add_metric([], float(value))
+            yield family
 
     def _families(self, stats: dict[str, TopicStats]) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from ._app import EventStream, Handler, HTTPException, Request, Response, StreamResponse
+from ._errors import BackplaneUnavailableError
 from ._event import Event
 from ._topics import Broker, Topic
 
-__all__ = ["metrics_endpoint", "publish_endpoint", "topic_stream"]
+__all__ = ["health_endpoint", "metrics_endpoint", "publish_endpoint", "topic_stream"]
 
 TopicSelector: TypeAlias = Sequence[str] | Callable[[Request], Sequence[str]] | None
 Authorize: TypeAlias = Callable[[Request, Sequence[str]], "bool | Awaitable[bool]"]
@@ -173,7 +174,9 @@ def publish_endpoint(
     * anything else: the body as UTF-8 text is the ``data``.
 
     Invalid fields answer ``400`` with the reason. The response is JSON:
-    ``{"topic": ..., "id": ...}`` with the id the topic assigned.
+    ``{"topic": ..., "id": ...}`` with the id the topic assigned. While the
+    backplane cannot publish (Redis unreachable), the answer is ``503`` with
+    ``Retry-After`` and nothing is published.
 
     Args:
         broker: where to publish.
@@ -205,7 +208,13 @@ def publish_endpoint(
         else:
             event = _event_from_fields({"data": await request.text()})
         target: Topic = broker.topic(name)
-        published = await target.publish(event)
+        try:
+            published = await target.publish(event)
+        except BackplaneUnavailableError as exc:
+            retry_after = getattr(broker.backplane, "retry_after", 1)
+            raise HTTPException(503, str(exc), {"Retry-After": str(retry_after)}) from None
+        except ValueError as exc:  # e.g. an id where the backplane assigns ids
+            raise HTTPException(400, str(exc)) from None
         return {"topic": name, "id": published.id}
 
     return handler
@@ -226,6 +235,47 @@ def metrics_endpoint(broker: Broker, *, namespace: str = "trio_sse") -> Handler:
         return Response(
             broker_metrics_text(broker, namespace=namespace),
             media_type=METRICS_CONTENT_TYPE,
+        )
+
+    return handler
+
+
+def health_endpoint(broker: Broker) -> Handler:
+    """A readiness check: ``200`` while the broker can publish, else ``503``.
+
+    With the in-process backplane it always answers ``200``. With
+    :class:`~trio_sse.RedisBackplane` it answers ``503`` (with
+    ``Retry-After``) while Redis is unreachable, so a load balancer stops
+    sending publishers and new subscribers to a process that would fail them.
+    The JSON body carries the backplane's stats.
+
+    Args:
+        broker: the broker to report on.
+
+    Returns:
+        A handler for :meth:`App.add_route` (``GET``).
+    """
+
+    async def handler(request: Request) -> Response:
+        backplane = broker.backplane
+        stats_fn = getattr(backplane, "stats", None)
+        body: dict[str, Any] = {"status": "ok", "topics": len(broker.topics)}
+        status = 200
+        headers: dict[str, str] = {}
+        if stats_fn is not None:
+            stats = stats_fn()
+            body["backplane"] = {
+                field: getattr(stats, field) for field in type(stats).__dataclass_fields__
+            }
+            if not stats.connected:
+                status = 503
+                body["status"] = "unavailable"
+                headers["Retry-After"] = str(getattr(backplane, "retry_after", 1))
+        return Response(
+            json.dumps(body, separators=(",", ":")),
+            status=status,
+            headers=headers,
+            media_type="application/json",
         )
 
     return handler

@@ -244,6 +244,8 @@ class _Entry:
 
 
 _Send = Callable[[_Entry], None]
+#: (topic, client's id, boundary id, events or None for "reset").
+_Fetched = tuple["Topic", str, str, "list[Event] | None"]
 
 
 @final
@@ -313,12 +315,16 @@ class Topic:
             event: the event to publish.
 
         Returns:
-            The event as published, with its id.
+            The event as published, with its id; a networked backplane that
+            assigns ids remotely (:class:`~trio_sse.RedisBackplane`) returns
+            it without one: use :meth:`publish` when you need the id.
 
         Raises:
             TypeError: *event* is not an :class:`Event`.
             trio.ClosedResourceError: the topic is closed.
             trio.WouldBlock: a networked backplane cannot take the event now.
+            BackplaneUnavailableError: a networked backplane cannot reach
+                its engine; nothing was published.
         """
         if type(event) is not Event:
             raise TypeError(f"expected an Event, got {type(event).__name__}")
@@ -341,6 +347,8 @@ class Topic:
         Raises:
             TypeError: *event* is not an :class:`Event`.
             trio.ClosedResourceError: the topic is closed.
+            BackplaneUnavailableError: a networked backplane cannot reach
+                its engine (see :class:`~trio_sse.RedisBackplane`).
 
         Error handling:
             If the caller is cancelled while waiting, the event stays
@@ -511,11 +519,31 @@ class Topic:
         after.reverse()
         return after
 
-    def _reset_for_position(self) -> Event:
+    def _reset_for_position(self, position: str | None = None) -> Event:
         reset = self._reset_event
-        if reset.id is None and self._last_id is not None:
-            reset = _with_id(reset, self._last_id)
+        if position is None:
+            position = self._last_id
+        if reset.id is None and position is not None:
+            reset = _with_id(reset, position)
         return reset
+
+    def _remote_replayable(self, event_id: str) -> bool:
+        history = self.broker.backplane.remote_history
+        return history is not None and history.replayable(self, event_id)
+
+    def _restart(self, position: str) -> None:
+        """A new epoch began (the backplane lost its data): tell subscribers.
+
+        For backplanes: the history is forgotten (its ids belong to the old
+        epoch) and every subscriber receives the topic's reset event, with id
+        *position*, as a live event; a client that reconnects with that id
+        resumes from the new epoch's start.
+        """
+        self._history.clear()
+        self._index.clear()
+        self._trimmed = True
+        self._resets += len(self._subscribers)
+        self.deliver_nowait(_with_id(self._reset_event, position))
 
     # -- subscribing -------------------------------------------------------
 
@@ -620,6 +648,7 @@ class Subscription:
         self._cursor_in = cursor
         self._merge: _Merge | None = None
         self._merged = merged
+        self._plan: list[list[_Entry] | None]
         self._state = _NEW
         self._end_reason: EndReason | None = None
         self._pending: deque[Event] = deque()
@@ -687,7 +716,26 @@ class Subscription:
 
     async def __aenter__(self) -> Subscription:
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._open()
+        history = self._topics[0].broker.backplane.remote_history
+        if history is None:
+            self._open()
+            self._finish_open(())
+            return self
+        # Rule 4 of the backplane: wait until every topic knows its newest
+        # id, register (fixing the history/live boundary), then fetch what
+        # lies between the client's ids and those boundaries.
+        for topic in self._topics:
+            await history.wait_ready(topic)
+        remote = self._open()
+        try:
+            fetched = [
+                (topic, after, until, await history.replay(topic, after, until))
+                for topic, after, until in remote
+            ]
+        except BaseException:
+            self._close()
+            raise
+        self._finish_open(fetched)
         return self
 
     async def __aexit__(
@@ -699,31 +747,53 @@ class Subscription:
         # Synchronous on purpose: must complete even when cancelled.
         self._close()
 
-    def _open(self) -> None:
+    def _open(self) -> list[tuple[Topic, str, str]]:
         # Rule 2: from here to registration there is no checkpoint.
         if self._state != _NEW:
             raise RuntimeError("a Subscription can only be entered once")
         topics = self._topics
         for topic in topics:
             topic._check_open()
+        remote: list[tuple[Topic, str, str]] = []
         if self._merged:
-            self._open_merged()
+            self._open_merged(remote)
         else:
-            self._open_single()
+            self._open_single(remote)
         size = max(t.options.buffer_size for t in topics)
         self._send, self._receive = trio.open_memory_channel[_Entry](size)
         send = self._send_nowait = self._send.send_nowait
         for topic in topics:
             topic._subscribers[self] = send
         self._state = _ACTIVE
+        return remote
 
-    def _open_single(self) -> None:
+    def _finish_open(self, fetched: Iterable[_Fetched]) -> None:
+        """Add the remotely fetched replays (Rule 4 of the backplane)."""
+        if self._merged:
+            self._build_merged(fetched)
+            return
+        for topic, after, until, events in fetched:
+            if self._state != _ACTIVE:
+                return  # evicted while fetching: the stream ends anyway
+            if events is None:
+                self._reset_topic(topic, position=until)
+                self._position = until
+            else:
+                self._pending.extend(events)
+                self._replay_count(topic, len(events))
+                self._position = events[-1].id if events else after
+
+    def _open_single(self, remote: list[tuple[Topic, str, str]]) -> None:
         topic = self._topics[0]
         last_id = self._cursor_in
         if last_id is None:
             self._position = topic._last_id
             return
         entries = topic._entries_after(last_id)
+        if entries is None and topic._remote_replayable(last_id):
+            assert topic._last_id is not None  # wait_ready() made sure
+            remote.append((topic, last_id, topic._last_id))
+            return
         if entries is None:
             self._reset_topic(topic)
             self._position = topic._last_id
@@ -732,11 +802,10 @@ class Subscription:
         self._replay_count(topic, len(entries))
         self._position = entries[-1].event.id if entries else last_id
 
-    def _open_merged(self) -> None:
+    def _open_merged(self, remote: list[tuple[Topic, str, str]]) -> None:
         topics = self._topics
         positions = _parse_cursor(self._cursor_in) if self._cursor_in is not None else {}
-        resets: list[Topic] = []
-        replays: list[list[_Entry]] = []
+        plan: list[list[_Entry] | None] = []
         parts: list[str] = []
         for topic in topics:
             if positions is None:
@@ -745,32 +814,70 @@ class Subscription:
             else:
                 position = positions.get(topic.name)
                 entries = [] if position is None else topic._entries_after(position)
+            if entries is None and position is not None and topic._remote_replayable(position):
+                assert topic._last_id is not None  # wait_ready() made sure
+                remote.append((topic, position, topic._last_id))
+                entries = []  # filled in by _build_merged
+            plan.append(entries)
+            if entries is None or position is None:  # reset or fresh: live from the newest
+                position = topic._last_id or ""
+            parts.append(topic._cursor_prefix + _escape(position))
+        self._merge = _Merge(topics, parts)
+        self._plan = plan
+
+    def _build_merged(self, fetched: Iterable[_Fetched]) -> None:
+        merge = self._merge
+        assert merge is not None
+        plan = self._plan
+        del self._plan
+        topics = self._topics
+        remote = False
+        for topic, _after, until, events in fetched:
+            slot = merge.slots[topic]
+            remote = True
+            if events is None:
+                plan[slot] = None
+                merge.parts[slot] = topic._cursor_prefix + _escape(until)
+            else:
+                plan[slot] = [_Entry(event, 0, 0, 0.0, topic) for event in events]
+        self._position = ",".join(merge.parts)
+        if self._state != _ACTIVE:
+            return  # evicted while fetching: the stream ends anyway
+        replays: list[list[_Entry]] = []
+        for topic, entries in zip(topics, plan, strict=True):
             if entries is None:
-                resets.append(topic)
-                position = None
+                self._reset_topic(topic, merge)
             elif entries:
                 replays.append(entries)
                 self._replay_count(topic, len(entries))
-            if position is None:  # fresh or reset: live from the newest event
-                position = topic._last_id or ""
-            parts.append(topic._cursor_prefix + _escape(position))
-        merge = self._merge = _Merge(topics, parts)
-        self._position = ",".join(parts)
-        pending = self._pending
-        for topic in resets:
-            self._reset_topic(topic, merge)
-        if replays:
-            ordered: Iterable[_Entry] = (
-                replays[0] if len(replays) == 1 else heapq.merge(*replays, key=_by_gseq)
-            )
-            pending.extend(merge.convert(e) for e in ordered)
+        if not replays:
+            return
+        if len(replays) == 1:
+            ordered: Iterable[_Entry] = replays[0]
+        elif remote:
+            # Remote events have no broker sequence: order by publish time.
+            key = topics[0].broker.backplane.remote_history
+            assert key is not None
+            order = key.order_key
 
-    def _reset_topic(self, topic: Topic, merge: _Merge | None = None) -> None:
+            def by_time(entry: _Entry) -> tuple[int, int]:
+                event_id = entry.event.id
+                assert event_id is not None
+                return order(event_id)
+
+            ordered = heapq.merge(*replays, key=by_time)
+        else:
+            ordered = heapq.merge(*replays, key=_by_gseq)
+        self._pending.extend(merge.convert(e) for e in ordered)
+
+    def _reset_topic(
+        self, topic: Topic, merge: _Merge | None = None, *, position: str | None = None
+    ) -> None:
         self.reset = True
         topic._resets += 1
         reset = topic._reset_event
         if merge is None:
-            self._pending.append(topic._reset_for_position())
+            self._pending.append(topic._reset_for_position(position))
         else:
             self._pending.append(_with_id(reset, ",".join(merge.parts)))
 
@@ -1224,6 +1331,7 @@ class Broker:
         self._gseq = 0
         self._closed = False
         _LIVE_BROKERS.add(self)
+        self.backplane.attach(self)
 
     def __repr__(self) -> str:
         return f"<Broker topics={len(self._topics)}>"
@@ -1287,6 +1395,7 @@ class Broker:
         if self._closed:
             raise trio.ClosedResourceError("the broker is closed")
         topic = self._topics[name] = Topic(self, name, options)
+        self.backplane.topic_added(topic)
         return topic
 
     def _forget(self, topic: Topic) -> None:

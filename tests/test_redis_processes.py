@@ -1,0 +1,162 @@
+"""Real server processes sharing topics through a real redis-server.
+
+Two ``trio-sse serve docs.examples.scaled:app`` processes on their own ports
+(what two hosts behind a load balancer without sticky sessions are): a
+browser-like client moves from one to the other with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from redis_servers import RedisServer
+
+from trio_sse import EventSource, MessageEvent, open_event_source
+
+ROOT = Path(__file__).parent.parent
+ADMIN = [("authorization", "Bearer admin-token")]
+
+
+@contextmanager
+def serving(redis_url: str, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``trio-sse serve docs.examples.scaled:app`` on a free port; killed at the end.
+
+    Its log goes to a file (a pipe nobody reads could fill up and stall it).
+    """
+    env = {**os.environ, "TRIO_SSE_REDIS_URL": redis_url}
+    with tempfile.TemporaryFile() as log:
+        command = [sys.executable, "-m", "trio_sse", "serve", "docs.examples.scaled:app"]
+        with subprocess.Popen(
+            [*command, "--port", "0", *extra],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        ) as proc:
+            try:
+                deadline = time.monotonic() + 20
+                while True:
+                    log.seek(0)
+                    found = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", log.read())
+                    if found:
+                        break
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise AssertionError(f"the server did not start:\n{log.read().decode()}")
+                    time.sleep(0.02)
+                yield proc, int(found.group(1))
+            finally:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+async def request(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=None) as client:
+        return await client.request(
+            method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body
+        )
+
+
+def open_stream(port: int, target: str, last_event_id: str = "") -> Any:
+    """``open_event_source`` on a server, failing instead of reconnecting."""
+    url = f"http://127.0.0.1:{port}{target}"
+    return open_event_source(url, last_event_id=last_event_id, max_reconnects=0)
+
+
+async def take(source: EventSource, n: int) -> list[MessageEvent]:
+    return [await anext(source) for _ in range(n)]
+
+
+async def publish(port: int, topic: str, data: str) -> str:
+    result = await request(
+        port, f"/publish/{topic}", method="POST", headers=ADMIN, body=data.encode()
+    )
+    assert result.status_code == 200, result.content
+    event_id = result.json()["id"]
+    assert isinstance(event_id, str)
+    return event_id
+
+
+async def wait_healthy(port: int) -> None:
+    while (await request(port, "/health")).status_code != 200:
+        await trio.sleep(0.05)
+
+
+def test_a_client_moves_between_processes_without_losing_an_event(
+    redis_server: RedisServer,
+) -> None:
+    with serving(redis_server.url) as (_, port_a), serving(redis_server.url) as (_, port_b):
+
+        async def scenario() -> None:
+            with trio.fail_after(20):
+                await wait_healthy(port_a)
+                await wait_healthy(port_b)
+                async with open_stream(port_b, "/events/news") as watcher:
+                    async with open_stream(port_a, "/events/news") as client:
+                        ids = [await publish(port_a, "news", f"e{i}") for i in range(5)]
+                        seen = await take(client, 2)
+                    assert [e.data for e in seen] == ["e0", "e1"]
+                    assert [e.last_event_id for e in seen] == ids[:2]
+                    # Disconnected; more is published, on the other process too.
+                    ids += [await publish(port_b, "news", f"e{i}") for i in range(5, 8)]
+                    last = seen[-1].last_event_id
+                    async with open_stream(port_b, "/events/news", last) as again:
+                        missed = await take(again, 6)
+                        ids.append(await publish(port_a, "news", "e8"))
+                        (live,) = await take(again, 1)
+                    assert [e.data for e in missed] == [f"e{i}" for i in range(2, 8)]
+                    assert [e.last_event_id for e in missed] == ids[2:8]
+                    assert (live.data, live.last_event_id) == ("e8", ids[8])
+                    everything = await take(watcher, 9)
+                assert [e.data for e in everything] == [f"e{i}" for i in range(9)]
+                assert [e.last_event_id for e in everything] == ids
+
+        trio.run(scenario)
+
+
+def test_health_and_publishing_follow_redis(redis_server: RedisServer) -> None:
+    with serving(redis_server.url) as (_, port):
+
+        async def scenario() -> None:
+            with trio.fail_after(20):
+                await wait_healthy(port)
+                async with open_stream(port, "/events/news") as client:
+                    await trio.to_thread.run_sync(redis_server.kill)
+                    while (health := await request(port, "/health")).status_code != 503:
+                        await trio.sleep(0.05)
+                    assert health.headers["retry-after"] == "1"
+                    assert health.json()["backplane"]["connected"] is False
+                    refused = await request(
+                        port, "/publish/news", method="POST", headers=ADMIN, body=b"x"
+                    )
+                    assert refused.status_code == 503
+                    assert refused.headers["retry-after"] == "1"
+                    assert b"nothing was published" in refused.content
+                    await trio.to_thread.run_sync(redis_server.start)
+                    await wait_healthy(port)
+                    await publish(port, "news", "back")
+                    # The stream stayed open through the outage.
+                    (event,) = await take(client, 1)
+                    assert event.data == "back"
+                    assert client.connections == 1
+
+        trio.run(scenario)

@@ -1,0 +1,154 @@
+"""Sans-IO pieces of the Redis Streams backplane: keys, ids, entry format.
+
+No trio and no coredis here: these functions turn topic names into keys,
+events into stream entries and back, and parse the ids that browsers send.
+
+Entry format (what any producer, in any language, may ``XADD``)::
+
+    XADD trio-sse:{prices} * data '{"AAPL": 187.2}' event price
+
+Fields, all optional but at least one must be there:
+
+* ``data``: the event's data (may contain newlines; UTF-8);
+* ``event``: the event type (no CR/LF);
+* ``retry``: the reconnection time in ms (ASCII digits);
+* ``comment``: a comment line (``: ...``) sent before the event;
+* ``epoch``: written by trio-sse itself on the first entry of each publishing
+  batch; other producers must not set it.
+
+Unknown fields are ignored. An entry that cannot be an event (invalid UTF-8,
+a CR in ``event``, non-digits in ``retry``, no field at all) is skipped by
+every process alike, counted as ``malformed`` and logged.
+
+Ids: the SSE id of an entry is ``f"{epoch}-{stream id}"``, e.g.
+``3f9a0c1e-1732960000000-0``: the stream id one-to-one, behind the stream's
+epoch (Rule 3 of the backplane).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from ._event import Event
+
+__all__ = [
+    "epoch_key",
+    "event_from_entry",
+    "fields_for",
+    "key_slot",
+    "order_key",
+    "split_id",
+    "stream_key",
+]
+
+_ID: Final = re.compile(r"([0-9a-f]{1,32})-([0-9]{1,20})-([0-9]{1,20})")
+#: The position before a stream's first entry.
+START: Final = "0-0"
+
+
+def stream_key(prefix: str, topic: str) -> str:
+    """The stream key of *topic*: ``{prefix}{topic}`` with a hash tag.
+
+    The braces make the topic name the Redis Cluster hash tag, so a topic's
+    stream and its epoch key share a slot, and different topics spread over
+    the cluster.
+    """
+    return f"{prefix}{{{topic}}}"
+
+
+def epoch_key(prefix: str, topic: str) -> str:
+    """The key holding *topic*'s current epoch (same slot as its stream)."""
+    return stream_key(prefix, topic) + ":epoch"
+
+
+def split_id(event_id: str) -> tuple[str, str] | None:
+    """``"<epoch>-<ms>-<seq>"`` -> ``(epoch, "<ms>-<seq>")``; None if malformed."""
+    match = _ID.fullmatch(event_id)
+    if match is None:
+        return None
+    return match[1], f"{match[2]}-{match[3]}"
+
+
+def stream_order(stream_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def order_key(event_id: str) -> tuple[int, int]:
+    """Publish-time order of an SSE id of this backplane; (0, 0) if foreign."""
+    parts = split_id(event_id)
+    return (0, 0) if parts is None else stream_order(parts[1])
+
+
+def fields_for(event: Event) -> list[str]:
+    """The entry's field/value pairs, flat, for ``XADD``.
+
+    Raises:
+        ValueError: the event carries an id (the stream assigns ids) or
+            nothing to send.
+    """
+    if event.id:
+        raise ValueError(
+            "the Redis backplane assigns ids (the stream entry id); publish events without an id"
+        )
+    fields: list[str] = []
+    if event.data is not None:
+        fields += ("data", event.data)
+    if event.event is not None:
+        fields += ("event", event.event)
+    if event.retry is not None:
+        fields += ("retry", str(event.retry))
+    if event.comment is not None:
+        fields += ("comment", event.comment)
+    if not fields:
+        raise ValueError("an event needs data, an event type, a retry or a comment")
+    return fields
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8")
+
+
+def event_from_entry(epoch: str, stream_id: str, fields: dict[bytes, bytes]) -> Event | None:
+    """The event of a stream entry, or None if the entry cannot be one."""
+    try:
+        data = _text(fields.get(b"data"))
+        kind = _text(fields.get(b"event"))
+        comment = _text(fields.get(b"comment"))
+        raw_retry = fields.get(b"retry")
+        retry = None
+        if raw_retry is not None:
+            if not (raw_retry.isdigit() and len(raw_retry) <= 19):
+                return None
+            retry = int(raw_retry)
+        if data is None and kind is None and comment is None and retry is None:
+            return None
+        return Event(data=data, event=kind, id=f"{epoch}-{stream_id}", retry=retry, comment=comment)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return None
+
+
+# -- Redis Cluster hash slots (CRC16/XMODEM of the hash tag, mod 16384) ----------
+
+_CRC16: Final = []
+for _byte in range(256):
+    _crc = _byte << 8
+    for _ in range(8):
+        _crc = ((_crc << 1) ^ 0x1021) if _crc & 0x8000 else (_crc << 1)
+    _CRC16.append(_crc & 0xFFFF)
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster slot of *key* (hash tags honoured)."""
+    raw = key.encode("utf-8")
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    crc = 0
+    for byte in raw:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ byte) & 0xFF]
+    return crc % 16384
