@@ -10,7 +10,7 @@ import sys
 import trio
 from servers import RunningServer, start_raw
 
-from trio_sse import App, Event, EventStream, Request
+from trio_sse import App, Event, EventStream, Request, StreamResponse
 
 
 def numbers_app(seen: list[tuple[str | None, str | None]]) -> App:
@@ -139,3 +139,53 @@ async def test_listen_into_a_closed_pipe_exits_quietly(nursery: trio.Nursery) ->
         status = await listener.process.wait()
     assert status == 0
     assert b"Traceback" not in err
+
+
+async def test_listen_post_json_with_a_sentinel(nursery: trio.Nursery) -> None:
+    app = App()
+    bodies: list[bytes] = []
+
+    @app.post("/chat")
+    async def chat(request: Request) -> StreamResponse:
+        bodies.append(await request.body())
+
+        async def run(stream: EventStream) -> None:
+            for word in ("Hello", "there", "[DONE]"):
+                await stream.send(Event(word))
+            await trio.sleep_forever()
+
+        return StreamResponse(run)
+
+    server = await start_raw(nursery, app)
+    with trio.fail_after(20):
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "trio_sse",
+                "listen",
+                f"{server.url}/chat",
+                "--data",
+                '{"prompt": "hi"}',
+                "--sentinel",
+                "[DONE]",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == ["Hello", "there"]
+    assert [json.loads(b) for b in bodies] == [{"prompt": "hi"}]
+
+
+async def test_listen_data_must_be_json() -> None:
+    with trio.fail_after(20):
+        result = await trio.run_process(
+            [sys.executable, "-m", "trio_sse", "listen", "http://127.0.0.1:9/", "--data", "{x"],
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert b"--data is not valid JSON" in result.stderr
+    assert b"Traceback" not in result.stderr

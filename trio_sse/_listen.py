@@ -49,6 +49,14 @@ def add_listen_parser(sub: Any) -> None:
         help="an extra request header (repeatable)",
     )
     p.add_argument(
+        "--data",
+        metavar="JSON",
+        help="send this JSON body with POST (an LLM-style stream); not resent once sent",
+    )
+    p.add_argument(
+        "--sentinel", metavar="DATA", help="stop at an event with this data, e.g. '[DONE]'"
+    )
+    p.add_argument(
         "--retry", type=float, default=3.0, metavar="S", help="reconnection time (default 3 s)"
     )
     p.add_argument(
@@ -91,8 +99,17 @@ async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
         reason = "stream ended" if error is None else f"{type(error).__name__}: {error}"
         print(f"trio-sse listen: {reason}; reconnecting in {delay:.3g} s", file=err, flush=True)
 
+    body: Any = None
+    if args.data is not None:
+        try:
+            body = json.loads(args.data)
+        except ValueError as exc:
+            raise SystemExit(f"trio-sse listen: --data is not valid JSON: {exc}") from None
     async with open_event_source(
         args.url,
+        method="GET" if args.data is None else "POST",
+        json=body,
+        sentinel=args.sentinel,
         headers=_headers(args.header),
         last_event_id=args.last_event_id,
         retry=args.retry,
