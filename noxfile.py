@@ -76,6 +76,13 @@ def bench_codec(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_codec.py", *session.posargs)
 
 
+@nox.session(name="bench-client")
+def bench_client(session: nox.Session) -> None:
+    """Client benchmark: open_event_source vs httpx-sse reading the same stream over a socket."""
+    session.install("-e", ".[client]", "httpx-sse", "sse-starlette")
+    session.run("python", "benchmarks/bench_client.py", *session.posargs)
+
+
 #: Peers of the fan-out load benchmark, installed one by one so that a peer
 #: that cannot be installed is skipped (with a message) instead of failing.
 BENCH_PEERS = ["sse-starlette", "uvicorn[standard]", "aiohttp", "aiohttp-sse", "hypercorn"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -9,11 +10,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import trio
 from backplanes import start_node, wait_connected
 from redis_servers import RedisServer, free_port
+from test_redis_processes import open_stream, request, take
 
-from tests.sse_client import open_request, request
 from trio_sse import Broker, Event, broker_metrics_text
 
 ROOT = Path(__file__).parent.parent
@@ -80,30 +82,28 @@ def test_hypercorn_workers_share_topics_through_redis(redis_server: RedisServer)
                 with trio.fail_after(30):
                     while True:
                         try:
-                            if (await request(port, "/health")).status == 200:
+                            if (await request(port, "/health")).status_code == 200:
                                 break
-                        except OSError:
+                        except (OSError, httpx.TransportError):
                             pass
                         await trio.sleep(0.1)
                     # Several subscribers: the workers accept them as they come.
-                    clients = []
-                    for _ in range(6):
-                        client = open_request(port, "/events/news")
-                        clients.append((client, await client.__aenter__()))
-                        assert (await clients[-1][1].start()).status == 200
-                    for i in range(3):
-                        published = await request(
-                            port,
-                            "/publish/news",
-                            method="POST",
-                            headers=[("authorization", "Bearer admin-token")],
-                            body=f"e{i}".encode(),
-                        )
-                        assert published.status == 200
-                    for _, client in clients:
-                        assert [e.data for e in await client.events(3)] == ["e0", "e1", "e2"]
-                    for manager, _ in clients:
-                        await manager.__aexit__(None, None, None)
+                    async with contextlib.AsyncExitStack() as stack:
+                        clients = [
+                            await stack.enter_async_context(open_stream(port, "/events/news"))
+                            for _ in range(6)
+                        ]
+                        for i in range(3):
+                            published = await request(
+                                port,
+                                "/publish/news",
+                                method="POST",
+                                headers=[("authorization", "Bearer admin-token")],
+                                body=f"e{i}".encode(),
+                            )
+                            assert published.status_code == 200
+                        for client in clients:
+                            assert [e.data for e in await take(client, 3)] == ["e0", "e1", "e2"]
 
             trio.run(scenario)
         except BaseException:
@@ -117,4 +117,3 @@ def test_hypercorn_workers_share_topics_through_redis(redis_server: RedisServer)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-

@@ -7,7 +7,6 @@ browser-like client moves from one to the other with ``Last-Event-ID``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -17,11 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 from redis_servers import RedisServer
 
-from tests.sse_client import open_request, request
+from trio_sse import EventSource, MessageEvent, open_event_source
 
 ROOT = Path(__file__).parent.parent
 ADMIN = [("authorization", "Bearer admin-token")]
@@ -61,18 +62,42 @@ def serving(redis_url: str, *extra: str) -> Iterator[tuple[subprocess.Popen[byte
                 proc.wait(timeout=10)
 
 
+async def request(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=None) as client:
+        return await client.request(
+            method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body
+        )
+
+
+def open_stream(port: int, target: str, last_event_id: str = "") -> Any:
+    """``open_event_source`` on a server, failing instead of reconnecting."""
+    url = f"http://127.0.0.1:{port}{target}"
+    return open_event_source(url, last_event_id=last_event_id, max_reconnects=0)
+
+
+async def take(source: EventSource, n: int) -> list[MessageEvent]:
+    return [await anext(source) for _ in range(n)]
+
+
 async def publish(port: int, topic: str, data: str) -> str:
     result = await request(
         port, f"/publish/{topic}", method="POST", headers=ADMIN, body=data.encode()
     )
-    assert result.status == 200, result.body
-    event_id = json.loads(result.body)["id"]
+    assert result.status_code == 200, result.content
+    event_id = result.json()["id"]
     assert isinstance(event_id, str)
     return event_id
 
 
 async def wait_healthy(port: int) -> None:
-    while (await request(port, "/health")).status != 200:
+    while (await request(port, "/health")).status_code != 200:
         await trio.sleep(0.05)
 
 
@@ -85,26 +110,23 @@ def test_a_client_moves_between_processes_without_losing_an_event(
             with trio.fail_after(20):
                 await wait_healthy(port_a)
                 await wait_healthy(port_b)
-                async with open_request(port_b, "/events/news") as watcher:
-                    assert (await watcher.start()).status == 200
-                    async with open_request(port_a, "/events/news") as client:
-                        assert (await client.start()).status == 200
+                async with open_stream(port_b, "/events/news") as watcher:
+                    async with open_stream(port_a, "/events/news") as client:
                         ids = [await publish(port_a, "news", f"e{i}") for i in range(5)]
-                        seen = await client.events(2)
+                        seen = await take(client, 2)
                     assert [e.data for e in seen] == ["e0", "e1"]
                     assert [e.last_event_id for e in seen] == ids[:2]
                     # Disconnected; more is published, on the other process too.
                     ids += [await publish(port_b, "news", f"e{i}") for i in range(5, 8)]
-                    headers = [("last-event-id", seen[-1].last_event_id)]
-                    async with open_request(port_b, "/events/news", headers=headers) as again:
-                        assert (await again.start()).status == 200
-                        missed = await again.events(6)
+                    last = seen[-1].last_event_id
+                    async with open_stream(port_b, "/events/news", last) as again:
+                        missed = await take(again, 6)
                         ids.append(await publish(port_a, "news", "e8"))
-                        (live,) = await again.events(1)
+                        (live,) = await take(again, 1)
                     assert [e.data for e in missed] == [f"e{i}" for i in range(2, 8)]
                     assert [e.last_event_id for e in missed] == ids[2:8]
                     assert (live.data, live.last_event_id) == ("e8", ids[8])
-                    everything = await watcher.events(9)
+                    everything = await take(watcher, 9)
                 assert [e.data for e in everything] == [f"e{i}" for i in range(9)]
                 assert [e.last_event_id for e in everything] == ids
 
@@ -117,24 +139,24 @@ def test_health_and_publishing_follow_redis(redis_server: RedisServer) -> None:
         async def scenario() -> None:
             with trio.fail_after(20):
                 await wait_healthy(port)
-                async with open_request(port, "/events/news") as client:
-                    assert (await client.start()).status == 200
+                async with open_stream(port, "/events/news") as client:
                     await trio.to_thread.run_sync(redis_server.kill)
-                    while (health := await request(port, "/health")).status != 503:
+                    while (health := await request(port, "/health")).status_code != 503:
                         await trio.sleep(0.05)
                     assert health.headers["retry-after"] == "1"
-                    assert json.loads(health.body)["backplane"]["connected"] is False
+                    assert health.json()["backplane"]["connected"] is False
                     refused = await request(
                         port, "/publish/news", method="POST", headers=ADMIN, body=b"x"
                     )
-                    assert refused.status == 503
+                    assert refused.status_code == 503
                     assert refused.headers["retry-after"] == "1"
-                    assert b"nothing was published" in refused.body
+                    assert b"nothing was published" in refused.content
                     await trio.to_thread.run_sync(redis_server.start)
                     await wait_healthy(port)
                     await publish(port, "news", "back")
                     # The stream stayed open through the outage.
-                    (event,) = await client.events(1)
+                    (event,) = await take(client, 1)
                     assert event.data == "back"
+                    assert client.connections == 1
 
         trio.run(scenario)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._app import App as App
 from ._app import EventStream as EventStream
 from ._app import Headers as Headers
@@ -21,6 +23,9 @@ from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
 from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
+from ._errors import EventSourceConnectionError as EventSourceConnectionError
+from ._errors import EventSourceError as EventSourceError
+from ._errors import EventSourceResponseError as EventSourceResponseError
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
@@ -52,6 +57,28 @@ from ._websocket import WebSocketClosed as WebSocketClosed
 from ._websocket import event_frame as event_frame
 from ._websocket import topic_websocket as topic_websocket
 
+if TYPE_CHECKING:
+    from ._client import EventSource as EventSource
+    from ._client import ReadyState as ReadyState
+    from ._client import open_event_source as open_event_source
+
+#: Names of the client (``trio-sse[client]``), imported on first use so that
+#: the server side does not need httpx.
+_CLIENT_NAMES = frozenset({"EventSource", "ReadyState", "open_event_source"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        try:
+            from . import _client
+        except ImportError as exc:  # pragma: no cover - httpx is a test dependency
+            raise ImportError(
+                f"trio_sse.{name} needs httpx: pip install 'trio-sse[client]' ({exc})"
+            ) from exc
+        return getattr(_client, name)
+    raise AttributeError(f"module 'trio_sse' has no attribute {name!r}")
+
+
 __all__ = [
     "CLOSE_EVICTED",
     "DEFAULT_MAX_EVENT_SIZE",
@@ -65,6 +92,10 @@ __all__ = [
     "Config",
     "Decoder",
     "Event",
+    "EventSource",
+    "EventSourceConnectionError",
+    "EventSourceError",
+    "EventSourceResponseError",
     "EventStream",
     "EventTooLargeError",
     "HTMLResponse",
@@ -77,6 +108,7 @@ __all__ = [
     "OverflowPolicy",
     "PlainTextResponse",
     "ProtocolError",
+    "ReadyState",
     "RedisBackplane",
     "RemoteProtocolError",
     "Request",
@@ -97,6 +129,7 @@ __all__ = [
     "event_frame",
     "health_endpoint",
     "metrics_endpoint",
+    "open_event_source",
     "publish_endpoint",
     "serve",
     "serve_listeners",

@@ -1,4 +1,4 @@
-"""The ``trio-sse`` command line: ``serve MODULE:APP`` and ``demo``.
+"""The ``trio-sse`` command line: ``serve MODULE:APP``, ``demo`` and ``listen URL``.
 
 Signals: SIGINT and SIGTERM start a graceful shutdown (streams end with a
 ``retry:`` hint, in-flight requests get ``shutdown_grace_period``); a second
@@ -26,6 +26,7 @@ import trio
 
 from ._app import App
 from ._config import Config
+from ._listen import add_listen_parser, listen
 from ._server import serve, serve_listeners
 from ._version import __version__
 from ._workers import (
@@ -254,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     p_serve.add_argument(PARENT_FD_OPTION, dest="parent_fd", type=int, help=argparse.SUPPRESS)
     for p in (p_serve, p_demo):
         _config_arguments(p)
+    add_listen_parser(sub)
     return parser
 
 
@@ -284,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``trio-sse`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.command == "listen":
+        raise SystemExit(listen(args))
     several = args.command == "serve" and (args.workers > 1 or args.listen_fds is not None)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
