@@ -91,7 +91,12 @@ async def heartbeats(app: App) -> None:
 
 async def test_config_override(autojump_clock: trio.abc.Clock) -> None:
     app, _ = counting_app()
-    config = Config(heartbeat_interval=2, max_stream_lifetime=5, stream_end_retry=250)
+    config = Config(
+        heartbeat_interval=2,
+        max_stream_lifetime=5,
+        stream_end_retry=250,
+        stream_end_retry_jitter=0,
+    )
     async with open_test_client(app, config=config) as client, client.stream("/quiet") as stream:
         start = trio.current_time()
         assert [e.data for e in await stream.rest()] == ["hello"]

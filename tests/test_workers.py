@@ -577,6 +577,12 @@ async def test_workers_share_topics_through_redis(
                         await trio.sleep(0.05)
             with stopped(b):  # subscribe on worker a
                 stream = await SSE.open(r.port, "/events/news", first_events=0)
+                # The id-only first event says the subscription is registered:
+                # only then can it not miss what is published next.
+                while b"id: " not in stream.raw:
+                    chunk = await stream.stream.receive_some()
+                    assert chunk, stream.raw
+                    stream._feed(chunk)
             with stopped(a):  # publish through worker b
                 published = await post(r.port, "/publish/news", b"hello from b")
             await stream.wait_events(1)
