@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 import trio
 
 from ._config import Config
+from ._edge import json_depth_exceeds
 from ._event import Event
 
 if TYPE_CHECKING:
@@ -401,11 +402,24 @@ class Request:
             raise HTTPException(400, "request body is not valid UTF-8") from None
 
     async def json(self) -> Any:
-        """The body parsed as JSON (400 if it is not)."""
+        """The body parsed as JSON.
+
+        Raises:
+            HTTPException: 400 if it is not JSON, or nests arrays and objects
+                deeper than ``Config.max_json_depth``.
+
+        """
+        body = await self.body()
+        limit = self.app.config.max_json_depth
+        if json_depth_exceeds(body, limit):
+            raise HTTPException(
+                400, f"JSON body nested deeper than {limit} levels (Config.max_json_depth)"
+            )
         try:
-            return json.loads(await self.body())
-        except ValueError as exc:
-            raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HTTPException(400, f"request body is not valid JSON: {reason}") from None
 
     async def form(self) -> dict[str, str]:
         """The body parsed as ``application/x-www-form-urlencoded`` (last value wins)."""

@@ -105,7 +105,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Config):
         name = "--" + f.name.replace("_", "-")
         default = f.default
-        if f.name == "heartbeat_comment":
+        if isinstance(default, str):
             group.add_argument(
                 name, dest=f.name, default=argparse.SUPPRESS, help=f"(default {default!r})"
             )
@@ -121,7 +121,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-_NONE_OK = {"heartbeat_interval", "max_stream_lifetime", "stream_end_retry", "backlog"}
+_NONE_OK = {
+    "heartbeat_interval",
+    "max_stream_lifetime",
+    "stream_end_retry",
+    "backlog",
+    "tcp_keepalive_idle",
+}
 
 
 def _optional(kind: type) -> Any:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from ._app import EventStream, Handler, HTTPException, Request, Response, StreamResponse
+from ._config import Config
 from ._event import Event
 from ._topics import Broker, Topic
 
@@ -99,17 +100,20 @@ def topic_stream(
             names = _requested_topics(request, query_param)
             if not names:
                 raise HTTPException(400, f"name at least one topic, e.g. ?{query_param}=NAME")
-            unknown = [n for n in names if n not in broker.topics]
-            if unknown:
-                raise HTTPException(404, f"no such topic: {', '.join(unknown)}")
         else:
             names = list(topics(request) if callable(topics) else topics)
             if not names:
                 raise HTTPException(400, "no topic selected")
         if len(names) > max_topics:
             raise HTTPException(400, f"at most {max_topics} topics per stream")
+        # Authorize before looking the topics up: a client that may not see
+        # a topic must not learn whether it exists (403 either way).
         if authorize is not None and not await _allowed(authorize(request, names)):
             raise HTTPException(403, "not allowed to subscribe to these topics")
+        if topics is None:
+            unknown = [n for n in names if n not in broker.topics]
+            if unknown:
+                raise HTTPException(404, f"no such topic: {', '.join(unknown)}")
         last_event_id = request.last_event_id or None
         try:
             if len(names) == 1:
@@ -133,7 +137,7 @@ def topic_stream(
     return handler
 
 
-def _event_from_fields(fields: dict[str, Any]) -> Event:
+def _event_from_fields(fields: dict[str, Any], config: Config) -> Event:
     unknown = set(fields) - {"data", "event", "id", "retry", "comment"}
     if unknown:
         raise HTTPException(400, f"unknown event fields: {', '.join(sorted(unknown))}")
@@ -142,19 +146,22 @@ def _event_from_fields(fields: dict[str, Any]) -> Event:
         data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     retry = fields.get("retry")
     if isinstance(retry, str):
-        if not retry.isdigit():
+        # ASCII digits only: "²".isdigit() is true, but int("²") fails.
+        if not (retry.isascii() and retry.isdigit()):
             raise HTTPException(400, f"retry must be a non-negative integer, got {retry!r}")
         retry = int(retry)
     try:
-        return Event(
+        event = Event(
             data=data,
             event=fields.get("event"),
             id=fields.get("id"),
             retry=retry,
             comment=fields.get("comment"),
         )
+        config.check_event(event)
     except (TypeError, ValueError) as exc:
         raise HTTPException(400, str(exc)) from None
+    return event
 
 
 def publish_endpoint(
@@ -190,20 +197,23 @@ def publish_endpoint(
         name = topic if topic is not None else request.path_params.get("topic")
         if not name:
             raise HTTPException(400, "no topic: mount with a {topic} path parameter or topic=")
-        if name not in broker.topics and not broker.create_topics:
-            raise HTTPException(404, f"no such topic: {name}")
+        # Authorize first: the answer must not tell who may not publish
+        # whether the topic exists.
         if not await _allowed(authorize(request, name)):
             raise HTTPException(403, f"not allowed to publish to {name}")
+        if name not in broker.topics and not broker.create_topics:
+            raise HTTPException(404, f"no such topic: {name}")
+        config = request.app.config
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json":
             body = await request.json()
             if not isinstance(body, dict):
                 raise HTTPException(400, "JSON body must be an object with a 'data' field")
-            event = _event_from_fields(body)
+            event = _event_from_fields(body, config)
         elif content_type == "application/x-www-form-urlencoded":
-            event = _event_from_fields(dict(await request.form()))
+            event = _event_from_fields(dict(await request.form()), config)
         else:
-            event = _event_from_fields({"data": await request.text()})
+            event = _event_from_fields({"data": await request.text()}, config)
         target: Topic = broker.topic(name)
         published = await target.publish(event)
         return {"topic": name, "id": published.id}
