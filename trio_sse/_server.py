@@ -355,10 +355,11 @@ def _refuse_now(stream: trio.abc.Stream, data: bytes) -> None:
     if not isinstance(stream, trio.SocketStream):
         return
     sock = stream.socket
+    fd = sock.fileno()
     try:
-        sock.send(data)
+        os.write(fd, data)
         for _ in range(16):
-            if not sock.recv(65536):
+            if not os.read(fd, 65536):
                 break
     except OSError:  # BlockingIOError: nothing more to read now
         pass

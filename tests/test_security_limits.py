@@ -1,0 +1,251 @@
+"""Issue 11, limits at the edge: per-client limits, refusals, keepalive, descriptors.
+
+Real loopback sockets (every client is 127.0.0.1, so per-client limits bite;
+``X-Forwarded-For`` makes other clients when the proxy is trusted).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from h11_client import running
+from servers import RunningServer
+
+from trio_sse import App, Config, Event, EventStream, Request, Server
+
+
+def stream_app(config: Config) -> App:
+    app = App(config=config)
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return "hello"
+
+    @app.stream("/events")
+    async def events(request: Request, stream: EventStream) -> None:
+        await stream.send(Event("hi"))
+        await trio.sleep_forever()
+
+    return app
+
+
+@asynccontextmanager
+async def serving(config: Config) -> AsyncIterator[tuple[Server, int]]:
+    server = Server(stream_app(config), config)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run, listeners)
+        yield server, int(listeners[0].socket.getsockname()[1])
+        nursery.cancel_scope.cancel()
+
+
+async def get(port: int, target: str, headers: bytes = b"") -> tuple[trio.SocketStream, bytes]:
+    """Send a GET; return the connection and a whole reply (or a stream's first event)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(b"GET %s HTTP/1.1\r\nhost: x\r\n%s\r\n" % (target.encode(), headers))
+    raw = b""
+    while not complete(raw):
+        try:
+            data = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            break
+        if not data:
+            break
+        raw += data
+    return stream, raw
+
+
+def complete(raw: bytes) -> bool:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    if b"text/event-stream" in head:
+        return b"data: hi" in body
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+# -- finding 10: TCP keepalive ---------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="Linux socket options")
+async def test_accepted_sockets_get_tcp_keepalive() -> None:
+    cfg = Config(tcp_keepalive_idle=42, tcp_keepalive_interval=7, tcp_keepalive_count=3)
+    with trio.fail_after(5):
+        async with serving(cfg) as (server, port):
+            stream, _ = await get(port, "/events")
+            conn = next(iter(server.connections))
+            sock = conn.stream.socket  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 42
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 7
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            await stream.aclose()
+        async with serving(Config(tcp_keepalive_idle=None)) as (server, port):
+            stream, _ = await get(port, "/events")
+            sock = next(iter(server.connections)).stream.socket  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+            await stream.aclose()
+
+
+# -- finding 1: per-client and global limits -------------------------------------
+
+
+async def test_connections_per_client_get_429_with_retry_after() -> None:
+    cfg = Config(max_connections_per_client=2, retry_after=7)
+    with trio.fail_after(5):
+        async with serving(cfg) as (server, port):
+            held = [(await get(port, "/events"))[0] for _ in range(2)]
+            stream, raw = await get(port, "/")
+            assert raw.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), raw
+            assert b"retry-after: 7\r\n" in raw
+            await stream.aclose()
+            assert server.limits.refusals["max_connections_per_client"] == 1
+            assert server.limits.connections_of("127.0.0.1") == 2
+            await held.pop().aclose()
+            while server.limits.connections_of("127.0.0.1") == 2:
+                await trio.sleep(0.01)
+            stream, raw = await get(port, "/")
+            assert raw.startswith(b"HTTP/1.1 200"), raw
+            await stream.aclose()
+            for s in held:
+                await s.aclose()
+
+
+async def test_streams_per_client_get_429_and_plain_requests_go_on() -> None:
+    cfg = Config(max_streams_per_client=2, retry_after=3)
+    with trio.fail_after(5):
+        async with serving(cfg) as (server, port):
+            held = [(await get(port, "/events"))[0] for _ in range(2)]
+            stream, raw = await get(port, "/events")
+            assert raw.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), raw
+            assert b"retry-after: 3\r\n" in raw
+            await stream.aclose()
+            stream, raw = await get(port, "/")
+            assert raw.startswith(b"HTTP/1.1 200"), raw
+            await stream.aclose()
+            assert server.limits.refusals["max_streams_per_client"] == 1
+            await held.pop().aclose()
+            while server.limits.streams_of("127.0.0.1") == 2:
+                await trio.sleep(0.01)
+            stream, raw = await get(port, "/events")
+            assert b"data: hi" in raw
+            for s in [*held, stream]:
+                await s.aclose()
+
+
+async def test_forwarded_client_is_believed_only_from_trusted_proxies() -> None:
+    trusted = Config(
+        max_streams_per_client=1,
+        trusted_proxies="10.0.0.0/8, 127.0.0.1",
+        client_ip_header="X-Forwarded-For",
+        max_connections_per_client=1,  # a trusted proxy is exempt
+    )
+    with trio.fail_after(5):
+        async with serving(trusted) as (server, port):
+            a, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.1\r\n")
+            assert b"data: hi" in raw
+            # The client wrote the left part itself; 10.1.2.3 is a trusted hop.
+            b, raw = await get(
+                port, "/events", b"x-forwarded-for: 192.0.2.9, 192.0.2.1, 10.1.2.3\r\n"
+            )
+            assert raw.startswith(b"HTTP/1.1 429"), raw
+            c, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.2\r\n")
+            assert b"data: hi" in raw
+            assert server.limits.streams_of("192.0.2.1") == 1
+            assert server.limits.streams_of("192.0.2.2") == 1
+            for s in (a, b, c):
+                await s.aclose()
+        untrusted = Config(max_streams_per_client=1)
+        async with serving(untrusted) as (server, port):
+            a, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.1\r\n")
+            b, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.2\r\n")
+            assert raw.startswith(b"HTTP/1.1 429"), raw
+            for s in (a, b):
+                await s.aclose()
+
+
+def test_client_ip_header_needs_trusted_proxies() -> None:
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        Config(client_ip_header="x-forwarded-for")
+    with pytest.raises(ValueError, match="not an IP address"):
+        Config(trusted_proxies="proxy.example")
+
+
+async def test_streams_per_client_on_either_server(serve_app: object) -> None:
+    app = stream_app(Config(max_streams_per_client=1, heartbeat_interval=None))
+    server: RunningServer = await serve_app(app)  # type: ignore[operator]
+    with trio.fail_after(5):
+        first = await server.request("GET", "/events")
+        assert first.status == 200
+        second = await server.request("GET", "/events")
+        assert second.status == 429
+        assert second.headers["retry-after"] == "1"
+        await second.stream.aclose()
+        await first.stream.aclose()
+
+
+async def test_global_limit_is_503_and_counted() -> None:
+    cfg = Config(max_connections=1, retry_after=2)
+    with trio.fail_after(5):
+        async with serving(cfg) as (server, port):
+            held, _ = await get(port, "/events")
+            stream, raw = await get(port, "/")
+            assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), raw
+            assert b"retry-after: 2\r\n" in raw
+            await stream.aclose()
+            assert server.limits.refusals["max_connections"] == 1
+            await held.aclose()
+
+
+async def test_connect_flood_gets_503_not_resets() -> None:
+    """Far more refused connections than the refusal pool: each still reads a 503."""
+    cfg = Config(max_connections=1, max_refusing=4, close_linger=0.5)
+    outcomes: dict[str, int] = {"503": 0, "reset": 0, "other": 0}
+
+    async def client(port: int) -> None:
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            raw = b""
+            while data := await stream.receive_some(65536):
+                raw += data
+            await stream.aclose()
+        except (trio.BrokenResourceError, OSError):
+            outcomes["reset"] += 1
+            return
+        outcomes["503" if raw.startswith(b"HTTP/1.1 503") else "other"] += 1
+
+    with trio.fail_after(10):
+        async with serving(cfg) as (server, port):
+            held, _ = await get(port, "/events")
+            async with trio.open_nursery() as nursery:
+                for _ in range(200):
+                    nursery.start_soon(client, port)
+            await held.aclose()
+            assert server.limits.refusals["refusal_not_awaited"] > 0
+    assert outcomes["503"] == 200, outcomes
+
+
+async def test_descriptor_limit_warning(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with trio.fail_after(5):
+        async with running(App(), Config(max_connections=soft)):
+            pass
+    assert "file-descriptor limit" in caplog.text
+    caplog.clear()
+    with trio.fail_after(5):
+        async with running(App(), Config(max_connections=max(1, soft // 2 - 300))):
+            pass
+    assert "file-descriptor limit" not in caplog.text
