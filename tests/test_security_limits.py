@@ -249,3 +249,21 @@ async def test_descriptor_limit_warning(
         async with running(App(), Config(max_connections=max(1, soft // 2 - 300))):
             pass
     assert "file-descriptor limit" not in caplog.text
+
+
+async def test_refusals_are_served_as_metrics() -> None:
+    from trio_sse import Broker, metrics_endpoint
+
+    cfg = Config(max_streams_per_client=1)
+    with trio.fail_after(5):
+        async with serving(cfg) as (server, port):
+            server.app.add_route("/metrics", metrics_endpoint(Broker()))
+            held, _ = await get(port, "/events")
+            refused, raw = await get(port, "/events")
+            assert raw.startswith(b"HTTP/1.1 429"), raw
+            metrics, raw = await get(port, "/metrics")
+            for s in (held, refused, metrics):
+                await s.aclose()
+    assert server.app.refusals["max_streams_per_client"] == 1
+    assert b'trio_sse_refusals_total{reason="max_streams_per_client"} 1.0' in raw, raw
+    assert b'trio_sse_refusals_total{reason="max_connections"} 0.0' in raw

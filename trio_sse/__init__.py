@@ -26,6 +26,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._limits import ClientLimits as ClientLimits
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
@@ -56,6 +57,7 @@ __all__ = [
     "Backplane",
     "Broker",
     "BrokerCollector",
+    "ClientLimits",
     "Config",
     "Decoder",
     "Event",

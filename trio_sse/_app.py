@@ -45,6 +45,7 @@ import trio
 from ._config import Config
 from ._edge import json_depth_exceeds
 from ._event import Event
+from ._limits import REFUSAL_REASONS
 
 if TYPE_CHECKING:
     from ._asgi import Receive, Scope, Send
@@ -537,6 +538,9 @@ class App:
         self.websocket_routes: list[WebSocketRoute] = []
         self.config = config if config is not None else Config()
         self.state = SimpleNamespace()
+        #: Requests and connections refused by the edge limits, by reason
+        #: (see :class:`~trio_sse.ClientLimits`); served by metrics_endpoint.
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._lifespan = lifespan
         self._background: list[Callable[[], Awaitable[None]]] = []
 

@@ -99,7 +99,7 @@ def client_limits(app: App) -> ClientLimits:
     """The :class:`ClientLimits` the ASGI adapter keeps for ``app`` in this process."""
     limits = _APP_LIMITS.get(app)
     if limits is None or limits.config is not app.config:
-        limits = _APP_LIMITS[app] = ClientLimits(app.config)
+        limits = _APP_LIMITS[app] = ClientLimits(app.config, app.refusals)
     return limits
 
 

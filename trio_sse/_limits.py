@@ -48,6 +48,8 @@ class ClientLimits:
 
     Args:
         config: supplies the limits and the trusted proxies.
+        refusals: the dict to count refusals in (servers pass
+            :attr:`App.refusals`, so metrics find them); default a new one.
 
     Attributes:
         refusals: refusals so far by reason: ``max_connections`` (503, the
@@ -58,13 +60,15 @@ class ClientLimits:
 
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, refusals: dict[str, int] | None = None) -> None:
         self.config = config
         self._proxies = config.proxy_networks()
         self._header = config.client_ip_header.lower()
         self._connections: dict[str, int] = {}
         self._streams: dict[str, int] = {}
-        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.refusals = refusals if refusals is not None else dict.fromkeys(REFUSAL_REASONS, 0)
+        for reason in REFUSAL_REASONS:
+            self.refusals.setdefault(reason, 0)
 
     def is_trusted_proxy(self, host: str | None) -> bool:
         """Whether ``host`` is one of ``Config.trusted_proxies``."""

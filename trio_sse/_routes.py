@@ -224,7 +224,9 @@ def publish_endpoint(
 def metrics_endpoint(broker: Broker, *, namespace: str = "trio_sse") -> Handler:
     """A route handler serving the broker's metrics in Prometheus text format.
 
-    Needs ``prometheus-client`` (``pip install trio-sse[prometheus]``).
+    Needs ``prometheus-client`` (``pip install trio-sse[prometheus]``). Also
+    reports the App's refusal counters (:attr:`App.refusals`) as
+    ``<namespace>_refusals_total{reason=...}``.
 
     Args:
         broker: the broker to report on.
@@ -234,7 +236,7 @@ def metrics_endpoint(broker: Broker, *, namespace: str = "trio_sse") -> Handler:
 
     async def handler(request: Request) -> Response:
         return Response(
-            broker_metrics_text(broker, namespace=namespace),
+            broker_metrics_text(broker, namespace=namespace, refusals=request.app.refusals),
             media_type=METRICS_CONTENT_TYPE,
         )
 

@@ -181,7 +181,7 @@ class Server:
         self._running_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._rejecting = 0
-        self.limits = ClientLimits(config)
+        self.limits = ClientLimits(config, app.refusals)
         self.heartbeat_chunk = Event(comment=config.heartbeat_comment).encode_chunk()
         self.heartbeat_raw = config.heartbeat_bytes()
 
