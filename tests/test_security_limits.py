@@ -99,7 +99,7 @@ async def test_accepted_sockets_get_tcp_keepalive() -> None:
 
 
 async def test_connections_per_client_get_429_with_retry_after() -> None:
-    cfg = Config(max_connections_per_client=2, retry_after=7)
+    cfg = Config(max_connections_per_client=2, retry_after=7, trusted_proxies="")
     with trio.fail_after(5):
         async with serving(cfg) as (server, port):
             held = [(await get(port, "/events"))[0] for _ in range(2)]
@@ -120,7 +120,7 @@ async def test_connections_per_client_get_429_with_retry_after() -> None:
 
 
 async def test_streams_per_client_get_429_and_plain_requests_go_on() -> None:
-    cfg = Config(max_streams_per_client=2, retry_after=3)
+    cfg = Config(max_streams_per_client=2, retry_after=3, trusted_proxies="")
     with trio.fail_after(5):
         async with serving(cfg) as (server, port):
             held = [(await get(port, "/events"))[0] for _ in range(2)]
@@ -163,7 +163,7 @@ async def test_forwarded_client_is_believed_only_from_trusted_proxies() -> None:
             assert server.limits.streams_of("192.0.2.2") == 1
             for s in (a, b, c):
                 await s.aclose()
-        untrusted = Config(max_streams_per_client=1)
+        untrusted = Config(max_streams_per_client=1, trusted_proxies="")
         async with serving(untrusted) as (server, port):
             a, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.1\r\n")
             b, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.2\r\n")
@@ -174,13 +174,13 @@ async def test_forwarded_client_is_believed_only_from_trusted_proxies() -> None:
 
 def test_client_ip_header_needs_trusted_proxies() -> None:
     with pytest.raises(ValueError, match="trusted_proxies"):
-        Config(client_ip_header="x-forwarded-for")
+        Config(client_ip_header="x-forwarded-for", trusted_proxies="")
     with pytest.raises(ValueError, match="not an IP address"):
         Config(trusted_proxies="proxy.example")
 
 
 async def test_streams_per_client_on_either_server(serve_app: object) -> None:
-    app = stream_app(Config(max_streams_per_client=1, heartbeat_interval=None))
+    app = stream_app(Config(max_streams_per_client=1, heartbeat_interval=None, trusted_proxies=""))
     server: RunningServer = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
         first = await server.request("GET", "/events")
@@ -254,7 +254,7 @@ async def test_descriptor_limit_warning(
 async def test_refusals_are_served_as_metrics() -> None:
     from trio_sse import Broker, metrics_endpoint
 
-    cfg = Config(max_streams_per_client=1)
+    cfg = Config(max_streams_per_client=1, trusted_proxies="")
     with trio.fail_after(5):
         async with serving(cfg) as (server, port):
             server.app.add_route("/metrics", metrics_endpoint(Broker()))
@@ -267,3 +267,15 @@ async def test_refusals_are_served_as_metrics() -> None:
     assert server.app.refusals["max_streams_per_client"] == 1
     assert b'trio_sse_refusals_total{reason="max_streams_per_client"} 1.0' in raw, raw
     assert b'trio_sse_refusals_total{reason="max_connections"} 0.0' in raw
+
+
+async def test_loopback_is_a_trusted_proxy_by_default() -> None:
+    """A local proxy carries many clients: by default it is not limited per client."""
+    cfg = Config(max_streams_per_client=1, max_connections_per_client=1)
+    with trio.fail_after(5):
+        async with serving(cfg) as (server, port):
+            held = [await get(port, "/events") for _ in range(3)]
+            assert all(b"data: hi" in raw for _, raw in held)
+            assert server.app.refusals["max_streams_per_client"] == 0
+            for s, _ in held:
+                await s.aclose()

@@ -20,6 +20,8 @@ from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
+from ._cors import CORS as CORS
+from ._cors import cross_site_refusal as cross_site_refusal
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
@@ -51,6 +53,7 @@ from ._websocket import topic_websocket as topic_websocket
 
 __all__ = [
     "CLOSE_EVICTED",
+    "CORS",
     "DEFAULT_MAX_EVENT_SIZE",
     "METRICS_CONTENT_TYPE",
     "App",
@@ -89,6 +92,7 @@ __all__ = [
     "WebSocketRoute",
     "__version__",
     "broker_metrics_text",
+    "cross_site_refusal",
     "event_frame",
     "metrics_endpoint",
     "publish_endpoint",

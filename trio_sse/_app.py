@@ -49,6 +49,7 @@ from ._limits import REFUSAL_REASONS
 
 if TYPE_CHECKING:
     from ._asgi import Receive, Scope, Send
+    from ._cors import CORS
     from ._websocket import WebSocket
 
 __all__ = [
@@ -516,6 +517,8 @@ class App:
             tear-down of shared resources).
         config: default server :class:`Config` for this app (a server may be
             given another).
+        cors: which other origins browsers may let read responses
+            (:class:`~trio_sse.CORS`); ``None``: same-origin only.
 
     Example::
 
@@ -533,8 +536,15 @@ class App:
 
     """
 
-    def __init__(self, *, lifespan: Lifespan | None = None, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        lifespan: Lifespan | None = None,
+        config: Config | None = None,
+        cors: CORS | None = None,
+    ) -> None:
         self.routes: list[Route] = []
+        self.cors = cors
         self.websocket_routes: list[WebSocketRoute] = []
         self.config = config if config is not None else Config()
         self.state = SimpleNamespace()

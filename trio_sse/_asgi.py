@@ -70,6 +70,7 @@ from ._app import (
     to_response,
 )
 from ._config import Config
+from ._cors import add_cors_headers
 from ._edge import request_head_error
 from ._event import Event
 from ._limits import ClientLimits
@@ -436,6 +437,10 @@ class _Exchange:
             response = PlainTextResponse(refused + "\n", 400, {"connection": "close"})
             await self._respond(response, head_only)
             return
+        cors = self.app.cors
+        if cors is not None and (preflight := cors.preflight(request)) is not None:
+            await self._respond(preflight, False)
+            return
         route, params, allowed = self.app.resolve(method, request.path)
         if route is None:
             if allowed:
@@ -444,6 +449,7 @@ class _Exchange:
                 )
             else:
                 response = PlainTextResponse("not found\n", 404)
+            add_cors_headers(request, response.headers)
             await self._respond(response, head_only)
             return
         request.path_params = params
@@ -462,6 +468,7 @@ class _Exchange:
         except Exception:
             logger.exception("handler for %s %s raised", request.method, request.path)
             response = PlainTextResponse("internal server error\n", 500)
+        add_cors_headers(request, response.headers)
         if isinstance(response, StreamResponse):
             if head_only:
                 await self._stream(request, response, True)

@@ -75,7 +75,10 @@ class Config:
             named by ``client_ip_header`` when the peer is a trusted proxy.
         trusted_proxies: comma-separated addresses or networks
             (``"10.0.0.0/8, 127.0.0.1"``) of the proxies in front of the
-            server; ``""``: none.
+            server; ``""``: none. Peers in this list are not limited per
+            client (they carry many clients) unless ``client_ip_header``
+            names the client. Default: loopback, where a local proxy (or a
+            load test) connects from.
         client_ip_header: a header (``"x-forwarded-for"``) naming the client
             address, believed only on connections from ``trusted_proxies``;
             ``""``: key every limit on the peer address.
@@ -119,7 +122,7 @@ class Config:
     backlog: int | None = None
     max_connections_per_client: int = 256
     max_streams_per_client: int = 128
-    trusted_proxies: str = ""
+    trusted_proxies: str = "127.0.0.1, ::1"
     client_ip_header: str = ""
     max_refusing: int = 256
     tcp_keepalive_idle: int | None = 60

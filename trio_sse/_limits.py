@@ -14,9 +14,11 @@ Who the client is:
   ``X-Forwarded-For`` list each proxy appends the address it saw, so the
   client is the right-most address that is not itself a trusted proxy
   (addresses further left were written by the client and prove nothing).
+* Rule 3: a trusted proxy without ``client_ip_header`` is not limited per
+  client at all (it carries many clients who cannot be told apart).
 
-Connections from a trusted proxy are never limited per client (one proxy
-carries many clients); streams are, by the forwarded address.
+Connections from a trusted proxy are never limited per client; streams are,
+by the forwarded address (Rule 2).
 
 Refusals are counted by reason in :attr:`ClientLimits.refusals`, for metrics.
 """
@@ -82,8 +84,10 @@ class ClientLimits:
 
     def client_key(self, peer: str | None, headers: Headers) -> str | None:
         """The address limits are keyed on (see the module's rules); ``None``: unknown."""
-        if not self._header or not self.is_trusted_proxy(peer):
+        if not self.is_trusted_proxy(peer):
             return peer
+        if not self._header:
+            return None  # Rule 3
         values = headers.getall(self._header)
         hops = [h.strip() for v in values for h in v.split(",") if h.strip()]
         for hop in reversed(hops):

@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 from ._app import EventStream, Handler, HTTPException, Request, Response, StreamResponse
 from ._config import Config
+from ._cors import cross_site_refusal
 from ._event import Event
 from ._topics import Broker, Topic
 
@@ -165,7 +166,12 @@ def _event_from_fields(fields: dict[str, Any], config: Config) -> Event:
 
 
 def publish_endpoint(
-    broker: Broker, *, authorize: PublishAuthorize, topic: str | None = None
+    broker: Broker,
+    *,
+    authorize: PublishAuthorize,
+    topic: str | None = None,
+    csrf_protection: bool = True,
+    allow_simple_cross_origin: bool = False,
 ) -> Handler:
     """A route handler that publishes the request body as an event.
 
@@ -179,7 +185,9 @@ def publish_endpoint(
     * ``application/x-www-form-urlencoded``: the same fields;
     * anything else: the body as UTF-8 text is the ``data``.
 
-    Invalid fields answer ``400`` with the reason. The response is JSON:
+    Invalid fields answer ``400`` with the reason, as do an ``id`` longer
+    than ``Config.max_event_id_length`` and a ``retry`` over
+    ``Config.max_retry``. The response is JSON:
     ``{"topic": ..., "id": ...}`` with the id the topic assigned.
 
     Args:
@@ -188,6 +196,14 @@ def publish_endpoint(
             before the body is read; ``False`` answers ``403``. Required: pass
             ``lambda request, topic: True`` to allow everyone, deliberately.
         topic: a fixed topic name.
+        csrf_protection: refuse cross-site requests with ``403`` before
+            ``authorize`` runs (see :func:`~trio_sse.cross_site_refusal`):
+            only same-origin requests, non-browser clients, and requests from
+            origins the App's :class:`~trio_sse.CORS` allows (with a JSON
+            body, which the browser preflights) may publish. Leave it on when
+            ``authorize`` checks a cookie.
+        allow_simple_cross_origin: also accept form and ``text/plain`` bodies
+            from CORS-allowed origins.
 
     Returns:
         A handler for :meth:`App.add_route` (``methods=["POST"]``).
@@ -197,6 +213,10 @@ def publish_endpoint(
         name = topic if topic is not None else request.path_params.get("topic")
         if not name:
             raise HTTPException(400, "no topic: mount with a {topic} path parameter or topic=")
+        if csrf_protection:
+            refused = cross_site_refusal(request, allow_simple=allow_simple_cross_origin)
+            if refused is not None:
+                raise HTTPException(403, refused)
         # Authorize first: the answer must not tell who may not publish
         # whether the topic exists.
         if not await _allowed(authorize(request, name)):

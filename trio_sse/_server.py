@@ -73,6 +73,7 @@ from ._app import (
     to_response,
 )
 from ._config import Config
+from ._cors import add_cors_headers
 from ._edge import request_head_error
 from ._event import Event
 from ._limits import ClientLimits
@@ -838,6 +839,9 @@ class _Connection:
             client=self.client,
             body_reader=self._read_body,
         )
+        if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
+            await self._send_response(preflight, False)
+            return True
         if app.websocket_routes and is_websocket_upgrade(event.method, list(event.headers)):
             ws_route, ws_params = app.resolve_websocket(request.path)
             if ws_route is not None:
@@ -846,12 +850,13 @@ class _Connection:
         route, params, allowed = app.resolve(method, request.path)
         if route is None:
             if allowed:
-                await self._send_response(
-                    PlainTextResponse("method not allowed\n", 405, {"allow": ", ".join(allowed)}),
-                    method == "HEAD",
+                missing = PlainTextResponse(
+                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
                 )
             else:
-                await self._send_response(PlainTextResponse("not found\n", 404), method == "HEAD")
+                missing = PlainTextResponse("not found\n", 404)
+            add_cors_headers(request, missing.headers)
+            await self._send_response(missing, method == "HEAD")
             return True
         request.path_params = params
         try:
@@ -864,6 +869,7 @@ class _Connection:
             logger.exception("handler for %s %s raised", method, request.path)
             self._must_close = True
             response = PlainTextResponse("internal server error\n", 500)
+        add_cors_headers(request, response.headers)
         if isinstance(response, StreamResponse):
             if method == "HEAD":
                 return await self._stream(request, response, True)
