@@ -178,7 +178,7 @@ async def test_publish_refuses_cross_site_requests(
 
 
 async def test_csrf_settings(serve_app: object) -> None:
-    app, broker = cors_app(CORS([ALLOWED]), allow_simple_cross_origin=True)
+    app, _ = cors_app(CORS([ALLOWED]), allow_simple_cross_origin=True)
     server: RunningServer = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
         async with server.client() as client:
@@ -186,7 +186,7 @@ async def test_csrf_settings(serve_app: object) -> None:
             assert r.status_code == 200, r.text
             r = await client.post("/publish/news", headers={**FORM, "origin": EVIL}, content=b"")
             assert r.status_code == 403
-    app, broker = cors_app(None, csrf_protection=False)
+    app, _ = cors_app(None, csrf_protection=False)
     server = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
         async with server.client() as client:

@@ -14,6 +14,11 @@ from ._app import Response as Response
 from ._app import Route as Route
 from ._app import StreamResponse as StreamResponse
 from ._app import WebSocketRoute as WebSocketRoute
+from ._auth import JWTAuth as JWTAuth
+from ._auth import bearer_token as bearer_token
+from ._auth import cookie_value as cookie_value
+from ._auth import query_token as query_token
+from ._auth import secret_matches as secret_matches
 from ._backplane import Backplane as Backplane
 from ._backplane import LocalBackplane as LocalBackplane
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
@@ -70,6 +75,7 @@ __all__ = [
     "HTTPException",
     "Headers",
     "JSONResponse",
+    "JWTAuth",
     "LocalBackplane",
     "LocalProtocolError",
     "MessageEvent",
@@ -91,11 +97,15 @@ __all__ = [
     "WebSocketClosed",
     "WebSocketRoute",
     "__version__",
+    "bearer_token",
     "broker_metrics_text",
+    "cookie_value",
     "cross_site_refusal",
     "event_frame",
     "metrics_endpoint",
     "publish_endpoint",
+    "query_token",
+    "secret_matches",
     "serve",
     "serve_listeners",
     "topic_stream",

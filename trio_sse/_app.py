@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
+import time
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import (
@@ -263,10 +265,14 @@ class StreamResponse:
             ends when it returns.
         status: the status code (200).
         headers: extra headers besides the event-stream ones.
+        expires_at: end the stream at this Unix time (a credential's
+            expiry), like ``Config.max_stream_lifetime`` does: the handler is
+            cancelled and the final ``retry:`` event sent, so the client
+            reconnects and authenticates again.
 
     """
 
-    __slots__ = ("handler", "headers", "status")
+    __slots__ = ("expires_at", "handler", "headers", "status")
 
     def __init__(
         self,
@@ -274,10 +280,20 @@ class StreamResponse:
         *,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
+        expires_at: float | None = None,
     ) -> None:
         self.handler = handler
         self.status = status
         self.headers = dict(headers or {})
+        self.expires_at = expires_at
+
+    def deadline(self, lifetime: float | None) -> float:
+        """The trio deadline of the stream: ``lifetime`` or :attr:`expires_at`, the sooner."""
+        now = trio.current_time()
+        deadline = math.inf if lifetime is None else now + lifetime
+        if self.expires_at is not None:
+            deadline = min(deadline, now + self.expires_at - time.time())
+        return deadline
 
     def header_list(self) -> HeaderList:
         """The event-stream headers plus any extra ones."""

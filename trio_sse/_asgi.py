@@ -530,8 +530,7 @@ class _Exchange:
         await self.write(b"")
         event_stream = _ASGIEventStream(self, request.last_event_id)
         with trio.CancelScope() as stop:
-            if cfg.max_stream_lifetime is not None:
-                stop.deadline = trio.current_time() + cfg.max_stream_lifetime
+            stop.deadline = response.deadline(cfg.max_stream_lifetime)
             async with trio.open_nursery() as nursery:
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, cfg.heartbeat_interval)

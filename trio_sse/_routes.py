@@ -58,6 +58,7 @@ def topic_stream(
     max_topics: int = 8,
     max_batch: int = 64,
     authorize: Authorize | None = None,
+    expires_at: Callable[[Request], float | None] | None = None,
 ) -> Handler:
     """A route handler streaming one or several topics to each client.
 
@@ -83,7 +84,12 @@ def topic_stream(
         max_topics: the most topics one stream may carry (``400`` beyond).
         max_batch: the most queued events sent in one write.
         authorize: optional ``(request, topic_names) -> bool`` (or awaitable);
-            ``False`` answers ``403``.
+            ``False`` answers ``403``. It runs on every request, resumes
+            included, before any history is replayed, so a client that lost
+            a right gets nothing more of that topic.
+        expires_at: optional ``request -> Unix time`` (a credential's expiry,
+            e.g. :meth:`JWTAuth.expires_at`): the stream ends then with the
+            final ``retry:`` event, and the client must authenticate again.
 
     Returns:
         A handler for :meth:`App.add_route` (``GET``).
@@ -133,7 +139,9 @@ def topic_stream(
                 while batch := await subscription.receive_batch(max_batch):
                     await stream.send_many(batch)
 
-        return StreamResponse(run)
+        return StreamResponse(
+            run, expires_at=expires_at(request) if expires_at is not None else None
+        )
 
     return handler
 

@@ -955,8 +955,7 @@ class _Connection:
             nursery.start_soon(self._watch, nursery.cancel_scope, chunked, cfg.heartbeat_interval)
             with trio.CancelScope() as stop:
                 self._interruptible = stop
-                if cfg.max_stream_lifetime is not None:
-                    stop.deadline = trio.current_time() + cfg.max_stream_lifetime
+                stop.deadline = response.deadline(cfg.max_stream_lifetime)
                 if self.server.stopping:
                     stop.cancel()
                 try:
