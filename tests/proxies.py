@@ -106,8 +106,7 @@ def nginx_binary() -> str:
 def start_hypercorn(app: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--worker-class", "trio"]
-        + ["--bind", f"127.0.0.1:{port}", app],
+        [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", f"127.0.0.1:{port}", app],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
