@@ -184,3 +184,25 @@ async def test_query_token_stays_out_of_the_logs(
     assert trio_sse_logs, "the handler error is logged"
     assert all("TOPSECRET" not in r.getMessage() for r in trio_sse_logs)
     assert "TOPSECRET" not in repr(make_request(b"/boom?access_token=TOPSECRET", []))
+
+
+async def test_security_doc_snippets_run(serve_app: object) -> None:
+    """docs/security.md's Python blocks, run in order as one program, then served."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 4
+    namespace: dict[str, object] = {}
+    exec(compile("\n".join(blocks), "docs/security.md", "exec"), namespace)
+    app = namespace["app"]
+    assert isinstance(app, App)
+    server: RunningServer = await serve_app(app)  # type: ignore[operator]
+    with trio.fail_after(5):
+        async with server.client() as client:
+            forged = await client.post("/settings", headers={"origin": "https://evil.example"})
+            assert forged.status_code == 403
+            assert (await client.post("/settings")).json() == {"saved": True}
+            assert (await client.get("/events/news")).status_code == 403
+            assert (await client.get("/jwt/events/news")).status_code == 401
