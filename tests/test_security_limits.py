@@ -279,3 +279,31 @@ async def test_loopback_is_a_trusted_proxy_by_default() -> None:
             assert server.app.refusals["max_streams_per_client"] == 0
             for s, _ in held:
                 await s.aclose()
+
+
+def test_edge_limits_are_command_line_options() -> None:
+    from trio_sse._cli import _build_config, _parser
+
+    args = _parser().parse_args(
+        [
+            "demo",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--client-ip-header",
+            "x-forwarded-for",
+            "--max-streams-per-client",
+            "4",
+            "--tcp-keepalive-idle",
+            "none",
+            "--max-json-depth",
+            "8",
+        ]
+    )
+    cfg = _build_config(Config(), args)
+    assert cfg.trusted_proxies == "10.0.0.0/8"
+    assert cfg.client_ip_header == "x-forwarded-for"
+    assert cfg.max_streams_per_client == 4
+    assert cfg.tcp_keepalive_idle is None
+    assert cfg.max_json_depth == 8
+    with pytest.raises(SystemExit, match="not an IP address"):
+        _build_config(Config(), _parser().parse_args(["demo", "--trusted-proxies", "nope"]))
