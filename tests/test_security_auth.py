@@ -7,7 +7,9 @@ authorized again before anything is replayed.
 from __future__ import annotations
 
 import logging
+import re
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -31,6 +33,7 @@ from trio_sse import (
 )
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
+SECURITY_DOC = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
 
 
 def token(exp_in: float = 60, **claims: object) -> str:
@@ -188,11 +191,7 @@ async def test_query_token_stays_out_of_the_logs(
 
 async def test_security_doc_snippets_run(serve_app: object) -> None:
     """docs/security.md's Python blocks, run in order as one program, then served."""
-    import re
-    from pathlib import Path
-
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", SECURITY_DOC, re.S)
     assert len(blocks) >= 4
     namespace: dict[str, object] = {}
     exec(compile("\n".join(blocks), "docs/security.md", "exec"), namespace)
