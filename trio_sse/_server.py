@@ -50,8 +50,6 @@ import errno
 import logging
 import math
 import os
-import resource
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, final
@@ -77,6 +75,13 @@ from ._cors import add_cors_headers
 from ._edge import request_head_error
 from ._event import Event
 from ._limits import ClientLimits
+from ._sockets import (
+    check_descriptor_limit,
+    peer_address,
+    refusal_bytes,
+    refuse_now,
+    set_keepalive,
+)
 from ._websocket import is_websocket_upgrade, serve_raw_websocket, websocket_available
 
 __all__ = ["Server", "serve", "serve_listeners"]
@@ -86,10 +91,6 @@ logger = logging.getLogger("trio_sse.server")
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _SERVER_HEADER: Final = (b"server", b"trio-sse")
-_REFUSALS: Final = {
-    503: b"server at its connection limit; retry later\n",
-    429: b"too many connections from this client; retry later\n",
-}
 
 
 class _PeerGone(Exception):
@@ -198,7 +199,7 @@ class Server:
         and the lifespan's exit go on in :meth:`_run_shielded` until the
         connections are done.
         """
-        _check_descriptor_limit(self.config)
+        check_descriptor_limit(self.config)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._run_shielded, listeners)
             task_status.started(list(listeners))
@@ -266,7 +267,7 @@ class Server:
                         await trio.sleep(0.1)
                         continue
                     raise
-                peer = _peer(stream)
+                peer = peer_address(stream)
                 if len(self.connections) >= self.config.max_connections:
                     self.limits.refusals["max_connections"] += 1
                     self._reject(stream, 503)
@@ -274,7 +275,7 @@ class Server:
                 if not self.limits.acquire_connection(peer and peer[0]):
                     self._reject(stream, 429)
                     continue
-                _set_keepalive(stream, self.config)
+                set_keepalive(stream, self.config)
                 conn = _Connection(self, stream, peer)
                 self.connections.add(conn)
                 self._nursery.start_soon(conn.run)
@@ -291,21 +292,10 @@ class Server:
         reset the connection unless more arrive later.
         """
         assert self._nursery is not None
-        body = _REFUSALS[status]
-        data = (
-            b"HTTP/1.1 %d %s\r\n"
-            b"retry-after: %d\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-        ) % (
-            status,
-            status_phrase(status).encode("ascii"),
-            self.config.retry_after,
-            len(body),
-            body,
-        )
+        data = refusal_bytes(status, self.config.retry_after)
         if self._rejecting >= self.config.max_refusing:
             self.limits.refusals["refusal_not_awaited"] += 1
-            _refuse_now(stream, data)
+            refuse_now(stream, data)
             self._nursery.start_soon(trio.aclose_forcefully, stream)
             return
         self._rejecting += 1
@@ -321,67 +311,6 @@ class Server:
         finally:
             self._rejecting -= 1
             await trio.aclose_forcefully(stream)
-
-
-def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    """The client's ``(host, port)``, or ``None`` (not a TCP socket)."""
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    try:
-        peer = stream.socket.getpeername()
-        return (str(peer[0]), int(peer[1]))
-    except (OSError, IndexError, TypeError):  # pragma: no cover - unix sockets
-        return None
-
-
-def _set_keepalive(stream: trio.abc.Stream, config: Config) -> None:
-    """Turn on TCP keepalive as configured (``tcp_keepalive_idle``)."""
-    if config.tcp_keepalive_idle is None or not isinstance(stream, trio.SocketStream):
-        return
-    sock = stream.socket
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; macOS has TCP_KEEPALIVE
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, config.tcp_keepalive_idle)
-        if hasattr(socket, "TCP_KEEPINTVL"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, config.tcp_keepalive_interval)
-        if hasattr(socket, "TCP_KEEPCNT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, config.tcp_keepalive_count)
-    except OSError:  # pragma: no cover - not a TCP socket (unix socket listener)
-        pass
-
-
-def _refuse_now(stream: trio.abc.Stream, data: bytes) -> None:
-    """Write a refusal without waiting; read what arrived so closing does not reset."""
-    if not isinstance(stream, trio.SocketStream):
-        return
-    sock = stream.socket
-    fd = sock.fileno()
-    try:
-        os.write(fd, data)
-        for _ in range(16):
-            if not os.read(fd, 65536):
-                break
-    except OSError:  # BlockingIOError: nothing more to read now
-        pass
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_WR)
-
-
-def _check_descriptor_limit(config: Config) -> None:
-    """Warn when ``max_connections`` cannot be reached under the descriptor limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = config.max_connections + config.max_refusing + 32
-    if soft != resource.RLIM_INFINITY and needed > soft:
-        logger.warning(
-            "Config.max_connections (%d) plus max_refusing (%d) exceeds this process' "
-            "file-descriptor limit (%d, RLIMIT_NOFILE): connections beyond it are refused by "
-            "the kernel, not answered with 503; raise it (ulimit -n %d) or lower max_connections",
-            config.max_connections,
-            config.max_refusing,
-            soft,
-            needed,
-        )
 
 
 async def _linger(stream: trio.abc.Stream, read_size: int) -> None:
