@@ -307,3 +307,24 @@ def test_edge_limits_are_command_line_options() -> None:
     assert cfg.max_json_depth == 8
     with pytest.raises(SystemExit, match="not an IP address"):
         _build_config(Config(), _parser().parse_args(["demo", "--trusted-proxies", "nope"]))
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"trusted_proxies": 1}, TypeError, "trusted_proxies must be a str"),
+        ({"client_ip_header": None}, TypeError, "client_ip_header must be a str"),
+        ({"max_json_depth": 0}, ValueError, "max_json_depth"),
+        ({"max_event_id_length": 1.5}, TypeError, "max_event_id_length must be an int"),
+        ({"max_retry": -1}, ValueError, "max_retry"),
+        ({"max_refusing": 0}, ValueError, "max_refusing"),
+        ({"tcp_keepalive_idle": 0}, ValueError, "tcp_keepalive_idle"),
+        ({"max_streams_per_client": None}, ValueError, "max_streams_per_client"),
+    ],
+)
+def test_new_settings_are_validated(
+    changes: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Config(**changes)  # type: ignore[arg-type]
+    assert Config(tcp_keepalive_idle=None).tcp_keepalive_idle is None
