@@ -192,6 +192,7 @@ FORM = [("content-type", "application/x-www-form-urlencoded")]
         (JSON, b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"Config.max_json_depth"),
         (JSON, b'{"data": ' + b"[" * 33 + b"]" * 33 + b"}", b"Config.max_json_depth"),
         (JSON, b'{"data": "x", "id": 5}', b"id"),
+        (JSON, b'{"data": "\\ud800"}', b"lone surrogates"),
     ],
 )
 async def test_bad_publish_input_is_a_one_line_400(

@@ -168,6 +168,8 @@ def _event_from_fields(fields: dict[str, Any], config: Config) -> Event:
             comment=fields.get("comment"),
         )
         config.check_event(event)
+    except UnicodeError:
+        raise HTTPException(400, "event fields must be text without lone surrogates") from None
     except (TypeError, ValueError) as exc:
         raise HTTPException(400, str(exc)) from None
     return event
