@@ -328,3 +328,26 @@ def test_new_settings_are_validated(
     with pytest.raises(error, match=message):
         Config(**changes)  # type: ignore[arg-type]
     assert Config(tcp_keepalive_idle=None).tcp_keepalive_idle is None
+
+
+def test_client_key_from_forwarded_headers() -> None:
+    from trio_sse import ClientLimits, Headers
+
+    limits = ClientLimits(
+        Config(trusted_proxies="10.0.0.0/8", client_ip_header="forwarded", max_streams_per_client=1)
+    )
+
+    def key(peer: str, value: str) -> str | None:
+        return limits.client_key(peer, Headers([(b"forwarded", value.encode())]))
+
+    assert key("10.0.0.1", 'for="[2001:db8::1]:4711";proto=https, for=10.2.3.4') == "2001:db8::1"
+    assert key("10.0.0.1", "for=192.0.2.60;by=10.0.0.1") == "192.0.2.60"
+    assert key("10.0.0.1", "for=192.0.2.1:80, for=192.0.2.2") == "192.0.2.2"
+    assert key("192.0.2.9", "for=192.0.2.60") == "192.0.2.9"  # not a trusted proxy
+    xff = ClientLimits(Config(trusted_proxies="10.0.0.0/8", client_ip_header="x-forwarded-for"))
+    headers = Headers(
+        [(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"192.0.2.7:5, 10.9.9.9")]
+    )
+    assert xff.client_key("10.0.0.1", headers) == "192.0.2.7"
+    assert xff.client_key("10.0.0.1", Headers([])) == "10.0.0.1"
+    assert ClientLimits(Config()).client_key("127.0.0.1", Headers([])) is None

@@ -10,7 +10,8 @@ Who the client is:
 
 * Rule 1: the peer address of the TCP connection, unless
 * Rule 2: the peer is one of ``Config.trusted_proxies`` *and*
-  ``Config.client_ip_header`` is set: then the header names the client. In an
+  ``Config.client_ip_header`` is set: then the header (``X-Forwarded-For``,
+  or RFC 7239 ``Forwarded``) names the client. In an
   ``X-Forwarded-For`` list each proxy appends the address it saw, so the
   client is the right-most address that is not itself a trusted proxy
   (addresses further left were written by the client and prove nothing).
@@ -89,7 +90,7 @@ class ClientLimits:
         if not self._header:
             return None  # Rule 3
         values = headers.getall(self._header)
-        hops = [h.strip() for v in values for h in v.split(",") if h.strip()]
+        hops = [a for v in values for h in v.split(",") if (a := _hop_address(h))]
         for hop in reversed(hops):
             if not self.is_trusted_proxy(hop):
                 return hop
@@ -132,6 +133,23 @@ class ClientLimits:
     def streams_of(self, key: str) -> int:
         """Streams client ``key`` holds now."""
         return self._streams.get(key, 0)
+
+
+def _hop_address(hop: str) -> str:
+    """The address of one hop: ``X-Forwarded-For`` items, or RFC 7239 ``Forwarded`` ones.
+
+    ``for="[2001:db8::1]:4711";proto=https`` gives ``2001:db8::1``;
+    ``192.0.2.1:80`` gives ``192.0.2.1``.
+    """
+    hop = hop.strip()
+    if "=" in hop:  # Forwarded: for=...;by=...
+        params = dict(p.strip().partition("=")[::2] for p in hop.split(";"))
+        hop = next((v for k, v in params.items() if k.lower() == "for"), "").strip('"')
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
 
 
 def _release(counts: dict[str, int], key: str | None) -> None:
