@@ -22,6 +22,7 @@ from trio_sse import (
     Config,
     Event,
     Headers,
+    HTTPException,
     JWTAuth,
     Request,
     bearer_token,
@@ -205,3 +206,25 @@ async def test_security_doc_snippets_run(serve_app: object) -> None:
             assert (await client.post("/settings")).json() == {"saved": True}
             assert (await client.get("/events/news")).status_code == 403
             assert (await client.get("/jwt/events/news")).status_code == 401
+
+
+def test_jwt_audience_issuer_and_leeway() -> None:
+    auth = JWTAuth(SECRET, audience="sse", issuer="login", leeway=30)
+
+    def req(tok: str) -> Request:
+        return make_request(b"/e?access_token=" + tok.encode(), [])
+
+    good = jwt.encode(
+        {"exp": int(time.time()) - 10, "aud": "sse", "iss": "login", "topics": "*"}, SECRET
+    )
+    assert auth.authorize_topics(req(good), ["anything"])  # within the leeway
+    expires = auth.expires_at(req(good))
+    assert expires is not None and expires > time.time()
+    for claims in ({"aud": "other", "iss": "login"}, {"aud": "sse", "iss": "evil"}):
+        bad = jwt.encode({"exp": int(time.time()) + 60, "topics": "*", **claims}, SECRET)
+        with pytest.raises(HTTPException) as info:
+            auth.claims(req(bad))
+        assert info.value.status == 401
+    none_alg = jwt.encode({"exp": int(time.time()) + 60, "topics": "*"}, None, algorithm="none")
+    with pytest.raises(HTTPException, match="invalid token"):
+        auth.claims(req(none_alg))

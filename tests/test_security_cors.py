@@ -192,3 +192,22 @@ async def test_csrf_settings(serve_app: object) -> None:
         async with server.client() as client:
             r = await client.post("/publish/news", headers={**FORM, "origin": EVIL}, content=b"")
             assert r.status_code == 200, r.text
+
+
+async def test_vary_is_merged_and_handler_headers_win(serve_app: object) -> None:
+    from trio_sse import Response
+
+    app = App(cors=CORS([ALLOWED]))
+
+    @app.get("/v")
+    async def v(request: Request) -> Response:
+        return Response(
+            "x", headers={"Vary": "Accept-Encoding", "Access-Control-Allow-Origin": "https://own"}
+        )
+
+    server: RunningServer = await serve_app(app)  # type: ignore[operator]
+    with trio.fail_after(5):
+        async with server.client() as client:
+            r = await client.get("/v", headers={"origin": ALLOWED})
+    assert r.headers["vary"] == "Accept-Encoding, Origin"
+    assert r.headers["access-control-allow-origin"] == "https://own"
