@@ -219,7 +219,8 @@ def test_jwt_audience_issuer_and_leeway() -> None:
     )
     assert auth.authorize_topics(req(good), ["anything"])  # within the leeway
     expires = auth.expires_at(req(good))
-    assert expires is not None and expires > time.time()
+    assert expires is not None
+    assert expires > time.time()
     for claims in ({"aud": "other", "iss": "login"}, {"aud": "sse", "iss": "evil"}):
         bad = jwt.encode({"exp": int(time.time()) + 60, "topics": "*", **claims}, SECRET)
         with pytest.raises(HTTPException) as info:
