@@ -286,3 +286,13 @@ async def test_stream_authorizes_before_revealing_existence(
             client = Client(await listener.connect())
             reply = await client.request("GET", target)
     assert reply.status == 403, reply
+
+
+async def test_limits_come_from_the_server_config(autojump_clock: trio.testing.MockClock) -> None:
+    app, _ = publish_app(Config(heartbeat_interval=None))
+    with trio.fail_after(5):
+        async with running(app, Config(max_event_id_length=2)) as (_, listener):
+            client = Client(await listener.connect())
+            reply = await client.request("POST", "/publish/news", JSON, b'{"data":"x","id":"abc"}')
+    assert reply.status == 400
+    assert b"max_event_id_length" in reply.body

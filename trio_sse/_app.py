@@ -326,6 +326,8 @@ class Request:
         client: the peer's ``(host, port)`` if known.
         http_version: ``"1.1"``, ``"1.0"`` or ``"2"``.
         app: the :class:`App` serving the request.
+        config: the :class:`Config` the request is served with (the
+            server's, which may differ from ``app.config``).
 
     """
 
@@ -335,6 +337,7 @@ class Request:
         "_query",
         "app",
         "client",
+        "config",
         "headers",
         "http_version",
         "method",
@@ -356,6 +359,7 @@ class Request:
         client: tuple[str, int] | None = None,
         body_reader: BodyReader = _no_body,
         root_path: str = "",
+        config: Config | None = None,
     ) -> None:
         self.method = method
         raw_path, _, query = target.partition(b"?")
@@ -370,6 +374,7 @@ class Request:
         self.client = client
         self.http_version = http_version
         self.app = app
+        self.config = config if config is not None else app.config
         self._body_reader = body_reader
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
@@ -428,7 +433,7 @@ class Request:
 
         """
         body = await self.body()
-        limit = self.app.config.max_json_depth
+        limit = self.config.max_json_depth
         if json_depth_exceeds(body, limit):
             raise HTTPException(
                 400, f"JSON body nested deeper than {limit} levels (Config.max_json_depth)"

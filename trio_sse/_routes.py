@@ -233,7 +233,7 @@ def publish_endpoint(
             raise HTTPException(403, f"not allowed to publish to {name}")
         if name not in broker.topics and not broker.create_topics:
             raise HTTPException(404, f"no such topic: {name}")
-        config = request.app.config
+        config = request.config
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json":
             body = await request.json()

@@ -767,6 +767,7 @@ class _Connection:
             http_version=event.http_version.decode("ascii"),
             client=self.client,
             body_reader=self._read_body,
+            config=cfg,
         )
         if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
             await self._send_response(preflight, False)
