@@ -6,6 +6,8 @@ Real loopback sockets (every client is 127.0.0.1, so per-client limits bite;
 
 from __future__ import annotations
 
+import logging
+import resource
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -234,21 +236,32 @@ async def test_connect_flood_gets_503_not_resets() -> None:
     assert outcomes["503"] == 200, outcomes
 
 
-async def test_descriptor_limit_warning(
+async def test_descriptor_limit_is_raised_or_warned_about(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with trio.fail_after(5):
-        async with running(App(), Config(max_connections=soft)):
-            pass
-    assert "file-descriptor limit" in caplog.text
-    caplog.clear()
-    with trio.fail_after(5):
-        async with running(App(), Config(max_connections=max(1, soft // 2 - 300))):
-            pass
-    assert "file-descriptor limit" not in caplog.text
+    caplog.set_level(logging.INFO, logger="trio_sse.limits")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:  # pragma: no cover - make the hard limit finite
+        hard = max(soft, 4096)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        # Room under the hard limit: the soft limit is raised, no warning.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        with trio.fail_after(5):
+            async with running(App(), Config(max_connections=min(400, hard - 300))):
+                pass
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(400, hard - 300) + 256 + 32
+        assert "raised the file-descriptor limit" in caplog.text
+        assert "exceeds" not in caplog.text
+        caplog.clear()
+        # Beyond the hard limit: raised as far as it goes, and a warning.
+        with trio.fail_after(5):
+            async with running(App(), Config(max_connections=hard)):
+                pass
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+        assert "exceeds this process' file-descriptor limit" in caplog.text
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_refusals_are_served_as_metrics() -> None:

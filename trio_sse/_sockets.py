@@ -31,7 +31,7 @@ __all__ = [
     "set_keepalive",
 ]
 
-logger = logging.getLogger("trio_sse.server")
+limits_logger = logging.getLogger("trio_sse.limits")
 
 _REFUSALS: Final = {
     503: b"server at its connection limit; retry later\n",
@@ -95,16 +95,35 @@ def refuse_now(stream: trio.abc.Stream, data: bytes) -> None:
 
 
 def check_descriptor_limit(config: Config) -> None:
-    """Warn when ``max_connections`` cannot be reached under the descriptor limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """Make room for ``max_connections`` descriptors, or warn that there is none.
+
+    Each connection is a file descriptor. When the soft ``RLIMIT_NOFILE`` is
+    below what ``max_connections`` (plus the refusal pool and a margin)
+    needs, it is raised towards the hard limit, as Go programs do at start;
+    if even the hard limit is too low, a warning says so: connections beyond
+    it would fail in ``accept()`` instead of getting the documented ``503``.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = config.max_connections + config.max_refusing + 32
-    if soft != resource.RLIM_INFINITY and needed > soft:
-        logger.warning(
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):  # pragma: no cover - a sandbox refusing it
+            target = soft
+        else:
+            limits_logger.info("raised the file-descriptor limit from %d to %d", soft, target)
+    if needed > target:
+        limits_logger.warning(
             "Config.max_connections (%d) plus max_refusing (%d) exceeds this process' "
-            "file-descriptor limit (%d, RLIMIT_NOFILE): connections beyond it are refused by "
-            "the kernel, not answered with 503; raise it (ulimit -n %d) or lower max_connections",
+            "file-descriptor limit (%d, RLIMIT_NOFILE, hard limit %d): connections beyond it "
+            "are refused by the kernel, not answered with 503; raise the hard limit "
+            "(LimitNOFILE=%d in a systemd unit) or lower max_connections",
             config.max_connections,
             config.max_refusing,
-            soft,
+            target,
+            hard,
             needed,
         )
