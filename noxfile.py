@@ -68,6 +68,13 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "trio_sse")
 
 
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz and flood the raw server (``-- --requests N --flood N``); see docs/security.md."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/fuzz_edge.py", *session.posargs)
+
+
 @nox.session(name="bench-codec")
 def bench_codec(session: nox.Session) -> None:
     """Codec benchmark: encode/decode side by side with sse-starlette and httpx-sse."""

@@ -16,12 +16,19 @@ from ._app import Response as Response
 from ._app import Route as Route
 from ._app import StreamResponse as StreamResponse
 from ._app import WebSocketRoute as WebSocketRoute
+from ._auth import JWTAuth as JWTAuth
+from ._auth import bearer_token as bearer_token
+from ._auth import cookie_value as cookie_value
+from ._auth import query_token as query_token
+from ._auth import secret_matches as secret_matches
 from ._backplane import Backplane as Backplane
 from ._backplane import LocalBackplane as LocalBackplane
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
+from ._cors import CORS as CORS
+from ._cors import cross_site_refusal as cross_site_refusal
 from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
 from ._errors import EventSourceConnectionError as EventSourceConnectionError
 from ._errors import EventSourceError as EventSourceError
@@ -32,6 +39,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._limits import ClientLimits as ClientLimits
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
@@ -81,6 +89,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CLOSE_EVICTED",
+    "CORS",
     "DEFAULT_MAX_EVENT_SIZE",
     "METRICS_CONTENT_TYPE",
     "App",
@@ -89,6 +98,7 @@ __all__ = [
     "BackplaneUnavailableError",
     "Broker",
     "BrokerCollector",
+    "ClientLimits",
     "Config",
     "Decoder",
     "Event",
@@ -102,6 +112,7 @@ __all__ = [
     "HTTPException",
     "Headers",
     "JSONResponse",
+    "JWTAuth",
     "LocalBackplane",
     "LocalProtocolError",
     "MessageEvent",
@@ -125,12 +136,17 @@ __all__ = [
     "WebSocketClosed",
     "WebSocketRoute",
     "__version__",
+    "bearer_token",
     "broker_metrics_text",
+    "cookie_value",
+    "cross_site_refusal",
     "event_frame",
     "health_endpoint",
     "metrics_endpoint",
     "open_event_source",
     "publish_endpoint",
+    "query_token",
+    "secret_matches",
     "serve",
     "serve_listeners",
     "topic_stream",
