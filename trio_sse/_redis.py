@@ -307,9 +307,9 @@ class RedisBackplane:
 
     # -- RemoteHistory protocol ------------------------------------------------
 
-    async def wait_ready(self, topic: Topic) -> None:
-        """Wait until *topic*'s epoch and newest id are known."""
-        await self._reader.wait_ready(topic)
+    async def wait_ready(self, topic: Topic, position: str | None) -> None:
+        """Wait until *topic*'s epoch and newest id are known (and reach *position*)."""
+        await self._reader.wait_ready(topic, position)
 
     def replayable(self, topic: Topic, event_id: str) -> bool:
         """Whether *event_id* belongs to the stream's current epoch."""

@@ -60,7 +60,18 @@ logger = logging.getLogger("trio_sse.redis")
 class _Watch:
     """What this process knows of one topic's stream."""
 
-    __slots__ = ("by_age", "epoch", "epoch_key", "key", "last", "name", "ready", "record", "slot")
+    __slots__ = (
+        "by_age",
+        "epoch",
+        "epoch_key",
+        "key",
+        "last",
+        "moved",
+        "name",
+        "ready",
+        "record",
+        "slot",
+    )
 
     def __init__(self, name: str, prefix: str, cluster: bool) -> None:
         self.name = name
@@ -72,6 +83,7 @@ class _Watch:
         self.last = START  # the newest stream id delivered (or the boundary)
         self.ready = trio.Event()
         self.by_age = False  # some local topic of this name trims by age
+        self.moved = trio.Event()  # set (and replaced) whenever `last` advances
 
     @property
     def position(self) -> str:
@@ -145,8 +157,16 @@ class Reader:
 
     # -- resume (RemoteHistory) --------------------------------------------------
 
-    async def wait_ready(self, topic: Topic) -> None:
-        """Wait until *topic*'s epoch and newest id are known (Rule 1)."""
+    async def wait_ready(self, topic: Topic, position: str | None) -> None:
+        """Wait until *topic*'s epoch and newest id are known (Rule 1).
+
+        A client may come from a process whose reader is a little ahead of
+        ours, with an id we have not delivered yet: resuming from it now
+        would look like an id from the future (a reset). So wait until our
+        reader reaches it, for at most ``read_block`` + 1 s (an id of this
+        epoch that never existed must not hang the subscriber; it then gets
+        the reset event).
+        """
         watch = self.watches.get(topic.name)
         if watch is None:  # pragma: no cover - Broker calls topic_added first
             self.topic_added(topic)
@@ -154,6 +174,13 @@ class Reader:
         await watch.ready.wait()
         if topic._last_id is None:
             topic._last_id = watch.position
+        parts = None if position is None else split_id(position)
+        if parts is None or parts[0] != watch.epoch:
+            return
+        target = stream_order(parts[1])
+        with trio.move_on_after(self.read_block + 1):
+            while stream_order(watch.last) < target and parts[0] == watch.epoch:
+                await watch.moved.wait()
 
     def replayable(self, topic: Topic, event_id: str) -> bool:
         """Whether *event_id* belongs to the stream's current epoch."""
@@ -420,6 +447,8 @@ class Reader:
                         await topic.deliver(event)
                     else:
                         topic.deliver_nowait(event)
+            watch.moved.set()
+            watch.moved = trio.Event()
             # Up to read_count entries of a topic go out in one synchronous
             # burst, like a publisher publishing them without awaiting: then
             # let the subscribers' writers run.

@@ -756,8 +756,9 @@ class Subscription:
         # Rule 4 of the backplane: wait until every topic knows its newest
         # id, register (fixing the history/live boundary), then fetch what
         # lies between the client's ids and those boundaries.
+        positions = self._client_positions()
         for topic in self._topics:
-            await history.wait_ready(topic)
+            await history.wait_ready(topic, positions.get(topic.name))
         remote = self._open()
         try:
             fetched = [
@@ -769,6 +770,15 @@ class Subscription:
             raise
         self._finish_open(fetched)
         return self
+
+    def _client_positions(self) -> dict[str, str]:
+        """The client's resume position in each topic (empty when fresh or malformed)."""
+        cursor = self._cursor_in
+        if cursor is None:
+            return {}
+        if not self._merged:
+            return {self._topics[0].name: cursor}
+        return _parse_cursor(cursor) or {}
 
     async def __aexit__(
         self,
