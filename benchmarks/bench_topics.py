@@ -13,8 +13,8 @@ from contextlib import AsyncExitStack
 import trio
 import trio.testing
 
+from trio_sse import Broker, TopicOptions
 from trio_sse._event import Event
-from trio_sse._topics import Broker, TopicOptions
 
 N = 1000
 ROUNDS = 100

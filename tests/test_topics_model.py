@@ -15,7 +15,7 @@ Python model predicts every event each subscriber must receive:
 
 The script runs in one task, which is as general as concurrency gets here:
 publishing and subscribing have no checkpoints inside (see the module header
-of ``trio_sse._topics``), so any interleaving of concurrent tasks is one of
+of ``trio_sse._topic``), so any interleaving of concurrent tasks is one of
 these scripts. Receiving compares exact ``Event`` values, ids included, so
 resume cursors are checked too.
 """
@@ -32,7 +32,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from trio_sse._event import Event
-from trio_sse._topics import Subscription, TopicOptions
+from trio_sse._options import TopicOptions
+from trio_sse._subscription import Subscription
 
 TOPICS = ("a", "b")
 KINDS = {"a": ("a",), "b": ("b",), "ab": ("a", "b")}
