@@ -1,82 +1,36 @@
-"""Subscriptions: one subscriber's bounded channel and its delivery mode.
+"""Subscriptions: one subscriber's stream, as the application sees it.
 
-Theory of operation
-===================
-
-A :class:`Subscription` owns one bounded trio memory channel. Every topic it
-subscribes to keeps a dict from subscription to the function its fan-out loop
-calls for each event (Rule 1 of :mod:`trio_sse._topic`). Which function that
-is, is the subscription's delivery *mode*, an explicit state (:class:`Mode`)
-changed in one place, :meth:`Subscription._set_mode`, which writes the dict
-entry of every topic; the fan-out loop itself never tests a subscriber's state.
-
-- ``QUEUE``: the channel's ``send_nowait``. The normal mode; a full channel
-  raises :class:`trio.WouldBlock` and the topic's overflow policy applies.
-- ``FULL``: a stub that raises :class:`trio.WouldBlock`. Entered when the
-  ``block`` policy puts an entry in the subscriber's *backlog*, so that later
-  events queue behind it in order; left when the subscriber, receiving, has
-  moved the whole backlog into its channel. The backlog is non-empty exactly
-  while the mode is ``FULL``.
-- ``DIRECT``: :meth:`Subscription._direct`, which hands the event to the
-  writer's sink in the publisher's task (one system call, no task switch).
-  Entered when the writer waits in ``receive_batch`` with nothing queued and
-  a sink set; left as soon as the writer wakes or the sink refuses an event,
-  which then takes the channel, as every later one does. ``DIRECT`` never
-  raises :class:`trio.WouldBlock`, so it cannot meet a backlog.
-- ``DETACHED``: in no topic's dict: not entered yet, or ended.
-
-Rule 1: a subscription ends exactly once. Eviction, closing the topic and
-leaving the ``async with`` block all detach it from every topic first and
-close its send side second, so the publisher's loop never sees a closed
-channel. An ended subscription discards its queue and yields only its final
-event: the browser resumes through ``Last-Event-ID`` from the last event it
-actually received.
-
-Rule 2: the ``block`` policy never uses trio's blocking ``send``: when a
-deadline cancels a queued send, a later ``send_nowait`` could take the freed
-slot and overtake it. The publisher parks on the subscription's parking lot
-instead, until the backlog no longer holds its entry.
+Strategy: a :class:`Subscription` is an async context manager and async
+iterator over one bounded memory channel. Entering it computes where it
+resumes (:mod:`trio_sse._resume`) and registers it in its topics in one
+synchronous step (Rule 2 of :mod:`trio_sse._topic`); how its topics hand it
+events (queue, block backlog, direct sink) is its delivery mode, in
+:mod:`trio_sse._delivery`. Receiving takes, in order: the pending events (the
+resets and the replay), the channel, and after the end the final event.
 """
 
 from __future__ import annotations
 
-import enum
-from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 import trio
 
+from ._delivery import ACTIVE, ENDED, LEFT, NEW, Delivery, Mode
 from ._event import Event
 from ._history import Entry
-from ._resume import Fetched, Merge, Resume
+from ._resume import Fetched, Resume
 
 if TYPE_CHECKING:
     from ._options import EndReason
     from ._topic import Topic
 
-__all__ = ["Mode", "Subscription"]
-
-_Send = Callable[[Entry["Topic"]], None]
-
-_NEW: Final = 0
-_ACTIVE: Final = 1
-_ENDED: Final = 2
-_LEFT: Final = 3
-
-
-class Mode(enum.Enum):
-    """How a subscription takes events from its topics' fan-out loops."""
-
-    DETACHED = "detached"
-    QUEUE = "queue"
-    FULL = "full"
-    DIRECT = "direct"
+__all__ = ["Subscription"]
 
 
 @final
-class Subscription:
+class Subscription(Delivery):
     """One subscriber's stream: an async context manager and async iterator.
 
     Created by :meth:`Topic.subscribe`, :meth:`Broker.subscribe` or
@@ -104,27 +58,12 @@ class Subscription:
     """
 
     def __init__(self, topics: tuple[Topic, ...], cursor: str | None, *, merged: bool) -> None:
-        self._topics = topics
+        super().__init__(topics)
         self._cursor_in = cursor
-        self._merge: Merge | None = None
         self._merged = merged
         self._resume: Resume
-        self._state = _NEW
-        self._mode = Mode.DETACHED
-        self._end_reason: EndReason | None = None
-        self._pending: deque[Event] = deque()
-        self._final: Event | None = None
-        self._backlog: deque[Entry[Topic]] = deque()
-        self._lot: trio.lowlevel.ParkingLot | None = None
-        self._sink: Callable[[Event], bool] | None = None
-        self._sink_error: Exception | None = None
-        self._position: str | None = None
-        self._send: trio.MemorySendChannel[Entry[Topic]]
-        self._receive: trio.MemoryReceiveChannel[Entry[Topic]]
-        self._send_nowait: _Send
         self.reset = False
         self.replayed = 0
-        self.dropped = 0
 
     def __repr__(self) -> str:
         names = ",".join(t.name for t in self._topics)
@@ -151,13 +90,6 @@ class Subscription:
     def evicted(self) -> bool:
         """Whether a topic evicted this subscriber for falling behind."""
         return self._end_reason == "evicted"
-
-    @property
-    def queued(self) -> int:
-        """Events waiting for this subscriber (its lag), including backlog."""
-        if self._state != _ACTIVE:
-            return 0
-        return self._receive.statistics().current_buffer_used + len(self._backlog)
 
     @property
     def cursor(self) -> str | None:
@@ -209,7 +141,7 @@ class Subscription:
 
     def _open(self) -> list[tuple[Topic, str, str]]:
         # Rule 2 of the topic: from here to registration there is no checkpoint.
-        if self._state != _NEW:
+        if self._state != NEW:
             raise RuntimeError("a Subscription can only be entered once")
         topics = self._topics
         for topic in topics:
@@ -220,7 +152,7 @@ class Subscription:
         size = max(t.options.buffer_size for t in topics)
         self._send, self._receive = trio.open_memory_channel[Entry["Topic"]](size)
         self._send_nowait = self._send.send_nowait
-        self._state = _ACTIVE
+        self._state = ACTIVE
         self._set_mode(Mode.QUEUE)
         return resume.remote
 
@@ -228,111 +160,20 @@ class Subscription:
         """Add the remotely fetched replays (Rule 4 of the backplane)."""
         resume = self._resume
         del self._resume
-        resume.finish(fetched, active=self._state == _ACTIVE)
+        resume.finish(fetched, active=self._state == ACTIVE)
         self._position = resume.position
         self.reset = resume.reset
         self.replayed = resume.replayed
 
     def _close(self) -> None:
-        if self._state == _NEW:
+        if self._state == NEW:
             return
         self._end("left", None)
-        self._state = _LEFT
+        self._state = LEFT
         self._final = None
         self._receive.close()
 
-    def _end(self, reason: EndReason, by: Topic | None) -> None:
-        # Rule 1: detach first, close second.
-        if self._state != _ACTIVE:
-            return
-        self._state = _ENDED
-        self._end_reason = reason
-        self._set_mode(Mode.DETACHED)
-        self._pending.clear()
-        self._backlog.clear()
-        if by is not None:
-            by._evicted += 1
-            self._final = by.options.eviction_event
-        self._send.close()
-        if self._lot is not None:
-            self._lot.unpark_all()
-
-    # -- delivery modes ------------------------------------------------------
-
-    def _set_mode(self, mode: Mode) -> None:
-        """Enter *mode*: the one place that writes the topics' dict entries."""
-        self._mode = mode
-        if mode is Mode.DETACHED:
-            for topic in self._topics:
-                topic._subscribers.pop(self, None)
-            return
-        assert self._state == _ACTIVE
-        if mode is Mode.QUEUE:
-            send = self._send_nowait
-        elif mode is Mode.FULL:
-            send = self._full
-        else:
-            send = self._direct
-        for topic in self._topics:
-            topic._subscribers[self] = send
-
-    def _full(self, entry: Entry[Topic]) -> None:
-        # The FULL mode's function: later events queue behind the backlog.
-        raise trio.WouldBlock
-
-    # -- the block policy's backlog ------------------------------------------
-
-    def _backlog_append(self, entry: Entry[Topic]) -> None:
-        backlog = self._backlog
-        if not backlog:
-            self._set_mode(Mode.FULL)
-            self._parking_lot()  # the publisher parks there next
-        backlog.append(entry)
-
-    def _parking_lot(self) -> trio.lowlevel.ParkingLot:
-        lot = self._lot
-        if lot is None:
-            lot = self._lot = trio.lowlevel.ParkingLot()
-        return lot
-
-    def _holds(self, entry: Entry[Topic]) -> bool:
-        backlog = self._backlog
-        return bool(backlog) and backlog[0].gseq <= entry.gseq
-
-    def _refill(self) -> None:
-        backlog = self._backlog
-        send = self._send_nowait
-        while backlog:
-            try:
-                send(backlog[0])
-            except trio.WouldBlock:
-                break
-            backlog.popleft().topic._delivered += 1
-        if not backlog:
-            self._set_mode(Mode.QUEUE)
-        self._parking_lot().unpark_all()
-
-    def _drop_oldest_and_send(self, entry: Entry[Topic]) -> bool:
-        if self._backlog:
-            # A block-policy publisher is waiting on us: dropping would
-            # reorder, so the caller evicts instead.
-            return False
-        try:
-            dropped = self._receive.receive_nowait()
-        except trio.WouldBlock:  # pragma: no cover - send_nowait failed, so it is full
-            return False
-        dropped.topic._dropped += 1
-        self.dropped += 1
-        self._send_nowait(entry)  # cannot fail: we just made room, no backlog
-        return True
-
     # -- receiving -----------------------------------------------------------
-
-    def _convert_one(self, entry: Entry[Topic]) -> Event:
-        merge = self._merge
-        event = entry.event if merge is None else merge.convert(entry)
-        self._position = event.id
-        return event
 
     def _take_special(self) -> Event:
         """Next event when the fast path does not apply (pending, ended, …)."""
@@ -342,13 +183,13 @@ class Subscription:
                 self._position = event.id
             return event
         state = self._state
-        if state == _ENDED:
+        if state == ENDED:
             final = self._final
             if final is not None:
                 self._final = None
                 return final
             raise trio.EndOfChannel
-        if state == _LEFT:
+        if state == LEFT:
             raise trio.ClosedResourceError("the subscription's async with block has exited")
         raise RuntimeError("enter the subscription with `async with` before receiving")
 
@@ -364,7 +205,7 @@ class Subscription:
                 its final event, if any, was already returned.
             trio.ClosedResourceError: the ``async with`` block has exited.
         """
-        if self._pending or self._state != _ACTIVE:
+        if self._pending or self._state != ACTIVE:
             return self._take_special()
         entry = self._receive.receive_nowait()
         if self._backlog:
@@ -382,7 +223,7 @@ class Subscription:
                 its final event, if any, was already returned.
             trio.ClosedResourceError: the ``async with`` block has exited.
         """
-        if self._pending or self._state != _ACTIVE:
+        if self._pending or self._state != ACTIVE:
             await trio.lowlevel.checkpoint()
             return self._take_special()
         try:
@@ -417,58 +258,6 @@ class Subscription:
         """
         self._sink = sink
 
-    def _direct(self, entry: Entry[Topic]) -> None:
-        # This subscriber's send function while its writer is parked in
-        # receive_batch() with nothing queued (the DIRECT mode's function).
-        # Never checkpoints: it runs inside the topic's fan-out pass.
-        merge = self._merge
-        event = entry.event if merge is None else merge.convert(entry)
-        sink = self._sink
-        if sink is not None:
-            try:
-                taken = sink(event)
-            except Exception as exc:
-                # Not the publisher's problem: re-raised in receive_batch().
-                self._sink = None
-                self._sink_error = exc
-                taken = False
-            if taken:
-                self._position = event.id
-                return
-        self._undirect()
-        self._send_nowait(entry)  # the channel is empty: cannot block
-
-    def _undirect(self) -> None:
-        # DIRECT never raises WouldBlock, so no backlog (FULL) can have begun
-        # meanwhile; an ended subscription is DETACHED and stays so.
-        if self._mode is Mode.DIRECT:
-            self._set_mode(Mode.QUEUE)
-
-    async def _receive_direct(self) -> Entry[Topic]:
-        """Wait for an entry, letting the sink take events meanwhile."""
-        receive = self._receive
-        # A checkpoint either way, as trio's own receive() is.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            entry = receive.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return entry
-        self._set_mode(Mode.DIRECT)
-        try:
-            entry = await receive.receive()
-        finally:
-            self._undirect()
-        error = self._sink_error
-        if error is not None:
-            # Keep the event for the next receive: raising loses nothing.
-            self._sink_error = None
-            self._pending.appendleft(self._convert_one(entry))
-            raise error
-        return entry
-
     async def receive_batch(self, max_events: int = 64) -> list[Event]:
         """Wait for at least one event, then take every queued one.
 
@@ -490,7 +279,7 @@ class Subscription:
         """
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
-        if self._pending or self._state != _ACTIVE:
+        if self._pending or self._state != ACTIVE:
             await trio.lowlevel.checkpoint()
             return self._take_batch_special(max_events)
         receive = self._receive
@@ -503,7 +292,7 @@ class Subscription:
             return self._take_batch_special(max_events)
         entries = [first]
         # Evicted after `first` was handed over: stop at it (Rule 1).
-        if self._state == _ACTIVE:
+        if self._state == ACTIVE:
             receive_nowait = receive.receive_nowait
             for _ in range(max_events - 1):
                 try:

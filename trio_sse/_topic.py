@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._broker import Broker
+    from ._delivery import Delivery
 
 __all__ = ["Topic"]
 
@@ -80,8 +81,8 @@ class Topic:
         self._policy = OverflowPolicy(options.overflow)
         self._reset_event = options.reset_event or Event(event="reset", data=name)
         # Insertion order = subscription order; values are what the fan-out
-        # loop calls, set by Subscription._set_mode() alone (Rule 1).
-        self._subscribers: dict[Subscription, Callable[[Entry[Topic]], None]] = {}
+        # loop calls, set by Delivery._set_mode() alone (Rule 1).
+        self._subscribers: dict[Delivery, Callable[[Entry[Topic]], None]] = {}
         self._history: History[Topic] = History(options.history_size, options.history_max_age)
         # The newest id; backplanes may set it before any event (a boundary).
         self._last_id: str | None = None
@@ -263,9 +264,9 @@ class Topic:
         history.add(entry, now)
         return entry
 
-    def _send_all(self, entry: Entry[Topic]) -> list[Subscription] | None:
+    def _send_all(self, entry: Entry[Topic]) -> list[Delivery] | None:
         # The hot path: keep it a bare loop.
-        slow: list[Subscription] | None = None
+        slow: list[Delivery] | None = None
         subscribers = self._subscribers
         for sub, send in subscribers.items():
             try:
@@ -282,10 +283,10 @@ class Topic:
         return slow
 
     def _overflow(
-        self, entry: Entry[Topic], slow: list[Subscription], *, may_wait: bool
-    ) -> list[Subscription] | None:
+        self, entry: Entry[Topic], slow: list[Delivery], *, may_wait: bool
+    ) -> list[Delivery] | None:
         policy = self._policy
-        waiting: list[Subscription] | None = None
+        waiting: list[Delivery] | None = None
         for sub in slow:
             if policy is OverflowPolicy.BLOCK and may_wait:
                 sub._backlog_append(entry)
