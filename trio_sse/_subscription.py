@@ -291,7 +291,7 @@ class Subscription(Delivery):
         except trio.EndOfChannel:  # ended while we waited
             return self._take_batch_special(max_events)
         entries = [first]
-        # Evicted after `first` was handed over: stop at it (Rule 1).
+        # Evicted after `first` was handed over: stop at it (Rule 1 of _delivery).
         if self._state == ACTIVE:
             receive_nowait = receive.receive_nowait
             for _ in range(max_events - 1):
