@@ -31,6 +31,7 @@ from brokers import make_broker
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from trio_sse._delivery import Mode
 from trio_sse._event import Event
 from trio_sse._options import TopicOptions
 from trio_sse._subscription import Subscription
@@ -318,6 +319,15 @@ async def run_script(
         for i, m in enumerate(model.subs):
             assert real[i].evicted == m.evicted
             assert real[i].dropped == m.dropped
+            # Ended or left: in no topic; else every topic holds its channel
+            # (one task and publish_nowait only: never FULL or DIRECT).
+            entries = [topic._subscribers.get(real[i]) for topic in real[i]._topics]
+            if m.left or m.ended:
+                assert real[i]._mode is Mode.DETACHED
+                assert entries == [None] * len(entries)
+            else:
+                assert real[i]._mode is Mode.QUEUE
+                assert entries == [real[i]._send_nowait] * len(entries)
 
     stats = broker.stats()
     for name, topic in model.topics.items():
