@@ -280,7 +280,7 @@ async def test_subscription_properties_and_reprs() -> None:
     assert "topics=1" in repr(broker)
     async with sub:
         assert sub.topics == ("t",)
-        assert "active" in repr(sub)
+        assert "active queue" in repr(sub)
         assert not sub.evicted
         assert sub.cursor is None  # no event yet
     assert "left" in repr(sub)

@@ -68,7 +68,7 @@ class Subscription(Delivery):
     def __repr__(self) -> str:
         names = ",".join(t.name for t in self._topics)
         state = ("new", "active", "ended", "left")[self._state]
-        return f"<Subscription {names} {state}>"
+        return f"<Subscription {names} {state} {self._mode.value}>"
 
     # -- public state ------------------------------------------------------
 
