@@ -13,8 +13,8 @@ from contextlib import AsyncExitStack
 import trio
 import trio.testing
 
+from trio_sse import Broker, TopicOptions
 from trio_sse._event import Event
-from trio_sse._topics import Broker, TopicOptions
 
 N = 1000
 ROUNDS = 100
@@ -86,7 +86,7 @@ async def main() -> None:
         results.setdefault("direct end-to-end", []).append(t)
     for name, values in results.items():
         best, median = min(values) * 1e6, sorted(values)[3] * 1e6
-        print(f"{name:20s} best {best:6.2f} us  median {median:6.2f} us per subscriber")
+        print(f"{name:20s} best {best:7.3f} us  median {median:7.3f} us per subscriber")
 
 
 trio.run(main)

@@ -16,9 +16,10 @@ import trio
 from brokers import make_broker
 
 from trio_sse import App, Config, Event, EventSource, MessageEvent, Request, open_event_source
+from trio_sse._broker import Broker
+from trio_sse._options import TopicOptions
 from trio_sse._routes import metrics_endpoint, publish_endpoint, topic_stream
 from trio_sse._server import Server, serve_listeners
-from trio_sse._topics import Broker, TopicOptions
 
 
 def make_app(broker: Broker, **stream_kw: object) -> App:

@@ -15,9 +15,13 @@ import trio
 import trio.testing
 from brokers import make_broker
 
-from trio_sse._backplane import LocalBackplane, _with_id
+from trio_sse._backplane import LocalBackplane
+from trio_sse._broker import Broker
+from trio_sse._cursor import with_id
 from trio_sse._event import Event
-from trio_sse._topics import Broker, OverflowPolicy, Subscription, Topic, TopicOptions
+from trio_sse._options import OverflowPolicy, TopicOptions
+from trio_sse._subscription import Subscription
+from trio_sse._topic import Topic
 
 
 def drain(sub: Subscription) -> list[Event]:
@@ -78,10 +82,10 @@ async def test_deliver_requires_an_id() -> None:
 
 
 def test_with_id_copies_every_field_of_event() -> None:
-    # If Event grows a field, _with_id must learn it (this test fails first).
+    # If Event grows a field, with_id must learn it (this test fails first).
     assert list(inspect.signature(Event).parameters) == ["data", "event", "id", "retry", "comment"]
     event = Event("d", event="e", id="old", retry=5, comment="c")
-    copy = _with_id(event, "new")
+    copy = with_id(event, "new")
     assert copy == Event("d", event="e", id="new", retry=5, comment="c")
     assert copy.encode() == Event("d", event="e", id="new", retry=5, comment="c").encode()
 
@@ -120,7 +124,7 @@ class PrefixBackplane:
 
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         self.n += 1
-        event = _with_id(event, f"{self.n}-0")
+        event = with_id(event, f"{self.n}-0")
         self.log.append((topic, event))
         return event
 
@@ -276,7 +280,7 @@ async def test_subscription_properties_and_reprs() -> None:
     assert "topics=1" in repr(broker)
     async with sub:
         assert sub.topics == ("t",)
-        assert "active" in repr(sub)
+        assert "active queue" in repr(sub)
         assert not sub.evicted
         assert sub.cursor is None  # no event yet
     assert "left" in repr(sub)

@@ -11,15 +11,10 @@ from brokers import make_broker
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_sse._cursor import escape, format_cursor, parse_cursor, unescape
 from trio_sse._event import Event
-from trio_sse._topics import (
-    Subscription,
-    TopicOptions,
-    _escape,
-    _format_cursor,
-    _parse_cursor,
-    _unescape,
-)
+from trio_sse._options import TopicOptions
+from trio_sse._subscription import Subscription
 
 CURSOR_CHARS = re.compile(r"[A-Za-z0-9_.\-~:,]*")
 
@@ -42,25 +37,25 @@ def pairs(events: list[Event]) -> list[tuple[str | None, str | None]]:
 
 @given(st.text())
 def test_escape_round_trips_and_is_url_safe(text: str) -> None:
-    escaped = _escape(text)
+    escaped = escape(text)
     assert re.fullmatch(r"[A-Za-z0-9_.\-~]*", escaped)
-    assert _unescape(escaped) == text
+    assert unescape(escaped) == text
 
 
 @given(st.dictionaries(st.text(min_size=1), st.text(), min_size=1))
 def test_cursor_round_trips(positions: dict[str, str]) -> None:
-    cursor = _format_cursor(positions.items())
+    cursor = format_cursor(positions.items())
     assert CURSOR_CHARS.fullmatch(cursor)
     # Unchanged by URL quoting that keeps the RFC 3986 query characters.
     assert urllib.parse.quote(cursor, safe=":,~") == cursor
     Event(id=cursor)  # a valid SSE id: no CR, LF or NUL
-    assert _parse_cursor(cursor) == positions
+    assert parse_cursor(cursor) == positions
 
 
 def test_cursor_examples() -> None:
-    assert _format_cursor([("prices", "42"), ("news", "7")]) == "prices:42,news:7"
-    assert _format_cursor([("room/1", "1700-0"), ("ü", "")]) == "room~2F1:1700-0,~C3~BC:"
-    assert _parse_cursor("room~2F1:1700-0,~C3~BC:") == {"room/1": "1700-0", "ü": ""}
+    assert format_cursor([("prices", "42"), ("news", "7")]) == "prices:42,news:7"
+    assert format_cursor([("room/1", "1700-0"), ("ü", "")]) == "room~2F1:1700-0,~C3~BC:"
+    assert parse_cursor("room~2F1:1700-0,~C3~BC:") == {"room/1": "1700-0", "ü": ""}
 
 
 @pytest.mark.parametrize(
@@ -81,7 +76,7 @@ def test_cursor_examples() -> None:
     ],
 )
 def test_malformed_cursors(cursor: str) -> None:
-    assert _parse_cursor(cursor) is None
+    assert parse_cursor(cursor) is None
 
 
 # -- merged streams -----------------------------------------------------------------
@@ -194,7 +189,7 @@ def test_arbitrary_cursors_never_crash(cursor: str) -> None:
             events = drain(sub)
         for event in events:
             assert event.event == "reset" or event.data in ("a1", "b1")
-        assert all(_parse_cursor(e.id or "") for e in events)
+        assert all(parse_cursor(e.id or "") for e in events)
 
     trio.run(main)
 
@@ -208,7 +203,7 @@ async def test_odd_topic_names_round_trip() -> None:
         last = drain(sub)[-1].id
     assert last is not None
     assert CURSOR_CHARS.fullmatch(last)
-    assert _parse_cursor(last) == dict.fromkeys(names, "1")
+    assert parse_cursor(last) == dict.fromkeys(names, "1")
     for name in names:
         broker.publish_nowait(name, Event(name + "!"))
     async with broker.subscribe_many(names, last) as sub:

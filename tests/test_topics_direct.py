@@ -8,7 +8,8 @@ import trio.testing
 from brokers import make_broker
 
 from trio_sse._event import Event
-from trio_sse._topics import Subscription, TopicOptions
+from trio_sse._options import TopicOptions
+from trio_sse._subscription import Subscription
 
 
 class Sink:

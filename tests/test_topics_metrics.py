@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trio_sse._event import Event
 from trio_sse._metrics import METRICS_CONTENT_TYPE, BrokerCollector, broker_metrics_text
-from trio_sse._topics import TopicOptions, TopicStats
+from trio_sse._options import TopicOptions, TopicStats
 
 
 async def test_topic_and_broker_stats() -> None:

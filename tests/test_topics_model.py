@@ -15,7 +15,7 @@ Python model predicts every event each subscriber must receive:
 
 The script runs in one task, which is as general as concurrency gets here:
 publishing and subscribing have no checkpoints inside (see the module header
-of ``trio_sse._topics``), so any interleaving of concurrent tasks is one of
+of ``trio_sse._topic``), so any interleaving of concurrent tasks is one of
 these scripts. Receiving compares exact ``Event`` values, ids included, so
 resume cursors are checked too.
 """
@@ -31,8 +31,10 @@ from brokers import make_broker
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from trio_sse._delivery import Mode
 from trio_sse._event import Event
-from trio_sse._topics import Subscription, TopicOptions
+from trio_sse._options import TopicOptions
+from trio_sse._subscription import Subscription
 
 TOPICS = ("a", "b")
 KINDS = {"a": ("a",), "b": ("b",), "ab": ("a", "b")}
@@ -317,6 +319,15 @@ async def run_script(
         for i, m in enumerate(model.subs):
             assert real[i].evicted == m.evicted
             assert real[i].dropped == m.dropped
+            # Ended or left: in no topic; else every topic holds its channel
+            # (one task and publish_nowait only: never FULL or DIRECT).
+            entries = [topic._subscribers.get(real[i]) for topic in real[i]._topics]
+            if m.left or m.ended:
+                assert real[i]._mode is Mode.DETACHED
+                assert entries == [None] * len(entries)
+            else:
+                assert real[i]._mode is Mode.QUEUE
+                assert entries == [real[i]._send_nowait] * len(entries)
 
     stats = broker.stats()
     for name, topic in model.topics.items():

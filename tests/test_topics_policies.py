@@ -8,7 +8,8 @@ import trio.testing
 from brokers import make_broker
 
 from trio_sse._event import Event
-from trio_sse._topics import OverflowPolicy, Subscription, TopicOptions
+from trio_sse._options import OverflowPolicy, TopicOptions
+from trio_sse._subscription import Subscription
 
 BYE = Event(comment="evicted", retry=1000)
 

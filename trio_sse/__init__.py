@@ -23,6 +23,7 @@ from ._auth import query_token as query_token
 from ._auth import secret_matches as secret_matches
 from ._backplane import Backplane as Backplane
 from ._backplane import LocalBackplane as LocalBackplane
+from ._broker import Broker as Broker
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
@@ -43,6 +44,9 @@ from ._limits import ClientLimits as ClientLimits
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
+from ._options import OverflowPolicy as OverflowPolicy
+from ._options import TopicOptions as TopicOptions
+from ._options import TopicStats as TopicStats
 from ._redis import BackplaneStats as BackplaneStats
 from ._redis import RedisBackplane as RedisBackplane
 from ._routes import health_endpoint as health_endpoint
@@ -52,12 +56,8 @@ from ._routes import topic_stream as topic_stream
 from ._server import Server as Server
 from ._server import serve as serve
 from ._server import serve_listeners as serve_listeners
-from ._topics import Broker as Broker
-from ._topics import OverflowPolicy as OverflowPolicy
-from ._topics import Subscription as Subscription
-from ._topics import Topic as Topic
-from ._topics import TopicOptions as TopicOptions
-from ._topics import TopicStats as TopicStats
+from ._subscription import Subscription as Subscription
+from ._topic import Topic as Topic
 from ._version import __version__ as __version__
 from ._websocket import CLOSE_EVICTED as CLOSE_EVICTED
 from ._websocket import WebSocket as WebSocket

@@ -39,10 +39,12 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Protocol, final
 
+from ._cursor import with_id
 from ._event import Event
 
 if TYPE_CHECKING:
-    from ._topics import Broker, Topic
+    from ._broker import Broker
+    from ._topic import Topic
 
 __all__ = ["Backplane", "LocalBackplane", "RemoteHistory"]
 
@@ -50,18 +52,6 @@ __all__ = ["Backplane", "LocalBackplane", "RemoteHistory"]
 def new_epoch() -> str:
     """A fresh epoch: 8 random hex digits, distinct across runs in practice."""
     return secrets.token_hex(4)
-
-
-def _with_id(event: Event, event_id: str) -> Event:
-    """Return a copy of *event* with another id (events are immutable).
-
-    Spelled out rather than ``dataclasses.replace``: it is on the publish path
-    and cheaper, and it does not depend on how :class:`Event` stores its
-    cached encodings. tests/test_topics.py fails if Event grows a field.
-    """
-    return Event(
-        data=event.data, event=event.event, id=event_id, retry=event.retry, comment=event.comment
-    )
 
 
 class RemoteHistory(Protocol):
@@ -221,7 +211,7 @@ class LocalBackplane:
         name = topic.name
         n = self._counters.get(name, 0) + 1
         self._counters[name] = n
-        return _with_id(event, f"{self._prefix}{n}")
+        return with_id(event, f"{self._prefix}{n}")
 
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         """Assign an id if needed and deliver to *topic* at once.

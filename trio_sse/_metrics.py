@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Final, final
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ._topics import Broker, TopicStats
+    from ._broker import Broker
+    from ._options import TopicStats
 
 __all__ = ["METRICS_CONTENT_TYPE", "BrokerCollector", "broker_metrics_text"]
 

@@ -59,7 +59,8 @@ from ._redis_streams import order_key
 from ._redis_writer import Writer
 
 if TYPE_CHECKING:
-    from ._topics import Broker, Topic
+    from ._broker import Broker
+    from ._topic import Topic
 
 __all__ = ["BackplaneStats", "RedisBackplane"]
 

@@ -35,6 +35,7 @@ import trio
 
 from ._backplane import new_epoch
 from ._event import Event
+from ._options import OverflowPolicy
 from ._redis_streams import (
     START,
     epoch_key,
@@ -45,11 +46,11 @@ from ._redis_streams import (
     stream_key,
     stream_order,
 )
-from ._topics import OverflowPolicy
 
 if TYPE_CHECKING:
+    from ._broker import Broker
     from ._redis_link import Link
-    from ._topics import Broker, Topic
+    from ._topic import Topic
 
 __all__ = ["Reader"]
 

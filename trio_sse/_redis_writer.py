@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
-from ._backplane import _with_id, new_epoch
+from ._backplane import new_epoch
+from ._cursor import with_id
 from ._errors import BackplaneUnavailableError
 from ._event import Event
 from ._redis_streams import epoch_key, fields_for, key_slot, parse_record, stream_key
 
 if TYPE_CHECKING:
     from ._redis_link import Link
-    from ._topics import Topic
+    from ._topic import Topic
 
 __all__ = ["Writer"]
 
@@ -99,7 +100,7 @@ class Writer:
         if item.error is not None:
             raise item.error
         assert item.result is not None
-        return _with_id(event, item.result)
+        return with_id(event, item.result)
 
     def _fail_all(self, reason: str) -> None:
         error = BackplaneUnavailableError(f"Redis backplane unavailable ({reason})")

@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from ._app import EventStream, Handler, HTTPException, Request, Response, StreamResponse
+from ._broker import Broker
 from ._config import Config
 from ._cors import cross_site_refusal
 from ._errors import BackplaneUnavailableError
 from ._event import Event
-from ._topics import Broker, Topic
+from ._topic import Topic
 
 __all__ = ["health_endpoint", "metrics_endpoint", "publish_endpoint", "topic_stream"]
 

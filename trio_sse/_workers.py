@@ -64,8 +64,8 @@ from typing import Any, Final, final
 
 import trio
 
+from ._broker import _live_brokers
 from ._config import Config
-from ._topics import _live_brokers
 
 __all__ = ["Supervisor", "check_backplanes", "inherited_listeners", "watch_parent"]
 

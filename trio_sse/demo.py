@@ -29,8 +29,9 @@ import trio
 
 from . import Event, HTMLResponse, Request
 from ._app import App
+from ._broker import Broker
+from ._options import TopicOptions
 from ._routes import metrics_endpoint, topic_stream
-from ._topics import Broker, TopicOptions
 
 __all__ = ["app", "broker"]
 

@@ -35,7 +35,7 @@ def _broker_class() -> Any:
     broker = getattr(trio_sse, "Broker", None)
     if broker is None:
         try:
-            from trio_sse._topics import Broker as broker
+            from trio_sse._broker import Broker as broker
         except ImportError:
             return None
     return broker

@@ -1,0 +1,109 @@
+"""The package's module graph: no import cycles, sans-IO modules free of trio."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import trio_sse
+
+PACKAGE = Path(trio_sse.__file__).parent
+
+#: Pure modules: no trio, and no imports of the modules built on them.
+SANS_IO = {
+    "_cursor": {"_event"},
+    "_history": {"_event"},
+    "_options": {"_event"},
+}
+TOPIC_MODULES = [
+    *SANS_IO,
+    "_resume",
+    "_delivery",
+    "_subscription",
+    "_topic",
+    "_broker",
+    "_topics",
+    "_backplane",
+    "_metrics",
+    "_redis",
+    "_redis_reader",
+    "_redis_writer",
+]
+
+# Import one module of the package without running trio_sse/__init__.py
+# (which imports everything), then list what got imported.
+ALONE = """
+import importlib, importlib.util, sys, types
+spec = importlib.util.find_spec("trio_sse")
+package = types.ModuleType("trio_sse")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["trio_sse"] = package
+importlib.import_module("trio_sse." + sys.argv[1])
+print(" ".join(sorted(m for m in sys.modules if m == "trio" or m.startswith("trio_sse."))))
+"""
+
+
+def imports(path: Path, *, typing_too: bool) -> set[str]:
+    """Sibling modules *path* imports at module level (``from ._x import``)."""
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                if typing_too:
+                    visit(node.body)
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    found.add(node.module)
+                else:  # from . import _x
+                    found.update(alias.name for alias in node.names)
+            if isinstance(node, ast.If | ast.Try):
+                visit(node.body)
+                visit(node.orelse)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_no_import_cycles_at_run_time() -> None:
+    graph = {p.stem: imports(p, typing_too=False) for p in PACKAGE.glob("*.py")}
+    done: set[str] = set()
+
+    def walk(module: str, path: list[str]) -> None:
+        if module in path:
+            pytest.fail(f"import cycle: {' -> '.join([*path[path.index(module) :], module])}")
+        if module in done:
+            return
+        for child in sorted(graph.get(module, ())):
+            walk(child, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        walk(module, [])
+
+
+@pytest.mark.parametrize("module", sorted(SANS_IO))
+def test_sans_io_modules_import_only_what_is_below_them(module: str) -> None:
+    assert imports(PACKAGE / f"{module}.py", typing_too=True) <= SANS_IO[module]
+
+
+@pytest.mark.parametrize("module", TOPIC_MODULES)
+def test_each_module_imports_alone_in_a_fresh_interpreter(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ALONE, module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert f"trio_sse.{module}" in loaded
+    if module in SANS_IO:
+        assert "trio" not in loaded
+        assert loaded <= {f"trio_sse.{m}" for m in SANS_IO[module] | {module}}
