@@ -478,8 +478,10 @@ def failover(rounds: int, steady: float, stamp: str) -> list[dict[str, Any]]:
                         {"process": i, "events": len(seqs), "duplicates": dup, "missing": missing}
                     )
             stats = [_last_stats(log) for _, _, log in procs]
+        lost = re.search(r"publish_errors=(\d+)", stats[0])
         for r in out:
             r["server_stats"] = stats
+            r["publish_errors"] = int(lost[1]) if lost else None
     finally:
         redis.close()
     return out

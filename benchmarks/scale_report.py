@@ -188,6 +188,7 @@ def summarize(runs: dict[str, list[Any]]) -> dict[str, Any]:
             "missing": max(
                 (s["missing"] for r in failover for s in r.get("subscribers", [])), default=0
             ),
+            "publish_errors": failover[-1].get("publish_errors") if failover else None,
         },
     }
     summary["goals"] = goals(summary)
@@ -366,9 +367,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"({f['first_event_after_restart_ms']['n'] if f['first_event_after_restart_ms'] else 0} "
         f"measurements; not recovered within 10 s: {f['not_recovered']}). redis-server was down "
         f"{fmt(f['redis_down_ms'], '.0f', ' ms')}. Duplicated events seen by a subscriber: "
-        f"{f['duplicates']}; missing sequence numbers: {f['missing']} (events accepted by "
-        "`publish_nowait` whose pipeline the kill broke are lost and counted in "
-        "`publish_errors`; sequence numbers of refused publishes are not used).",
+        f"{f['duplicates']}; missing sequence numbers: {f['missing']}, against "
+        f"{f['publish_errors']} `publish_errors` counted by the publishing process over all "
+        "rounds: an event accepted by `publish_nowait` whose pipeline the kill broke counts "
+        "as a publish error and is lost, unless Redis had written it before it died; the "
+        "ticker does not use the sequence numbers of refused publishes).",
         "",
     ]
     return "\n".join(out).rstrip() + "\n"
