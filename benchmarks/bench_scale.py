@@ -155,22 +155,37 @@ class Sizes:
     fanout_rate: float
     sat_clients: int
     sat_rate: float
+    light_clients: int
+    light_rate: float
     warmup: float
     duration: float
     failover_rounds: int
     rounds: int
 
 
-FULL = Sizes(100_000, 100, 10_000, 2, 1_000, 1_000, 3, 10, 3, 3)
-QUICK = Sizes(30_000, 100, 1_000, 5, 400, 1_000, 1, 3, 2, 2)
-SMOKE = Sizes(2_000, 20, 20, 20, 20, 100, 0.2, 0.5, 1, 1)
+# Saturation: offered about twice what one process delivers here, so that the
+# Redis readers' backlog stays far below the stream's length (10,000 entries)
+# over the run; further behind, a reader resets its subscribers (see
+# RedisBackplane's stream_min_length) and the clients see a jump.
+FULL = Sizes(100_000, 100, 10_000, 2, 1_000, 300, 1_000, 10, 3, 10, 3, 3)
+QUICK = Sizes(30_000, 100, 1_000, 5, 400, 600, 300, 10, 1, 3, 2, 2)
+SMOKE = Sizes(2_000, 20, 20, 20, 20, 100, 20, 20, 0.2, 0.5, 1, 1)
 
 
 def publish_child(url: str, mode: str, events: int, tasks: int, redis_pid: int) -> None:
     """In a child process: publish ``events`` small events, print one JSON line."""
+    import logging
+
     import trio
 
     from trio_sse import Broker, Event, RedisBackplane
+
+    # The process reads its own topic back; when its reader falls behind the
+    # stream it logs a warning per read: count them instead of printing them.
+    warnings: list[str] = []
+    log = logging.getLogger("trio_sse.redis")
+    log.propagate = False
+    log.addHandler(_ListHandler(warnings))
 
     async def main() -> dict[str, Any]:
         backplane = RedisBackplane(url)
@@ -187,6 +202,7 @@ def publish_child(url: str, mode: str, events: int, tasks: int, redis_pid: int) 
                 for i in range(100):  # warm-up: scripts loaded, connections open
                     await topic.publish(Event(data=f"{i} {pad}"))
             t0, cpu0, rcpu0 = time.perf_counter(), time.process_time(), cpu_s(redis_pid)
+            received0 = backplane.stats().received
             with trio.fail_after(120):
                 if mode == "nowait":
                     for i in range(events - 1):
@@ -225,9 +241,26 @@ def publish_child(url: str, mode: str, events: int, tasks: int, redis_pid: int) 
             "redis_us_per_event": round(rcpu / total * 1e6, 2),
             "would_block": blocked,
             "publish_errors": stats.publish_errors,
+            # What this process's own reader took back from the stream meanwhile.
+            "read_back_per_s": round((stats.received - received0) / elapsed, 1),
+            "reader_fell_behind": stats.gaps,
+            "log_warnings": len(warnings),
         }
 
     print(json.dumps(trio.run(main)), flush=True)
+
+
+class _ListHandler:
+    """A logging handler that keeps the messages in a list."""
+
+    def __new__(cls, sink: list[str]) -> Any:
+        import logging
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                sink.append(record.getMessage())
+
+        return Handler()
 
 
 def run_publish(redis: Redis, mode: str, sizes: Sizes) -> dict[str, Any]:
@@ -386,6 +419,7 @@ def _fanout_metrics(
         "redis_us_per_delivery": round(redis_cpu / events * 1e6, 3) if events else None,
         "loadgen_cpu_percent": round(100 * lg["cpu_s"] / window, 1),
         "other_load_cores": round((machine - sum(cpu) - redis_cpu - lg["cpu_s"]) / window, 2),
+        "machine_busy_cores": round(machine / window, 2),
         "processes": per,
         "connected": lg["connected_at_window"],
         "served": lg["served"],
@@ -489,6 +523,17 @@ def failover(rounds: int, steady: float, stamp: str) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------ main
 
+PARTS = ("publish", "fanout", "light", "saturation", "failover")
+SIZE_OPTIONS = (
+    "fanout-clients",
+    "fanout-rate",
+    "light-clients",
+    "light-rate",
+    "sat-clients",
+    "sat-rate",
+    "duration",
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -496,11 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="smaller, 2 rounds, under 3 minutes")
     mode.add_argument("--smoke", action="store_true", help="tiny, for the test suite")
     parser.add_argument("--rounds", type=int, help="rounds (default: 3, quick 2, smoke 1)")
-    parser.add_argument("--parts", default="publish,fanout,saturation,failover")
+    parser.add_argument("--parts", default=",".join(PARTS), help="a subset of the default")
     parser.add_argument("--out", type=Path, default=bl.RESULTS, help="directory for the JSON")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     parser.add_argument("--trio-sse", default="HEAD", metavar="REV|worktree")
-    for name in ("fanout-clients", "fanout-rate", "sat-clients", "sat-rate", "duration"):
+    for name in SIZE_OPTIONS:
         parser.add_argument(f"--{name}", type=float, help="override the mode's size")
     parser.add_argument("--child-publish", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -512,10 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
     overrides = {
         k.replace("-", "_"): v
-        for k in ("fanout-clients", "fanout-rate", "sat-clients", "sat-rate", "duration")
+        for k in SIZE_OPTIONS
         if (v := getattr(args, k.replace("-", "_"))) is not None
     }
-    for k in ("fanout_clients", "sat_clients"):
+    for k in ("fanout_clients", "sat_clients", "light_clients"):
         if k in overrides:
             overrides[k] = int(overrides[k])
     sizes = dataclasses.replace(sizes, **overrides)
@@ -537,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         under_test = f"commit {commit[:12]}"
     print(f"bench-scale: trio-sse under test: {under_test}; {kind}, {rounds} rounds", flush=True)
     started = time.monotonic()
-    runs: dict[str, list[Any]] = {"publish": [], "fanout": [], "saturation": [], "failover": []}
+    runs: dict[str, list[Any]] = {p: [] for p in PARTS}
     redis = Redis(appendonly=False)
     try:
         redis.start()
@@ -549,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{r}] publish {scale_report.publish_line(res)}", flush=True)
             for tag, clients, rate in (
                 ("fanout", sizes.fanout_clients, sizes.fanout_rate),
+                ("light", sizes.light_clients, sizes.light_rate),
                 ("saturation", sizes.sat_clients, sizes.sat_rate),
             ):
                 if tag not in parts:
