@@ -547,8 +547,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trio-sse", default="HEAD", metavar="REV|worktree")
     for name in SIZE_OPTIONS:
         parser.add_argument(f"--{name}", type=float, help="override the mode's size")
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="only summarize a results file again"
+    )
     parser.add_argument("--child-publish", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.report, write_docs=not args.no_docs)
     if args.child_publish:
         url, pmode, events, tasks, pid = args.child_publish
         publish_child(url, pmode, int(events), int(tasks), int(pid))
@@ -652,6 +657,18 @@ def main(argv: list[str] | None = None) -> int:
         scale_report.update_doc(bl.DOC_PAGE, section)
         print(f"bench-scale: updated the '{scale_report.SECTION}' section of docs/benchmarks.md")
     print(f"bench-scale: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def report(path: Path, *, write_docs: bool) -> int:
+    """Summarize ``path`` again (after a change to the report) and rewrite it."""
+    result = json.loads(path.read_text())
+    result["summary"] = scale_report.summarize(result["runs"])
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    section = scale_report.markdown(result)
+    print(section)
+    if write_docs and result["meta"]["kind"] == "full" and "partial" not in path.name:
+        scale_report.update_doc(bl.DOC_PAGE, section)
     return 0
 
 

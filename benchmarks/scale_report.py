@@ -165,6 +165,8 @@ def summarize(runs: dict[str, list[Any]]) -> dict[str, Any]:
                 "process_us_per_event",
                 "redis_cpu_percent",
                 "redis_us_per_event",
+                "read_back_per_s",
+                "reader_fell_behind",
             )
         }
         for mode in ("nowait", "tasks")
@@ -200,45 +202,55 @@ def summarize(runs: dict[str, list[Any]]) -> dict[str, Any]:
 
 
 def goals(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets against the medians (``met`` is None when not measured)."""
+    """The issue's targets against the medians.
 
-    def med(x: dict[str, float] | None) -> float | None:
-        return None if x is None else x["median"]
+    ``met`` is None when not measured; ``every_round`` says whether the whole
+    spread (min to max) meets the target, not only the median.
+    """
+    rows: list[dict[str, Any]] = []
 
-    rows = []
-    pub = max((med(s["publish"][m]["events_per_s"]) or 0 for m in s["publish"]), default=0)
-    rows.append(("publish into local Redis", "≥ 20,000 events/s", f"{pub:,.0f}/s", pub >= 20_000))
-    two = s["fanout_vs_one_process"].get("redis-2", {})
-    for label, part in (("fan-out", "fanout"), ("light fan-out", "light")):
-        added = med(s[f"{part}_vs_one_process"].get("redis-2", {}).get("added_p99_ms"))
+    def add(goal: str, target: str, value: dict[str, float] | None, spec: str, ok: Any) -> None:
+        unit = " ms" if spec == "+.1f" else X if spec == ".2f" else "/s"
         rows.append(
-            (
-                f"{label}, 2 processes: added p99",
-                "≤ 5 ms over 1 process",
-                fmt(s[f"{part}_vs_one_process"]["redis-2"]["added_p99_ms"], "+.1f", " ms"),
-                None if added is None else added <= 5,
-            )
+            {
+                "goal": goal,
+                "target": target,
+                "measured": fmt(value, spec, unit),
+                "met": None if value is None else ok(value["median"]),
+                "every_round": None if value is None else ok(value["min"]) and ok(value["max"]),
+            }
         )
-    cpu = med(two.get("cpu_per_delivery_ratio"))
-    rows.append(
-        (
-            "fan-out, 2 processes: CPU per delivery",
+
+    best = max(
+        (m["events_per_s"] for m in s["publish"].values() if m["events_per_s"]),
+        key=lambda v: v["median"],
+        default=None,
+    )
+    add("publish into local Redis", "≥ 20,000 events/s", best, ",.0f", lambda v: v >= 20_000)
+    for label, part in (("fan-out", "fanout"), ("light fan-out", "light")):
+        two = s[f"{part}_vs_one_process"]["redis-2"]
+        add(
+            f"{label}, 2 processes: added p99",
+            "≤ 5 ms over 1 process",
+            two["added_p99_ms"],
+            "+.1f",
+            lambda v: v <= 5,
+        )
+        add(
+            f"{label}, 2 processes: CPU per delivery",
             f"≤ 1.2{X} 1 process",
-            fmt(two.get("cpu_per_delivery_ratio"), ".2f", X),
-            None if cpu is None else cpu <= 1.2,
+            two["cpu_per_delivery_ratio"],
+            ".2f",
+            lambda v: v <= 1.2,
         )
+    add(
+        "saturation: delivered by 2 processes",
+        f"≥ 1.5{X} 1 process",
+        s["saturation_vs_one_process"]["redis-2"]["delivered_ratio"],
+        ".2f",
+        lambda v: v >= 1.5,
     )
-    sat = s["saturation_vs_one_process"].get("redis-2", {})
-    ratio = med(sat.get("delivered_ratio"))
-    rows.append(
-        (
-            "saturation: delivered by 2 processes",
-            f"≥ 1.5{X} 1 process",
-            fmt(sat.get("delivered_ratio"), ".2f", X),
-            None if ratio is None else ratio >= 1.5,
-        )
-    )
-    return [{"goal": g, "target": t, "measured": m, "met": ok} for g, t, m, ok in rows]
+    return rows
 
 
 # ------------------------------------------------------------------ markdown
@@ -308,11 +320,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "### Goals",
         "",
-        f"| goal | target | measured (median, min{DASH}max) | met? |",
+        f"| goal | target | measured (median, min{DASH}max) | met by the median? |",
         "|---|---|---|---|",
     ]
     for g in s["goals"]:
         met = "—" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        if g["met"] is not None and g["every_round"] != g["met"]:
+            met += " (not in every round)"
         out.append(f"| {g['goal']} | {g['target']} | {g['measured']} | {met} |")
     out += [
         "",
@@ -323,14 +337,16 @@ def markdown(result: dict[str, Any]) -> str:
         "(on `trio.WouldBlock`, `await publish` of that event); `tasks`: "
         f"{sizes['publish_tasks']} tasks each awaiting `publish` in a loop.",
         "",
-        "| mode | events/s | publisher CPU (µs/event) | Redis CPU (µs/event) |",
-        "|---|---|---|---|",
+        "| mode | events/s | publisher CPU (µs/event) | Redis CPU (µs/event) "
+        "| read back by the publisher's own reader /s | its reader fell behind (resets) |",
+        "|---|---|---|---|---|---|",
     ]
     for mode, m in s["publish"].items():
         out.append(
             f"| {mode} | {fmt(m['events_per_s'], ',.0f')} | "
             f"{fmt(m['process_cpu_percent'], '.0f', '%')} ({fmt(m['process_us_per_event'])}) | "
-            f"{fmt(m['redis_cpu_percent'], '.0f', '%')} ({fmt(m['redis_us_per_event'])}) |"
+            f"{fmt(m['redis_cpu_percent'], '.0f', '%')} ({fmt(m['redis_us_per_event'])}) | "
+            f"{fmt(m['read_back_per_s'], ',.0f')} | {fmt(m['reader_fell_behind'], '.0f')} |"
         )
     out += [
         "",
