@@ -68,12 +68,26 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "trio_sse")
 
 
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz and flood the raw server (``-- --requests N --flood N``); see docs/security.md."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/fuzz_edge.py", *session.posargs)
+
+
 @nox.session(name="bench-codec")
 def bench_codec(session: nox.Session) -> None:
     """Codec benchmark: encode/decode side by side with sse-starlette and httpx-sse."""
     # httpx-sse leaves httpx to its user: the benchmark drives it through httpx.
     session.install("-e", ".", "sse-starlette", "httpx-sse", "httpx")
     session.run("python", "benchmarks/bench_codec.py", *session.posargs)
+
+
+@nox.session(name="bench-client")
+def bench_client(session: nox.Session) -> None:
+    """Client benchmark: open_event_source vs httpx-sse reading the same stream over a socket."""
+    session.install("-e", ".[client]", "httpx-sse", "sse-starlette")
+    session.run("python", "benchmarks/bench_client.py", *session.posargs)
 
 
 #: Peers of the fan-out load benchmark, installed one by one so that a peer
@@ -86,6 +100,13 @@ def bench_topics(session: nox.Session) -> None:
     """Topic fan-out cost per subscriber, in process (task wake-ups vs direct sink)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/bench_topics.py", *session.posargs)
+
+
+@nox.session(name="bench-workers")
+def bench_workers(session: nox.Session) -> None:
+    """SIGTERM to exit of ``trio-sse serve --workers 2`` with 100 open streams."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_workers_shutdown.py", *session.posargs)
 
 
 @nox.session

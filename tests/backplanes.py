@@ -42,7 +42,7 @@ async def start_node(
     if connected:
         await wait_connected(backplane)
         for name in topics:
-            await backplane.wait_ready(broker.topic(name))
+            await backplane.wait_ready(broker.topic(name), None)
     return backplane, broker
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -390,7 +391,12 @@ async def test_heartbeats_on_a_silent_stream(serve_app: ServeApp) -> None:
 
 
 async def test_max_stream_lifetime_ends_with_retry_hint(serve_app: ServeApp) -> None:
-    config = Config(max_stream_lifetime=0.3, stream_end_retry=2500, heartbeat_interval=None)
+    config = Config(
+        max_stream_lifetime=0.3,
+        stream_end_retry=2500,
+        stream_end_retry_jitter=0,
+        heartbeat_interval=None,
+    )
     app = stream_app(config)
     server = await serve_app(app)
     with trio.fail_after(GUARD):
@@ -399,6 +405,32 @@ async def test_max_stream_lifetime_ends_with_retry_hint(serve_app: ServeApp) -> 
             assert raw == b"id: 1\ndata: first\n\nretry: 2500\n\n"
             assert reader.decoder.retry == 2500
         assert app.state.cancelled.is_set()
+
+
+async def test_stream_end_retry_is_jittered(serve_app: ServeApp) -> None:
+    """Streams ended together get different ``retry:`` values within the window."""
+    config = Config(
+        max_stream_lifetime=0.3,
+        stream_end_retry=2500,
+        stream_end_retry_jitter=1000,
+        heartbeat_interval=None,
+    )
+    server = await serve_app(stream_app(config))
+    retries: list[int | None] = []
+
+    async def one() -> None:
+        async with sse(server, "/forever") as (_, reader):
+            raw = await reader.rest()
+            assert re.fullmatch(rb"id: 1\ndata: first\n\nretry: \d+\n\n", raw), raw
+            retries.append(reader.decoder.retry)
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(one)
+    assert all(r is not None and 2500 <= r <= 3500 for r in retries), retries
+    # 8 draws from 1001 values: all equal with probability 1001**-7.
+    assert len(set(retries)) > 1, retries
 
 
 async def test_disconnect_cancels_the_handler(serve_app: ServeApp) -> None:

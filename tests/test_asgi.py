@@ -257,7 +257,9 @@ async def test_write_stall_cancels_the_stream(autojump_clock: trio.testing.MockC
 
 
 async def test_heartbeat_under_autojump(autojump_clock: trio.testing.MockClock) -> None:
-    app = App(config=Config(heartbeat_interval=15, max_stream_lifetime=40))
+    app = App(
+        config=Config(heartbeat_interval=15, max_stream_lifetime=40, stream_end_retry_jitter=0)
+    )
 
     @app.stream("/s")
     async def s(request: Request, stream: EventStream) -> None:
@@ -468,7 +470,9 @@ async def test_http10_stream_under_hypercorn(nursery: trio.Nursery) -> None:
 
 async def test_httpx_sse_over_http2(nursery: trio.Nursery) -> None:
     """A streamed read (not buffered) over HTTP/2, ended by the server's lifetime."""
-    app = App(config=Config(heartbeat_interval=None, max_stream_lifetime=0.2))
+    app = App(
+        config=Config(heartbeat_interval=None, max_stream_lifetime=0.2, stream_end_retry_jitter=0)
+    )
 
     @app.stream("/s")
     async def s(request: Request, stream: EventStream) -> None:

@@ -90,6 +90,45 @@ def test_config_options_map_to_config() -> None:
     )
 
 
+def test_option_types_come_from_the_config_annotations() -> None:
+    """``backlog: int | None = None`` once parsed ``--backlog 128`` as 128.0 (rejected)."""
+
+    def build(*options: str) -> Config:
+        return _build_config(Config(), _parser().parse_args(["serve", "m:app", *options]))
+
+    cfg = build("--backlog", "128", "--stream-end-retry-jitter", "250", "--close-linger", "2")
+    assert cfg.backlog == 128
+    assert type(cfg.backlog) is int
+    assert cfg.stream_end_retry_jitter == 250
+    assert cfg.close_linger == 2.0
+    assert build("--backlog", "none").backlog is None
+    assert build("--stream-end-retry-jitter", "0").stream_end_retry_jitter == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--backlog", "12.5", "expected an integer or 'none', got '12.5'"),
+        ("--stream-end-retry-jitter", "1.5", "expected an integer, got '1.5'"),
+        ("--stream-end-retry-jitter", "none", "expected an integer, got 'none'"),
+        ("--max-connections", "none", "expected an integer, got 'none'"),
+        ("--write-timeout", "soon", "expected a number, got 'soon'"),
+    ],
+)
+def test_option_type_errors_say_what_is_expected(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve", "m:app", option, value])
+    assert message in capsys.readouterr().err
+
+
+def test_negative_jitter_option_is_a_clear_error() -> None:
+    args = _parser().parse_args(["serve", "m:app", "--stream-end-retry-jitter", "-5"])
+    with pytest.raises(SystemExit, match="stream_end_retry_jitter must be a non-negative int"):
+        _build_config(Config(), args)
+
+
 def test_bad_config_option_is_a_clear_error() -> None:
     args = _parser().parse_args(["demo", "--write-timeout", "-1"])
     with pytest.raises(SystemExit, match="write_timeout must be a positive"):
@@ -137,7 +176,7 @@ async def test_demo_page_and_stream() -> None:
 
 
 async def test_signal_shuts_down_gracefully() -> None:
-    app = App(config=Config(stream_end_retry=2500))
+    app = App(config=Config(stream_end_retry=2500, stream_end_retry_jitter=0))
     started = trio.Event()
 
     @app.stream("/s")
@@ -174,9 +213,12 @@ def test_command_line_end_to_end(tmp_path: object) -> None:
     ) as proc:
         try:
             assert proc.stderr is not None
-            line = proc.stderr.readline()
-            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
-            assert m, line
+            # Start-up may log about the descriptor limit first.
+            lines = [proc.stderr.readline() for _ in range(1)]
+            while "serving on" not in lines[-1] and len(lines) < 5 and lines[-1]:
+                lines.append(proc.stderr.readline())
+            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", lines[-1])
+            assert m, lines
             port = int(m.group(1))
             response, _, _ = trio.run(partial(_get, port, "/"))
             assert response.status_code == 200

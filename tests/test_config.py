@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from trio_sse import Config
+from trio_sse import Config, Event
 
 
 def test_defaults() -> None:
@@ -53,3 +53,52 @@ def test_invalid_settings_name_the_field(
 ) -> None:
     with pytest.raises(error, match=message):
         Config(**changes)  # type: ignore[arg-type]
+
+
+def test_stream_end_retry_jitter_default_spreads_over_five_seconds() -> None:
+    assert Config().stream_end_retry_jitter == 5000
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (-1, ValueError, "stream_end_retry_jitter must be a non-negative int, got -1"),
+        (1.5, TypeError, "stream_end_retry_jitter must be an int"),
+        (0.0, TypeError, "stream_end_retry_jitter must be an int"),
+        (float("inf"), ValueError, "stream_end_retry_jitter must be a non-negative int"),
+        (None, ValueError, "stream_end_retry_jitter must not be None"),
+        (True, TypeError, "stream_end_retry_jitter must be a number"),
+        ("5s", TypeError, "stream_end_retry_jitter must be a number"),
+    ],
+)
+def test_stream_end_retry_jitter_validation(
+    value: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Config(stream_end_retry_jitter=value)  # type: ignore[arg-type]
+
+
+def test_stream_end_event_is_uniform_in_the_window() -> None:
+    cfg = Config(stream_end_retry=1000, stream_end_retry_jitter=100)
+    retries = []
+    for _ in range(2000):
+        event = cfg.stream_end_event()
+        assert event is not None
+        assert event.retry is not None
+        assert event.encode() == b"retry: %d\n\n" % event.retry
+        retries.append(event.retry)
+    assert min(retries) >= 1000
+    assert max(retries) <= 1100
+    # Both ends are reachable and the values spread (2000 draws of 101 values:
+    # each value is missed with probability (100/101)**2000, about 2e-9).
+    assert set(retries) == set(range(1000, 1101))
+
+
+def test_stream_end_event_without_jitter_or_retry() -> None:
+    exact = Config(stream_end_retry=1500, stream_end_retry_jitter=0)
+    assert {exact.stream_end_event() for _ in range(50)} == {Event(retry=1500)}
+    assert Config(stream_end_retry=0, stream_end_retry_jitter=0).stream_end_event() == Event(
+        retry=0
+    )
+    assert Config(stream_end_retry=None).stream_end_event() is None
+    assert Config(stream_end_retry=None, stream_end_retry_jitter=0).stream_end_event() is None

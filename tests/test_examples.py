@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import httpx
 import trio
 
-from tests.sse_client import open_request, request
-from trio_sse import serve
+from trio_sse import open_event_source, serve
 
 
 async def test_prices_example_streams_resumes_and_guards_publishing() -> None:
@@ -17,29 +17,28 @@ async def test_prices_example_streams_resumes_and_guards_publishing() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(partial(serve, prices.app, "127.0.0.1", 0))
-            port = listeners[0].socket.getsockname()[1]
-            async with open_request(port, "/events/prices") as client:
-                assert (await client.start()).status == 200
-                first, second = await client.events(2)
+            base = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+            async with open_event_source(f"{base}/events/prices", max_reconnects=0) as source:
+                assert source.response is not None
+                assert source.response.status_code == 200
+                first, second = await anext(source), await anext(source)
             assert first.type == "price"
             assert "AAPL" in json.loads(second.data)
             # Reconnecting with the last id resumes right after it.
-            async with open_request(
-                port, "/events/prices", headers=[("last-event-id", first.last_event_id)]
-            ) as client:
-                await client.start()
-                (again,) = await client.events(1)
+            async with open_event_source(
+                f"{base}/events/prices", last_event_id=first.last_event_id, max_reconnects=0
+            ) as source:
+                again = await anext(source)
             assert again.last_event_id == second.last_event_id
-            refused = await request(port, "/publish/prices", method="POST", body=b"x")
-            assert refused.status == 403
-            ok = await request(
-                port,
-                "/publish/prices",
-                method="POST",
-                headers=[("authorization", "Bearer admin-token")],
-                body=b"manual",
-            )
-            assert ok.status == 200
+            async with httpx.AsyncClient(base_url=base, timeout=None) as client:
+                refused = await client.post("/publish/prices", content=b"x")
+                assert refused.status_code == 403
+                ok = await client.post(
+                    "/publish/prices",
+                    headers={"authorization": "Bearer admin-token"},
+                    content=b"manual",
+                )
+                assert ok.status_code == 200
             nursery.cancel_scope.cancel()
 
 

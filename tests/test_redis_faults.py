@@ -173,10 +173,12 @@ async def test_data_lost_while_disconnected_is_found_on_reconnect(
             epoch = first.id.split("-")[0]
             await broker.publish("t", Event("lost"))
             await receive_n(sub, 2)
+            record = redis_server.cli("GET", "trio-sse:{t}:epoch")
+            assert record.startswith(epoch + " ")
             await trio.to_thread.run_sync(lambda: redis_server.restart(keep_data=False))
             # Before the backplane reconnects (>= 0.5 s): the state after losing
             # the tail of the stream, as an older AOF would leave it.
-            redis_server.cli("SET", "trio-sse:{t}:epoch", epoch)
+            redis_server.cli("SET", "trio-sse:{t}:epoch", record)
             kept_id = first.id.split("-", 1)[1]
             redis_server.cli("XADD", "trio-sse:{t}", kept_id, "data", "kept")
             reset = await sub.receive()

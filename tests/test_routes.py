@@ -1,16 +1,21 @@
-"""Topic streams, the publish endpoint and metrics over real loopback sockets."""
+"""Topic streams, the publish endpoint and metrics over real loopback sockets.
+
+Streams are read with the project's own client (``open_event_source``),
+other requests with httpx.
+"""
 
 from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
+import httpx
 import pytest
 import trio
 from brokers import make_broker
 
-from tests.sse_client import open_request, request
-from trio_sse import App, Config, Event, Request
+from trio_sse import App, Config, Event, EventSource, MessageEvent, Request, open_event_source
 from trio_sse._routes import metrics_endpoint, publish_endpoint, topic_stream
 from trio_sse._server import Server, serve_listeners
 from trio_sse._topics import Broker, TopicOptions
@@ -39,6 +44,31 @@ async def broker() -> Broker:
     return b
 
 
+def open_stream(port: int, target: str, headers: list[tuple[str, str]] | None = None) -> Any:
+    """``open_event_source`` on the test server, failing instead of reconnecting."""
+    return open_event_source(
+        f"http://127.0.0.1:{port}{target}", headers=dict(headers or []), max_reconnects=0
+    )
+
+
+async def take(source: EventSource, n: int) -> list[MessageEvent]:
+    return [await anext(source) for _ in range(n)]
+
+
+async def request(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=None) as client:
+        return await client.request(
+            method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body
+        )
+
+
 async def start(nursery: trio.Nursery, app: App, config: Config | None = None) -> int:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     await nursery.start(partial(serve_listeners, app, listeners, config=config))
@@ -49,28 +79,26 @@ async def test_stream_one_topic_and_resume(nursery: trio.Nursery, broker: Broker
     port = await start(nursery, make_app(broker))
     ticker = broker.topic("ticker")
     with trio.fail_after(5):
-        async with open_request(port, "/events/ticker") as client:
-            response = await client.start()
-            assert response.status == 200
-            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        async with open_stream(port, "/events/ticker") as source:
+            assert source.response is not None
+            assert source.response.status_code == 200
+            assert source.response.headers["content-type"] == "text/event-stream; charset=utf-8"
             await trio.testing.wait_all_tasks_blocked()
             for i in range(3):
                 ticker.publish_nowait(Event(f"tick {i}"))
-            events = await client.events(3)
+            events = await take(source, 3)
             assert [e.data for e in events] == ["tick 0", "tick 1", "tick 2"]
             ids = [e.last_event_id for e in events]
             assert len(set(ids)) == 3
         ticker.publish_nowait(Event("tick 3"))
         ticker.publish_nowait(Event("tick 4"))
         # A reconnecting browser sends Last-Event-ID and misses nothing.
-        async with open_request(port, "/events/ticker", headers=[("last-event-id", ids[0])]) as c:
-            await c.start()
-            events = await c.events(4)
+        async with open_stream(port, "/events/ticker", [("last-event-id", ids[0])]) as source:
+            events = await take(source, 4)
             assert [e.data for e in events] == ["tick 1", "tick 2", "tick 3", "tick 4"]
         # Clients that cannot set headers use the lastEventId query parameter.
-        async with open_request(port, f"/events/ticker?lastEventId={ids[2]}") as c:
-            await c.start()
-            assert [e.data for e in await c.events(2)] == ["tick 3", "tick 4"]
+        async with open_stream(port, f"/events/ticker?lastEventId={ids[2]}") as source:
+            assert [e.data for e in await take(source, 2)] == ["tick 3", "tick 4"]
 
 
 async def test_fresh_subscriber_learns_its_position(nursery: trio.Nursery, broker: Broker) -> None:
@@ -78,25 +106,23 @@ async def test_fresh_subscriber_learns_its_position(nursery: trio.Nursery, broke
     port = await start(nursery, make_app(broker))
     first = broker.topic("ticker").publish_nowait(Event("old"))
     with trio.fail_after(5):
-        async with open_request(port, "/events/ticker") as client:
-            await client.start()
-            while client.decoder.last_event_id != first.id:
-                await client._pump()
+        async with open_stream(port, "/events/ticker") as source:
+            while source.last_event_id != first.id:
+                # (A cancelled read reconnects, with the id received so far.)
+                with trio.move_on_after(0.05):
+                    await anext(source)
         broker.topic("ticker").publish_nowait(Event("missed"))
-        async with open_request(
-            port, "/events/ticker", headers=[("last-event-id", client.decoder.last_event_id)]
-        ) as c:
-            await c.start()
-            assert [e.data for e in await c.events(1)] == ["missed"]
+        last = source.last_event_id
+        async with open_stream(port, "/events/ticker", [("last-event-id", last)]) as source:
+            assert [e.data for e in await take(source, 1)] == ["missed"]
 
 
 async def test_unknown_expired_id_gets_reset(nursery: trio.Nursery, broker: Broker) -> None:
     port = await start(nursery, make_app(broker))
     broker.topic("ticker").publish_nowait(Event("a"))
     with trio.fail_after(5):
-        async with open_request(port, "/events/ticker", headers=[("last-event-id", "nope")]) as c:
-            await c.start()
-            (reset,) = await c.events(1)
+        async with open_stream(port, "/events/ticker", [("last-event-id", "nope")]) as source:
+            (reset,) = await take(source, 1)
             assert reset.type == "reset"
 
 
@@ -104,13 +130,13 @@ async def test_bad_selections(nursery: trio.Nursery, broker: Broker) -> None:
     port = await start(nursery, make_app(broker))
     with trio.fail_after(5):
         r = await request(port, "/events/nosuch")
-        assert r.status == 404
-        assert b"no such topic: nosuch" in r.body
+        assert r.status_code == 404
+        assert b"no such topic: nosuch" in r.content
         r = await request(port, "/events")
-        assert r.status == 400
+        assert r.status_code == 400
         r = await request(port, "/events?topic=ticker,news,scores,more")
-        assert r.status == 400
-        assert b"at most 3 topics" in r.body
+        assert r.status_code == 400
+        assert b"at most 3 topics" in r.content
 
 
 async def test_authorize_refuses(nursery: trio.Nursery, broker: Broker) -> None:
@@ -119,37 +145,35 @@ async def test_authorize_refuses(nursery: trio.Nursery, broker: Broker) -> None:
 
     port = await start(nursery, make_app(broker, authorize=only_news))
     with trio.fail_after(5):
-        assert (await request(port, "/events/ticker")).status == 403
-        async with open_request(port, "/events/news") as c:
-            assert (await c.start()).status == 200
+        assert (await request(port, "/events/ticker")).status_code == 403
+        async with open_stream(port, "/events/news") as source:
+            assert source.response is not None
+            assert source.response.status_code == 200
 
 
 async def test_several_topics_one_cursor(nursery: trio.Nursery, broker: Broker) -> None:
     port = await start(nursery, make_app(broker))
     with trio.fail_after(5):
-        async with open_request(port, "/events?topic=ticker&topic=news") as c:
-            await c.start()
+        async with open_stream(port, "/events?topic=ticker&topic=news") as source:
             await trio.testing.wait_all_tasks_blocked()
             broker.topic("ticker").publish_nowait(Event("t1"))
             broker.topic("news").publish_nowait(Event("n1"))
-            events = await c.events(2)
+            events = await take(source, 2)
             assert [e.data for e in events] == ["t1", "n1"]
             cursor = events[0].last_event_id
         broker.topic("news").publish_nowait(Event("n2"))
         broker.topic("ticker").publish_nowait(Event("t2"))
-        async with open_request(
-            port, "/events?topic=ticker,news", headers=[("last-event-id", cursor)]
-        ) as c:
-            await c.start()
-            assert [e.data for e in await c.events(3)] == ["n1", "n2", "t2"]
+        async with open_stream(
+            port, "/events?topic=ticker,news", [("last-event-id", cursor)]
+        ) as source:
+            assert [e.data for e in await take(source, 3)] == ["n1", "n2", "t2"]
 
 
 async def test_publish_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
     port = await start(nursery, make_app(broker))
     auth = [("authorization", "Bearer ok")]
     with trio.fail_after(5):
-        async with open_request(port, "/events/news") as c:
-            await c.start()
+        async with open_stream(port, "/events/news") as source:
             await trio.testing.wait_all_tasks_blocked()
             body = json.dumps({"data": "hello\nworld", "event": "headline"}).encode()
             r = await request(
@@ -159,8 +183,8 @@ async def test_publish_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
                 headers=[*auth, ("content-type", "application/json")],
                 body=body,
             )
-            assert r.status == 200, r.body
-            assigned = json.loads(r.body)
+            assert r.status_code == 200, r.content
+            assigned = r.json()
             assert assigned["topic"] == "news"
             r = await request(
                 port,
@@ -169,10 +193,10 @@ async def test_publish_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
                 headers=[*auth, ("content-type", "application/x-www-form-urlencoded")],
                 body=b"data=form+data&event=x",
             )
-            assert r.status == 200
+            assert r.status_code == 200
             r = await request(port, "/publish/news", method="POST", headers=auth, body=b"plain")
-            assert r.status == 200
-            events = await c.events(3)
+            assert r.status_code == 200
+            events = await take(source, 3)
             assert [(e.type, e.data) for e in events] == [
                 ("headline", "hello\nworld"),
                 ("x", "form data"),
@@ -188,9 +212,9 @@ async def test_publish_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
         ]
         for headers, payload, status in bad:
             r = await request(port, "/publish/news", method="POST", headers=headers, body=payload)
-            assert r.status == status, (payload, r.body)
+            assert r.status_code == status, (payload, r.content)
         r = await request(port, "/publish/nosuch", method="POST", headers=auth, body=b"x")
-        assert r.status == 404
+        assert r.status_code == 404
 
 
 async def test_metrics_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
@@ -198,9 +222,9 @@ async def test_metrics_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
     broker.topic("ticker").publish_nowait(Event("x"))
     with trio.fail_after(5):
         r = await request(port, "/metrics")
-    assert r.status == 200
+    assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert 'trio_sse_topic_published_total{topic="ticker"} 1.0' in r.body.decode()
+    assert 'trio_sse_topic_published_total{topic="ticker"} 1.0' in r.content.decode()
 
 
 async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
@@ -224,13 +248,13 @@ async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
     n_events, payload = 100, "x" * 8_000
     received: dict[int, list[int]] = {}
 
-    async def reader(i: int, task_status: trio.TaskStatus[None]) -> None:
-        async with open_request(port, "/t") as c:
-            await c.start()
+    async def reader(client: httpx.AsyncClient, i: int, task_status: trio.TaskStatus[None]) -> None:
+        url = f"http://127.0.0.1:{port}/t"
+        async with open_event_source(url, client=client, max_reconnects=0) as source:
             task_status.started()
             seqs: list[int] = []
             while len(seqs) < n_events:
-                seqs.extend(int(e.data.split()[0]) for e in await c.events(1))
+                seqs.append(int((await anext(source)).data.split()[0]))
             received[i] = seqs
 
     with trio.fail_after(30):
@@ -240,9 +264,13 @@ async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         await stuck.connect(("127.0.0.1", port))
         await stuck.send(b"GET /t HTTP/1.1\r\nhost: x\r\n\r\n")
-        async with trio.open_nursery() as readers:
+        limits = httpx.Limits(max_connections=None)
+        async with (
+            httpx.AsyncClient(timeout=None, limits=limits) as client,
+            trio.open_nursery() as readers,
+        ):
             for i in range(99):
-                await readers.start(reader, i)
+                await readers.start(reader, client, i)
             while len(server.connections) < 100:
                 await trio.sleep(0.01)
             for i in range(n_events):

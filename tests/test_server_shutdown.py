@@ -101,7 +101,7 @@ async def test_1000_streams_all_end_properly_within_the_grace_period(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     app, counts = make_app()
-    cfg = Config(shutdown_grace_period=5)
+    cfg = Config(stream_end_retry_jitter=0, shutdown_grace_period=5)
     n = 1000
     with trio.fail_after(60):
         async with serving(app, cfg) as running, trio.open_nursery() as readers:
@@ -135,7 +135,7 @@ async def test_streams_end_even_if_clients_never_close(
     # Clients read the final chunk but keep their end open: the server's
     # lingering close is bounded by close_linger.
     app, _ = make_app()
-    cfg = Config(shutdown_grace_period=5, close_linger=1)
+    cfg = Config(stream_end_retry_jitter=0, shutdown_grace_period=5, close_linger=1)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
             clients = [await open_stream(running.listener) for _ in range(20)]
@@ -151,7 +151,12 @@ async def test_client_that_does_not_read_is_cut_at_the_grace_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     app, _ = make_app()
-    cfg = Config(shutdown_grace_period=5, write_timeout=60, heartbeat_interval=None)
+    cfg = Config(
+        stream_end_retry_jitter=0,
+        shutdown_grace_period=5,
+        write_timeout=60,
+        heartbeat_interval=None,
+    )
     stuck = MemoryListener(lockstep=True)
     with trio.fail_after(120):
         async with serving(app, cfg, stuck) as running:
@@ -255,7 +260,7 @@ async def test_stream_opened_during_shutdown_ends_at_once(
         return StreamResponse(run)
 
     with trio.fail_after(60):
-        async with serving(app, Config()) as running:
+        async with serving(app, Config(stream_end_retry_jitter=0)) as running:
             client = Client(await running.listener.connect())
             await client.send_request("GET", "/late")
             await trio.testing.wait_all_tasks_blocked()
@@ -449,7 +454,7 @@ async def test_failing_background_task_stops_the_server(
         raise RuntimeError("background failure")
 
     listener = MemoryListener()
-    server = Server(app, Config(shutdown_grace_period=5))
+    server = Server(app, Config(stream_end_retry_jitter=0, shutdown_grace_period=5))
     with trio.fail_after(60):
         client: Client | None = None
         with pytest.RaisesGroup(

@@ -252,7 +252,7 @@ async def test_max_connections_over_tcp() -> None:
 
 async def test_graceful_shutdown_of_200_real_streams() -> None:
     app, _ = make_app()
-    cfg = Config(shutdown_grace_period=5)
+    cfg = Config(stream_end_retry_jitter=0, shutdown_grace_period=5)
     n = 200
     with trio.fail_after(20):
         async with tcp_server(app, cfg) as (server, port, scope), trio.open_nursery() as nursery:

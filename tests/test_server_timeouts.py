@@ -367,7 +367,7 @@ async def test_max_stream_lifetime_ends_with_retry_then_last_chunk(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     app, probe = make_app()
-    cfg = Config(max_stream_lifetime=10, stream_end_retry=2500)
+    cfg = Config(max_stream_lifetime=10, stream_end_retry=2500, stream_end_retry_jitter=0)
     with trio.fail_after(60):
         async with running(app, cfg) as (server, listener):
             client = Client(await listener.connect())
@@ -405,7 +405,7 @@ async def test_max_stream_lifetime_http10_sends_retry_then_closes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     app, _ = make_app()
-    cfg = Config(max_stream_lifetime=2, stream_end_retry=0)
+    cfg = Config(max_stream_lifetime=2, stream_end_retry=0, stream_end_retry_jitter=0)
     with trio.fail_after(60):
         async with running(app, cfg) as (_, listener):
             client = Client(await listener.connect())

@@ -1,12 +1,13 @@
-"""Ids carry the run's epoch: an id from another run gets the reset event."""
+"""Ids carry the run's epoch (another run's id gets the reset event); ids are bounded."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 import trio
 
-from trio_sse import Broker, Event, LocalBackplane
+from trio_sse import Broker, Event, LocalBackplane, TopicOptions
 
 
 async def test_default_ids_start_with_an_epoch_new_for_every_backplane() -> None:
@@ -43,3 +44,26 @@ async def test_an_id_from_a_previous_run_is_reset_not_replayed() -> None:
 async def test_an_explicit_empty_prefix_gives_bare_numbers() -> None:
     broker = Broker(backplane=LocalBackplane(id_prefix=""))
     assert broker.publish_nowait("t", Event("x")).id == "1"
+
+
+async def test_publishing_bounds_ids_and_retry() -> None:
+    """A 20 KB id would come back as a 20 KB Last-Event-ID header: refused at publish."""
+    broker = Broker(TopicOptions(max_id_length=8, max_retry=1000))
+    topic = broker.topic("t")
+    assert topic.publish_nowait(Event("x", id="12345678", retry=1000)).id == "12345678"
+    for bad, message in (
+        (Event("x", id="123456789"), "max_id_length"),
+        (Event("x", id="\u00e9" * 5), "max_id_length"),  # 10 bytes in UTF-8
+        (Event("x", retry=1001), "max_retry"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            topic.publish_nowait(bad)
+        with pytest.raises(ValueError, match=message):
+            await topic.publish(bad)
+    assert topic.last_event_id == "12345678"  # nothing else was published
+    default = Broker().topic("t")
+    with pytest.raises(ValueError, match="256"):
+        default.publish_nowait(Event("x", id="i" * 20_000))
+    for field in ("max_id_length", "max_retry"):
+        with pytest.raises(ValueError, match=field):
+            TopicOptions(**{field: -1})

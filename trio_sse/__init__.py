@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._app import App as App
 from ._app import EventStream as EventStream
 from ._app import Headers as Headers
@@ -14,19 +16,30 @@ from ._app import Response as Response
 from ._app import Route as Route
 from ._app import StreamResponse as StreamResponse
 from ._app import WebSocketRoute as WebSocketRoute
+from ._auth import JWTAuth as JWTAuth
+from ._auth import bearer_token as bearer_token
+from ._auth import cookie_value as cookie_value
+from ._auth import query_token as query_token
+from ._auth import secret_matches as secret_matches
 from ._backplane import Backplane as Backplane
 from ._backplane import LocalBackplane as LocalBackplane
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
 from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
+from ._cors import CORS as CORS
+from ._cors import cross_site_refusal as cross_site_refusal
 from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
+from ._errors import EventSourceConnectionError as EventSourceConnectionError
+from ._errors import EventSourceError as EventSourceError
+from ._errors import EventSourceResponseError as EventSourceResponseError
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._limits import ClientLimits as ClientLimits
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
@@ -52,8 +65,31 @@ from ._websocket import WebSocketClosed as WebSocketClosed
 from ._websocket import event_frame as event_frame
 from ._websocket import topic_websocket as topic_websocket
 
+if TYPE_CHECKING:
+    from ._client import EventSource as EventSource
+    from ._client import ReadyState as ReadyState
+    from ._client import open_event_source as open_event_source
+
+#: Names of the client (``trio-sse[client]``), imported on first use so that
+#: the server side does not need httpx.
+_CLIENT_NAMES = frozenset({"EventSource", "ReadyState", "open_event_source"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        try:
+            from . import _client
+        except ImportError as exc:  # pragma: no cover - httpx is a test dependency
+            raise ImportError(
+                f"trio_sse.{name} needs httpx: pip install 'trio-sse[client]' ({exc})"
+            ) from exc
+        return getattr(_client, name)
+    raise AttributeError(f"module 'trio_sse' has no attribute {name!r}")
+
+
 __all__ = [
     "CLOSE_EVICTED",
+    "CORS",
     "DEFAULT_MAX_EVENT_SIZE",
     "METRICS_CONTENT_TYPE",
     "App",
@@ -62,21 +98,28 @@ __all__ = [
     "BackplaneUnavailableError",
     "Broker",
     "BrokerCollector",
+    "ClientLimits",
     "Config",
     "Decoder",
     "Event",
+    "EventSource",
+    "EventSourceConnectionError",
+    "EventSourceError",
+    "EventSourceResponseError",
     "EventStream",
     "EventTooLargeError",
     "HTMLResponse",
     "HTTPException",
     "Headers",
     "JSONResponse",
+    "JWTAuth",
     "LocalBackplane",
     "LocalProtocolError",
     "MessageEvent",
     "OverflowPolicy",
     "PlainTextResponse",
     "ProtocolError",
+    "ReadyState",
     "RedisBackplane",
     "RemoteProtocolError",
     "Request",
@@ -93,11 +136,17 @@ __all__ = [
     "WebSocketClosed",
     "WebSocketRoute",
     "__version__",
+    "bearer_token",
     "broker_metrics_text",
+    "cookie_value",
+    "cross_site_refusal",
     "event_frame",
     "health_endpoint",
     "metrics_endpoint",
+    "open_event_source",
     "publish_endpoint",
+    "query_token",
+    "secret_matches",
     "serve",
     "serve_listeners",
     "topic_stream",

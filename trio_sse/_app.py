@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
+import time
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import (
@@ -43,10 +45,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 import trio
 
 from ._config import Config
+from ._edge import json_depth_exceeds
 from ._event import Event
+from ._limits import REFUSAL_REASONS
 
 if TYPE_CHECKING:
     from ._asgi import Receive, Scope, Send
+    from ._cors import CORS
     from ._websocket import WebSocket
 
 __all__ = [
@@ -260,10 +265,14 @@ class StreamResponse:
             ends when it returns.
         status: the status code (200).
         headers: extra headers besides the event-stream ones.
+        expires_at: end the stream at this Unix time (a credential's
+            expiry), like ``Config.max_stream_lifetime`` does: the handler is
+            cancelled and the final ``retry:`` event sent, so the client
+            reconnects and authenticates again.
 
     """
 
-    __slots__ = ("handler", "headers", "status")
+    __slots__ = ("expires_at", "handler", "headers", "status")
 
     def __init__(
         self,
@@ -271,10 +280,20 @@ class StreamResponse:
         *,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
+        expires_at: float | None = None,
     ) -> None:
         self.handler = handler
         self.status = status
         self.headers = dict(headers or {})
+        self.expires_at = expires_at
+
+    def deadline(self, lifetime: float | None) -> float:
+        """The trio deadline of the stream: ``lifetime`` or :attr:`expires_at`, the sooner."""
+        now = trio.current_time()
+        deadline = math.inf if lifetime is None else now + lifetime
+        if self.expires_at is not None:
+            deadline = min(deadline, now + self.expires_at - time.time())
+        return deadline
 
     def header_list(self) -> HeaderList:
         """The event-stream headers plus any extra ones."""
@@ -307,6 +326,8 @@ class Request:
         client: the peer's ``(host, port)`` if known.
         http_version: ``"1.1"``, ``"1.0"`` or ``"2"``.
         app: the :class:`App` serving the request.
+        config: the :class:`Config` the request is served with (the
+            server's, which may differ from ``app.config``).
 
     """
 
@@ -316,6 +337,7 @@ class Request:
         "_query",
         "app",
         "client",
+        "config",
         "headers",
         "http_version",
         "method",
@@ -337,6 +359,7 @@ class Request:
         client: tuple[str, int] | None = None,
         body_reader: BodyReader = _no_body,
         root_path: str = "",
+        config: Config | None = None,
     ) -> None:
         self.method = method
         raw_path, _, query = target.partition(b"?")
@@ -351,6 +374,7 @@ class Request:
         self.client = client
         self.http_version = http_version
         self.app = app
+        self.config = config if config is not None else app.config
         self._body_reader = body_reader
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
@@ -401,11 +425,24 @@ class Request:
             raise HTTPException(400, "request body is not valid UTF-8") from None
 
     async def json(self) -> Any:
-        """The body parsed as JSON (400 if it is not)."""
+        """The body parsed as JSON.
+
+        Raises:
+            HTTPException: 400 if it is not JSON, or nests arrays and objects
+                deeper than ``Config.max_json_depth``.
+
+        """
+        body = await self.body()
+        limit = self.config.max_json_depth
+        if json_depth_exceeds(body, limit):
+            raise HTTPException(
+                400, f"JSON body nested deeper than {limit} levels (Config.max_json_depth)"
+            )
         try:
-            return json.loads(await self.body())
-        except ValueError as exc:
-            raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HTTPException(400, f"request body is not valid JSON: {reason}") from None
 
     async def form(self) -> dict[str, str]:
         """The body parsed as ``application/x-www-form-urlencoded`` (last value wins)."""
@@ -501,6 +538,8 @@ class App:
             tear-down of shared resources).
         config: default server :class:`Config` for this app (a server may be
             given another).
+        cors: which other origins browsers may let read responses
+            (:class:`~trio_sse.CORS`); ``None``: same-origin only.
 
     Example::
 
@@ -518,11 +557,21 @@ class App:
 
     """
 
-    def __init__(self, *, lifespan: Lifespan | None = None, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        lifespan: Lifespan | None = None,
+        config: Config | None = None,
+        cors: CORS | None = None,
+    ) -> None:
         self.routes: list[Route] = []
+        self.cors = cors
         self.websocket_routes: list[WebSocketRoute] = []
         self.config = config if config is not None else Config()
         self.state = SimpleNamespace()
+        #: Requests and connections refused by the edge limits, by reason
+        #: (see :class:`~trio_sse.ClientLimits`); served by metrics_endpoint.
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._lifespan = lifespan
         self._background: list[Callable[[], Awaitable[None]]] = []
 

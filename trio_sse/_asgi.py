@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, TypeAlias, final
 
@@ -69,7 +70,10 @@ from ._app import (
     to_response,
 )
 from ._config import Config
+from ._cors import add_cors_headers
+from ._edge import request_head_error
 from ._event import Event
+from ._limits import ClientLimits
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
@@ -86,6 +90,18 @@ _NOT_TRIO: Final = (
     "(asyncio?): serve it with hypercorn's trio worker, "
     "`hypercorn --worker-class trio MODULE:APP`, or with `trio-sse serve MODULE:APP`"
 )
+
+
+#: Per-client stream counts of each App served over ASGI (one per process).
+_APP_LIMITS: weakref.WeakKeyDictionary[App, ClientLimits] = weakref.WeakKeyDictionary()
+
+
+def client_limits(app: App) -> ClientLimits:
+    """The :class:`ClientLimits` the ASGI adapter keeps for ``app`` in this process."""
+    limits = _APP_LIMITS.get(app)
+    if limits is None or limits.config is not app.config:
+        limits = _APP_LIMITS[app] = ClientLimits(app.config, app.refusals)
+    return limits
 
 
 def _in_trio() -> bool:
@@ -414,6 +430,17 @@ class _Exchange:
         request = self._request()
         method = request.method
         head_only = method == "HEAD"
+        refused = request_head_error(
+            self.scope["headers"], http2=self.scope.get("http_version") == "2"
+        )
+        if refused is not None:
+            response = PlainTextResponse(refused + "\n", 400, {"connection": "close"})
+            await self._respond(response, head_only)
+            return
+        cors = self.app.cors
+        if cors is not None and (preflight := cors.preflight(request)) is not None:
+            await self._respond(preflight, False)
+            return
         route, params, allowed = self.app.resolve(method, request.path)
         if route is None:
             if allowed:
@@ -422,6 +449,7 @@ class _Exchange:
                 )
             else:
                 response = PlainTextResponse("not found\n", 404)
+            add_cors_headers(request, response.headers)
             await self._respond(response, head_only)
             return
         request.path_params = params
@@ -440,8 +468,27 @@ class _Exchange:
         except Exception:
             logger.exception("handler for %s %s raised", request.method, request.path)
             response = PlainTextResponse("internal server error\n", 500)
+        add_cors_headers(request, response.headers)
         if isinstance(response, StreamResponse):
-            await self._stream(request, response, head_only)
+            if head_only:
+                await self._stream(request, response, True)
+                return
+            limits = client_limits(self.app)
+            key = limits.client_key(self.client and self.client[0], request.headers)
+            if not limits.acquire_stream(key):
+                await self._respond(
+                    PlainTextResponse(
+                        "too many event streams from this client; retry later\n",
+                        429,
+                        {"retry-after": str(self.config.retry_after)},
+                    ),
+                    False,
+                )
+                return
+            try:
+                await self._stream(request, response, False)
+            finally:
+                limits.release_stream(key)
         else:
             await self._respond(response, head_only, request)
 
@@ -483,8 +530,7 @@ class _Exchange:
         await self.write(b"")
         event_stream = _ASGIEventStream(self, request.last_event_id)
         with trio.CancelScope() as stop:
-            if cfg.max_stream_lifetime is not None:
-                stop.deadline = trio.current_time() + cfg.max_stream_lifetime
+            stop.deadline = response.deadline(cfg.max_stream_lifetime)
             async with trio.open_nursery() as nursery:
                 if cfg.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, cfg.heartbeat_interval)
@@ -493,10 +539,8 @@ class _Exchange:
                 except Exception:
                     logger.exception("stream handler for %s raised", request.path)
                 nursery.cancel_scope.cancel()
-        tail = b""
-        if stop.cancelled_caught and cfg.stream_end_retry is not None:
-            tail = Event(retry=cfg.stream_end_retry).encode()
-        await self.write(tail, more_body=False)
+        final = cfg.stream_end_event() if stop.cancelled_caught else None
+        await self.write(b"" if final is None else final.encode(), more_body=False)
 
     async def _heartbeat(self, interval: float) -> None:
         """Send a comment whenever the stream has been silent for ``interval``."""

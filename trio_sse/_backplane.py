@@ -70,8 +70,13 @@ class RemoteHistory(Protocol):
     Used by :class:`~trio_sse.Subscription` only; applications never call it.
     """
 
-    async def wait_ready(self, topic: Topic) -> None:
-        """Wait until *topic*'s boundary (its newest id) is known locally."""
+    async def wait_ready(self, topic: Topic, position: str | None) -> None:
+        """Wait until *topic*'s boundary (its newest id) is known locally.
+
+        With the client's *position*, also wait (briefly) until the local
+        boundary has reached it: a client coming from a process that is a
+        few milliseconds ahead must not be reset for it.
+        """
         ...
 
     def replayable(self, topic: Topic, event_id: str) -> bool:
@@ -132,7 +137,8 @@ class Backplane(Protocol):
                 gets one from the backplane.
 
         Returns:
-            The event as published, with its id.
+            The event as published, with its id, or without one when the id
+            is assigned remotely and not known yet.
 
         Raises:
             trio.WouldBlock: the backplane cannot accept the event without

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 __all__ = [
     "BackplaneUnavailableError",
+    "EventSourceConnectionError",
+    "EventSourceError",
+    "EventSourceResponseError",
     "EventTooLargeError",
     "LocalProtocolError",
     "ProtocolError",
@@ -83,3 +86,51 @@ class BackplaneUnavailableError(SSEError):
     """
 
     error_status_hint = 503
+
+
+class EventSourceError(SSEError):
+    """The event-source client cannot go on with a stream.
+
+    Raised out of :func:`trio_sse.open_event_source` (or its iteration) when
+    reconnecting would not help, or is not allowed. See the subclasses.
+    """
+
+
+class EventSourceResponseError(EventSourceError):
+    """The server answered with something other than an event stream.
+
+    As in a browser, this is fatal: a status other than ``200`` (``204``
+    instead ends the stream quietly) or a ``Content-Type`` other than
+    ``text/event-stream``. Fix the URL, the credentials or the server.
+
+    Attributes:
+        status: the HTTP status code of the (final, after redirects) response.
+        content_type: its ``Content-Type`` header (``""`` if absent).
+        body: up to the first 1024 bytes of its body, for the error message.
+        url: the URL that answered (after redirects).
+    """
+
+    def __init__(self, status: int, content_type: str, body: bytes, url: str) -> None:
+        excerpt = body.decode("utf-8", "replace").strip()
+        what = (
+            f"status {status}"
+            if status != 200
+            else f"Content-Type {content_type or '(none)'!r}, not text/event-stream"
+        )
+        super().__init__(
+            f"{url} did not answer with an event stream ({what})"
+            + (f": {excerpt[:200]!r}" if excerpt else "")
+        )
+        self.status = status
+        self.content_type = content_type
+        self.body = body
+        self.url = url
+
+
+class EventSourceConnectionError(EventSourceError):
+    """The connection failed or ended and the client may not, or no longer, reconnect.
+
+    Raised when ``max_reconnects`` consecutive attempts failed, or when a
+    request that is not idempotent (``POST``) broke after it was sent and
+    ``reconnect=True`` was not given. The underlying error is ``__cause__``.
+    """

@@ -16,7 +16,7 @@ if that matters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
@@ -110,28 +110,37 @@ class BrokerCollector:
     Args:
         broker: the broker to report on.
         namespace: the metric name prefix.
+        refusals: refusal counters to report too (``App.refusals``), as
+            ``<namespace>_refusals_total`` with a ``reason`` label.
 
     Raises:
         ImportError: prometheus-client is not installed (the message names
             the ``trio-sse[prometheus]`` extra).
     """
 
-    def __init__(self, broker: Broker, *, namespace: str = "trio_sse") -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        namespace: str = "trio_sse",
+        refusals: Mapping[str, int] | None = None,
+    ) -> None:
         try:
             import prometheus_client.core  # noqa: F401
         except ImportError as exc:
             raise ImportError(_MISSING) from exc
         self._broker = broker
         self._namespace = namespace
+        self._refusals = refusals
 
     def describe(self) -> Iterator[Metric]:
         """Yield the metric families without samples (for registration)."""
-        yield from self._families({})
+        yield from self._families({}, {})
         yield from self._backplane_families(None)
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families with one sample per topic."""
-        yield from self._families(self._broker.stats())
+        yield from self._families(self._broker.stats(), self._refusals)
         stats = getattr(self._broker.backplane, "stats", None)
         if stats is not None:
             yield from self._backplane_families(stats())
@@ -153,8 +162,20 @@ class BrokerCollector:
                 family.add_metric([], float(value))
             yield family
 
-    def _families(self, stats: dict[str, TopicStats]) -> Iterator[Metric]:
+    def _families(
+        self, stats: dict[str, TopicStats], refusals: Mapping[str, int] | None
+    ) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if refusals is not None:
+            refused = CounterMetricFamily(
+                f"{self._namespace}_refusals",
+                "Connections and requests refused by the edge limits, by reason.",
+                labels=["reason"],
+            )
+            for reason, count in refusals.items():
+                refused.add_metric([reason], count)
+            yield refused
 
         for suffix, help_text, kind, field in _FAMILIES:
             name = f"{self._namespace}_{suffix}"
@@ -168,7 +189,9 @@ class BrokerCollector:
             yield family
 
 
-def broker_metrics_text(broker: Broker, *, namespace: str = "trio_sse") -> bytes:
+def broker_metrics_text(
+    broker: Broker, *, namespace: str = "trio_sse", refusals: Mapping[str, int] | None = None
+) -> bytes:
     """Render *broker*'s per-topic metrics in the Prometheus text format.
 
     Serve the result with the content type :data:`METRICS_CONTENT_TYPE`.
@@ -176,6 +199,8 @@ def broker_metrics_text(broker: Broker, *, namespace: str = "trio_sse") -> bytes
     Args:
         broker: the broker to report on.
         namespace: the metric name prefix.
+        refusals: also report these refusal counters (``App.refusals``) as
+            ``<namespace>_refusals_total{reason=...}``.
 
     Returns:
         The exposition, UTF-8 encoded.
@@ -184,7 +209,7 @@ def broker_metrics_text(broker: Broker, *, namespace: str = "trio_sse") -> bytes
         ImportError: prometheus-client is not installed (the message names
             the ``trio-sse[prometheus]`` extra).
     """
-    collector = BrokerCollector(broker, namespace=namespace)
+    collector = BrokerCollector(broker, namespace=namespace, refusals=refusals)
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)

@@ -38,67 +38,30 @@ epoch and the stream at or past the last delivered id -> reading resumes
 where it stopped, nothing lost or repeated; the epoch key gone (Redis lost its
 data) or the stream behind what was delivered -> a new epoch, and every local
 subscriber receives the topic's reset event as a live event.
+
+The pieces: :mod:`._redis_streams` (sans-IO: keys, ids, the entry format,
+epoch records and their Lua scripts), :mod:`._redis_link` (the connection
+state everyone agrees on), :mod:`._redis_writer` (Rule 1),
+:mod:`._redis_reader` (Rules 2-4); this module is the public face.
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import time
-from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
-from ._backplane import _with_id, new_epoch
-from ._errors import BackplaneUnavailableError
 from ._event import Event
-from ._redis_streams import (
-    START,
-    epoch_key,
-    event_from_entry,
-    fields_for,
-    key_slot,
-    order_key,
-    split_id,
-    stream_key,
-    stream_order,
-)
-from ._topics import OverflowPolicy
+from ._redis_link import Link
+from ._redis_reader import Reader
+from ._redis_streams import order_key
+from ._redis_writer import Writer
 
 if TYPE_CHECKING:
     from ._topics import Broker, Topic
 
 __all__ = ["BackplaneStats", "RedisBackplane"]
-
-logger = logging.getLogger("trio_sse.redis")
-
-# KEYS: stream, epoch key. ARGV: candidate epoch, trim strategy, threshold,
-# field/value pairs. Returns {epoch, entry id}.
-_XADD_TAGGED: Final = """
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
-end
-local args = {KEYS[1], ARGV[2], '~', ARGV[3], '*', 'epoch', epoch}
-for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
-return {epoch, redis.call('XADD', unpack(args))}
-"""
-
-# KEYS: epoch key. ARGV: the epoch that was lost, a candidate. Replaces the
-# epoch only if it is still the lost one, so processes that notice the same
-# loss agree on one new epoch. Returns the epoch in force.
-_NEW_EPOCH: Final = """
-local epoch = redis.call('GET', KEYS[1])
-if (not epoch) or epoch == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return ARGV[2]
-end
-return epoch
-"""
 
 
 @final
@@ -143,64 +106,11 @@ class BackplaneStats:
     last_read_age: float | None
 
 
-@final
-class _Watch:
-    """What this process knows of one topic's stream."""
-
-    __slots__ = ("by_age", "epoch", "epoch_key", "key", "last", "name", "ready", "slot")
-
-    def __init__(self, name: str, prefix: str, cluster: bool) -> None:
-        self.name = name
-        self.key = stream_key(prefix, name)
-        self.epoch_key = epoch_key(prefix, name)
-        self.slot = key_slot(self.key) if cluster else 0
-        self.epoch = ""
-        self.last = START  # the newest stream id delivered (or the boundary)
-        self.ready = trio.Event()
-        self.by_age = False  # some local topic of this name trims by age
-
-    @property
-    def position(self) -> str:
-        return f"{self.epoch}-{self.last}"
-
-
-@final
-class _Outgoing:
-    __slots__ = ("done", "error", "fields", "result", "topic")
-
-    def __init__(self, topic: Topic, fields: list[str], done: trio.Event | None) -> None:
-        self.topic = topic
-        self.fields = fields
-        self.done = done
-        self.result: str | None = None
-        self.error: BaseException | None = None
-
-
-@final
-class _Group:
-    """The topics read by one ``XREAD`` (all of them, or one cluster slot's)."""
-
-    __slots__ = ("scope", "watches")
-
-    def __init__(self) -> None:
-        self.watches: list[_Watch] = []
-        self.scope: trio.CancelScope | None = None
-
-
 def _check_positive(name: str, value: object, *, integer: bool) -> None:
     kinds = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        raise ValueError(
-            f"{name} must be a positive {'int' if integer else 'number'}, got {value!r}"
-        )
-
-
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    import coredis.exceptions as errors
-
-    # OSError covers TimeoutError; cluster errors mean a node is unreachable
-    # or the cluster is reconfiguring: both pass, like a lost connection.
-    return (errors.ConnectionError, errors.ClusterDownError, errors.ClusterError, OSError)
+        kind = "int" if integer else "number"
+        raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
 
 
 @final
@@ -313,44 +223,33 @@ class RedisBackplane:
         # that the reconnect check runs (a silently retried XREAD would read
         # on from a server that came back without its data).
         no_retry = coredis.retry.NoRetryPolicy()
-        self._client: Any
+        client: Any
         if cluster:
-            self._client = _cluster_client(url, no_retry)
+            client = _cluster_client(url, no_retry)
         else:
-            self._client = coredis.Redis.from_url(
-                url, decode_responses=False, retry_policy=no_retry
-            )
-        self._errors = _redis_errors()
-        self._read_errors: tuple[type[BaseException], ...] = (*self._errors, trio.TooSlowError)
-        self._brokers: list[Broker] = []
-        self._watches: dict[str, _Watch] = {}
-        self._unready: list[_Watch] = []
-        self._groups: dict[int, _Group] = {}
-        self._outbox: deque[_Outgoing] = deque()
-        self._outbox_space = trio.lowlevel.ParkingLot()
-        self._wake_writer = trio.Event()
-        self._wake_watcher = trio.Event()
-        self._up = trio.Event()
-        self._connected = False
-        self._running = False
-        self._tag_script: Any = None
-        self._epoch_script: Any = None
-        # Stats.
-        self._reconnects = 0
-        self._last_error: str | None = None
-        self._published = 0
-        self._publish_errors = 0
-        self._received = 0
-        self._malformed = 0
-        self._epoch_resets = 0
-        self._gaps = 0
-        self._generation = 0
-        self._lag: float | None = None
-        self._last_read: float | None = None
+            client = coredis.Redis.from_url(url, decode_responses=False, retry_policy=no_retry)
+        self._link = Link(
+            client, reconnect_delay=reconnect_delay, reconnect_max_delay=reconnect_max_delay
+        )
+        self._writer = Writer(
+            self._link,
+            key_prefix=key_prefix,
+            cluster=cluster,
+            outbox_size=outbox_size,
+            max_batch=max_batch,
+            stream_min_length=stream_min_length,
+        )
+        self._reader = Reader(
+            self._link,
+            key_prefix=key_prefix,
+            cluster=cluster,
+            read_count=read_count,
+            read_block=read_block,
+        )
 
     def __repr__(self) -> str:
-        state = "connected" if self._connected else "disconnected"
-        return f"<RedisBackplane {self.url!r} {state} topics={len(self._watches)}>"
+        state = "connected" if self._link.connected else "disconnected"
+        return f"<RedisBackplane {self.url!r} {state} topics={len(self._reader.watches)}>"
 
     # -- Backplane protocol ------------------------------------------------------
 
@@ -362,25 +261,17 @@ class RedisBackplane:
     @property
     def connected(self) -> bool:
         """Whether Redis answers (publishing works) right now."""
-        return self._connected
+        return self._link.connected
 
     def attach(self, broker: Broker) -> None:
         """Deliver to *broker*'s topics too (called by :class:`~trio_sse.Broker`)."""
-        self._brokers.append(broker)
+        self._reader.brokers.append(broker)
         for topic in broker.topics.values():  # pragma: no cover - brokers start empty
-            self.topic_added(topic)
+            self._reader.topic_added(topic)
 
     def topic_added(self, topic: Topic) -> None:
         """Start reading *topic*'s stream (called by :class:`~trio_sse.Broker`)."""
-        watch = self._watches.get(topic.name)
-        if watch is None:
-            watch = self._watches[topic.name] = _Watch(topic.name, self.key_prefix, self.cluster)
-            self._unready.append(watch)
-            self._wake_watcher.set()
-        if topic.options.history_max_age is not None:
-            watch.by_age = True
-        elif watch.ready.is_set() and topic._last_id is None:
-            topic._last_id = watch.position
+        self._reader.topic_added(topic)
 
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         """Queue *event* for the writer; return it **without** an id.
@@ -397,14 +288,7 @@ class RedisBackplane:
             ValueError: the event has an id, or nothing to send.
             trio.ClosedResourceError: the topic is closed.
         """
-        topic._check_open()
-        fields = fields_for(event)
-        self._check_connected()
-        if len(self._outbox) >= self.outbox_size:
-            raise trio.WouldBlock
-        self._outbox.append(_Outgoing(topic, fields, None))
-        self._wake_writer.set()
-        return event
+        return self._writer.publish_nowait(topic, event)
 
     async def publish(self, topic: Topic, event: Event) -> Event:
         """Add *event* to *topic*'s stream; return it with its id.
@@ -419,49 +303,17 @@ class RedisBackplane:
             ValueError: the event has an id, or nothing to send.
             trio.ClosedResourceError: the topic is closed.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        topic._check_open()
-        fields = fields_for(event)
-        while True:
-            self._check_connected()
-            if len(self._outbox) < self.outbox_size:
-                break
-            await self._outbox_space.park()
-        item = _Outgoing(topic, fields, trio.Event())
-        self._outbox.append(item)
-        self._wake_writer.set()
-        assert item.done is not None
-        await item.done.wait()
-        if item.error is not None:
-            raise item.error
-        assert item.result is not None
-        return _with_id(event, item.result)
-
-    def _check_connected(self) -> None:
-        if not self._connected:
-            detail = f" ({self._last_error})" if self._last_error else ""
-            state = "not connected yet" if self._running else "not running"
-            raise BackplaneUnavailableError(
-                f"Redis backplane {state}{detail}: nothing was published; retry later"
-            )
+        return await self._writer.publish(topic, event)
 
     # -- RemoteHistory protocol ------------------------------------------------
 
-    async def wait_ready(self, topic: Topic) -> None:
-        """Wait until *topic*'s epoch and newest id are known."""
-        watch = self._watches.get(topic.name)
-        if watch is None:  # pragma: no cover - Broker calls topic_added first
-            self.topic_added(topic)
-            watch = self._watches[topic.name]
-        await watch.ready.wait()
-        if topic._last_id is None:
-            topic._last_id = watch.position
+    async def wait_ready(self, topic: Topic, position: str | None) -> None:
+        """Wait until *topic*'s epoch and newest id are known (and reach *position*)."""
+        await self._reader.wait_ready(topic, position)
 
     def replayable(self, topic: Topic, event_id: str) -> bool:
         """Whether *event_id* belongs to the stream's current epoch."""
-        parts = split_id(event_id)
-        watch = self._watches.get(topic.name)
-        return parts is not None and watch is not None and parts[0] == watch.epoch
+        return self._reader.replayable(topic, event_id)
 
     def order_key(self, event_id: str) -> tuple[int, int]:
         """Stream ids order events by publish time across topics."""
@@ -471,71 +323,11 @@ class RedisBackplane:
         """Read the events after *after* up to *until* from the stream.
 
         Returns ``None`` (the client gets a reset) when *after* is no longer
-        in the stream, or more than the topic's ``history_size`` events would be
-        replayed (the same bound as a resume from the local history).
+        in the stream, or more than the topic's ``history_size`` events would
+        be replayed (the same bound as a resume from the local history).
         Waits through Redis outages: the client's disconnect cancels it.
         """
-        start, end = split_id(after), split_id(until)
-        if start is None or end is None or start[0] != end[0]:
-            return None
-        first, last = start[1], end[1]
-        if stream_order(first) > stream_order(last):
-            return None
-        if first == last:
-            return []
-        watch = self._watches[topic.name]
-        while True:
-            await self._up.wait()
-            try:
-                return await self._read_range(
-                    watch, start[0], first, last, topic.options.history_size
-                )
-            except self._errors as exc:
-                self._lost(exc)
-
-    async def _read_range(
-        self, watch: _Watch, epoch: str, first: str, last: str, limit: int
-    ) -> list[Event] | None:
-        """XRANGE from *first* (exclusive) to *last*; None if it cannot be exact.
-
-        Each page starts *at* the previous page's last entry and checks that
-        it is still there: trimming removes the oldest entries first, so its
-        presence proves nothing after it was trimmed between pages.
-        """
-        client = self._client
-        events: list[Event] = []
-        cursor = first
-        if first == START:
-            # "Before the first entry": exact only if nothing was trimmed.
-            import coredis.exceptions
-
-            try:
-                info = await client.xinfo_stream(watch.key)
-            except coredis.exceptions.ResponseError:
-                return []  # no stream: nothing was ever published
-            if info["entries-added"] != info["length"]:
-                return None
-            page = await client.xrange(watch.key, "-", last, count=self.read_count)
-            if not page:
-                return []
-            head = page[0]
-            cursor = head.identifier.decode()
-            event = event_from_entry(epoch, cursor, head.field_values)
-            if event is not None:
-                events.append(event)
-        while True:
-            page = await client.xrange(watch.key, cursor, last, count=self.read_count + 1)
-            if not page or page[0].identifier.decode() != cursor:
-                return None  # trimmed past the client's position
-            for entry in page[1:]:
-                event = event_from_entry(epoch, entry.identifier.decode(), entry.field_values)
-                if event is not None:
-                    events.append(event)
-            if len(events) > limit:
-                return None  # further behind than the topic's history_size
-            if len(page) <= self.read_count:
-                return events
-            cursor = page[-1].identifier.decode()
+        return await self._reader.replay(topic, after, until)
 
     # -- running -----------------------------------------------------------------
 
@@ -549,358 +341,44 @@ class RedisBackplane:
         Raises:
             RuntimeError: it is already running.
         """
-        if self._running:
+        link = self._link
+        if link.running:
             raise RuntimeError("this RedisBackplane is already running")
-        self._running = True
+        link.running = True
         try:
             # The client's context only sets up its pool; it connects lazily,
             # so entering it works while Redis is down. Every command's
             # connection error is handled by the task that sent it.
-            async with self._client, trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
-                nursery.start_soon(self._watcher)
+            async with link.client, trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer.run)
+                nursery.start_soon(self._reader.run)
                 task_status.started()
         finally:
-            self._running = False
-            self._set_down("stopped")
+            link.running = False
+            link.set_down("stopped")
 
     def stats(self) -> BackplaneStats:
         """Return a snapshot of the backplane's health and counters."""
-        now = trio.current_time() if self._running else None
+        link, reader, writer = self._link, self._reader, self._writer
         age = None
-        if now is not None and self._last_read is not None:
-            age = now - self._last_read
+        if link.running and reader.last_read is not None:
+            age = trio.current_time() - reader.last_read
         return BackplaneStats(
-            connected=self._connected,
-            running=self._running,
-            reconnects=self._reconnects,
-            last_error=self._last_error,
-            published=self._published,
-            publish_errors=self._publish_errors,
-            outbox=len(self._outbox),
-            received=self._received,
-            malformed=self._malformed,
-            epoch_resets=self._epoch_resets,
-            gaps=self._gaps,
-            topics=len(self._watches),
-            lag=self._lag,
+            connected=link.connected,
+            running=link.running,
+            reconnects=link.reconnects,
+            last_error=link.last_error,
+            published=writer.published,
+            publish_errors=writer.errors,
+            outbox=len(writer.outbox),
+            received=reader.received,
+            malformed=reader.malformed,
+            epoch_resets=reader.epoch_resets,
+            gaps=reader.gaps,
+            topics=len(reader.watches),
+            lag=reader.lag,
             last_read_age=age,
         )
-
-    # -- connection state ----------------------------------------------------------
-
-    def _lost(self, exc: BaseException) -> None:
-        self._last_error = f"{type(exc).__name__}: {exc}"
-        if self._connected:
-            self._reconnects += 1
-            logger.warning("Redis backplane: connection lost (%s); reconnecting", exc)
-        self._set_down(self._last_error)
-        self._wake_watcher.set()
-
-    def _set_down(self, reason: str) -> None:
-        self._connected = False
-        self._generation += 1
-        if self._up.is_set():
-            self._up = trio.Event()
-        for group in self._groups.values():
-            if group.scope is not None:
-                group.scope.cancel()
-        # Waiting publishers would wait for a writer that cannot send.
-        error = BackplaneUnavailableError(f"Redis backplane unavailable ({reason})")
-        while self._outbox:
-            self._fail(self._outbox.popleft(), error)
-        self._outbox_space.unpark_all()
-
-    def _fail(self, item: _Outgoing, error: BaseException) -> None:
-        self._publish_errors += 1
-        item.error = error
-        if item.done is not None:
-            item.done.set()
-
-    async def _backoff(self, attempt: int) -> None:
-        delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** min(attempt, 30))
-        await trio.sleep(delay * random.uniform(0.5, 1.5))
-
-    async def _watcher(self) -> None:
-        """Connect, recover after losses, and establish new topics."""
-        attempt = 0
-        async with trio.open_nursery() as readers:
-            while True:
-                self._wake_watcher = trio.Event()
-                try:
-                    if not self._connected:
-                        await self._connect()
-                        await self._recover(list(self._watches.values()))
-                        self._connected = True
-                        self._up.set()
-                        attempt = 0
-                        logger.info("Redis backplane: connected to %s", self.url)
-                    if self._unready:
-                        await self._establish(readers)
-                except self._errors as exc:
-                    self._lost(exc)
-                    await self._backoff(attempt)
-                    attempt += 1
-                    continue
-                await self._wake_watcher.wait()
-
-    async def _connect(self) -> None:
-        client = self._client
-        if self._tag_script is None:
-            self._tag_script = client.register_script(_XADD_TAGGED)
-            self._epoch_script = client.register_script(_NEW_EPOCH)
-        await client.ping()
-
-    async def _establish(self, readers: trio.Nursery) -> None:
-        """Learn the epoch and newest id of topics not read yet."""
-        watches, self._unready = self._unready, []
-        try:
-            results = []
-            for watch in watches:
-                candidate = new_epoch()
-                # SET NX GET: the epoch in force, or None if ours is new.
-                old = await self._client.set(watch.epoch_key, candidate, condition=_nx(), get=True)
-                newest = await self._client.xrevrange(watch.key, count=1)
-                results.append((watch, old.decode() if old else candidate, newest))
-        except BaseException:
-            self._unready[:0] = watches
-            raise
-        for watch, epoch, newest in results:
-            watch.epoch = epoch
-            watch.last = newest[0].identifier.decode() if newest else START
-            for topic in self._topics(watch.name):
-                if topic._last_id is None:
-                    topic._last_id = watch.position
-            watch.ready.set()
-            self._add_to_group(watch, readers)
-
-    def _add_to_group(self, watch: _Watch, readers: trio.Nursery) -> None:
-        group = self._groups.get(watch.slot)
-        if group is None:
-            group = self._groups[watch.slot] = _Group()
-            readers.start_soon(self._reader, group)
-        group.watches.append(watch)
-        if group.scope is not None:
-            group.scope.cancel()  # re-issue XREAD with the new stream
-
-    async def _recover(self, watches: Iterable[_Watch]) -> None:
-        """After a reconnect: detect data Redis lost, reset those topics."""
-        for watch in watches:
-            if not watch.ready.is_set():
-                continue
-            epoch = await self._client.get(watch.epoch_key)
-            newest = await self._client.xrevrange(watch.key, count=1)
-            last = newest[0].identifier.decode() if newest else START
-            same = epoch is not None and epoch.decode() == watch.epoch
-            if same and stream_order(last) >= stream_order(watch.last):
-                continue  # intact: read on from watch.last
-            new = await self._epoch_script(keys=[watch.epoch_key], args=[watch.epoch, new_epoch()])
-            new_epoch_text = new.decode()
-            logger.warning(
-                "Redis backplane: topic %r lost data (epoch %s -> %s); sending reset",
-                watch.name,
-                watch.epoch,
-                new_epoch_text,
-            )
-            self._restart(watch, new_epoch_text, min(last, watch.last, key=stream_order))
-
-    def _restart(self, watch: _Watch, epoch: str, last: str) -> None:
-        self._epoch_resets += 1
-        watch.epoch = epoch
-        watch.last = last
-        for topic in self._topics(watch.name):
-            topic._restart(watch.position)
-
-    def _topics(self, name: str) -> list[Topic]:
-        found = []
-        for broker in self._brokers:
-            topic = broker.topics.get(name)
-            if topic is not None and not topic.closed:
-                found.append(topic)
-        return found
-
-    # -- reading -------------------------------------------------------------------
-
-    async def _reader(self, group: _Group) -> None:
-        block_ms = max(1, int(self.read_block * 1000))
-        while True:
-            await self._up.wait()
-            streams = {w.key: w.last for w in group.watches}
-            result = None
-            with trio.CancelScope() as group.scope:
-                try:
-                    with trio.fail_after(self.read_block + 5):
-                        result = await self._client.xread(
-                            streams, count=self.read_count, block=block_ms
-                        )
-                except self._read_errors as exc:
-                    self._lost(exc)
-                    continue
-            group.scope = None
-            if not self._connected:
-                continue  # read again from watch.last after recovery
-            self._last_read = trio.current_time()
-            if not result:
-                continue
-            generation = self._generation
-            try:
-                await self._check_gaps(result, streams)
-            except self._errors as exc:
-                self._lost(exc)
-                continue
-            await self._deliver(result, generation)
-
-    async def _check_gaps(self, result: dict[bytes, Any], streams: dict[str, str]) -> None:
-        """Reset topics whose stream was trimmed past what we had read.
-
-        Trimming removes a stream's oldest entries first, so if the last
-        entry we delivered is still there *after* the ``XREAD``, nothing
-        after it was trimmed before the ``XREAD`` read on from it. If it is
-        gone, the reader fell more than the stream's length behind and may
-        have missed entries: its subscribers get the reset event rather than
-        a silent gap.
-
-        Only full reads need the check: streams trimmed by count keep at least
-        ``stream_min_length >= read_count`` entries, all newer than a trimmed
-        position, so a read that returned fewer than ``read_count`` entries
-        cannot have skipped any. Age-trimmed streams are always checked.
-        """
-        checks = []
-        for raw_key, entries in result.items():
-            key = raw_key.decode()
-            last = streams[key]
-            if last == START:
-                continue
-            if len(entries) >= self.read_count or self._by_key(key).by_age:
-                checks.append((key, last))
-        if not checks:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            requests = [(key, pipe.xrange(key, last, last, count=1)) for key, last in checks]
-        for key, request in requests:
-            if not await request:
-                watch = self._by_key(key)
-                self._gaps += 1
-                logger.warning(
-                    "Redis backplane: the reader fell behind %s by more than its length; "
-                    "sending reset",
-                    key,
-                )
-                for topic in self._topics(watch.name):
-                    topic._restart(watch.position)
-
-    async def _deliver(self, result: dict[bytes, Any], generation: int) -> None:
-        now_ms = time.time() * 1000
-        for key, entries in result.items():
-            watch = self._by_key(key.decode())
-            for entry in entries:
-                if generation != self._generation:
-                    return  # the connection was lost meanwhile: re-read after recovery
-                stream_id = entry.identifier.decode()
-                fields = entry.field_values
-                tagged = fields.get(b"epoch")
-                if tagged is not None and tagged.decode() != watch.epoch:
-                    self._restart(watch, tagged.decode(), START)
-                watch.last = stream_id
-                self._received += 1
-                event = event_from_entry(watch.epoch, stream_id, fields)
-                if event is None:
-                    self._malformed += 1
-                    logger.warning(
-                        "Redis backplane: skipped malformed entry %s in %s", stream_id, watch.key
-                    )
-                    continue
-                self._lag = max(0.0, now_ms - stream_order(stream_id)[0]) / 1000
-                for topic in self._topics(watch.name):
-                    if topic._policy is OverflowPolicy.BLOCK:
-                        await topic.deliver(event)
-                    else:
-                        topic.deliver_nowait(event)
-            # Up to read_count entries of a topic go out in one synchronous
-            # burst, like a publisher publishing them without awaiting: then
-            # let the subscribers' writers run.
-            await trio.lowlevel.checkpoint()
-
-    def _by_key(self, key: str) -> _Watch:
-        prefix_len = len(self.key_prefix) + 1
-        return self._watches[key[prefix_len:-1]]
-
-    # -- writing -------------------------------------------------------------------
-
-    async def _writer(self) -> None:
-        outbox = self._outbox
-        while True:
-            await self._wake_writer.wait()
-            self._wake_writer = trio.Event()
-            while outbox:
-                batch = [outbox.popleft() for _ in range(min(len(outbox), self.max_batch))]
-                self._outbox_space.unpark_all()
-                try:
-                    await self._send(batch)
-                except self._errors as exc:
-                    error = BackplaneUnavailableError(
-                        f"Redis backplane: connection lost while publishing ({exc}); "
-                        "the event may or may not have been published"
-                    )
-                    for item in batch:
-                        if item.result is None:
-                            self._fail(item, error)
-                    self._lost(exc)
-
-    async def _send(self, batch: list[_Outgoing]) -> None:
-        by_slot: dict[int, list[_Outgoing]] = {}
-        for item in batch:
-            slot = key_slot(stream_key(self.key_prefix, item.topic.name)) if self.cluster else 0
-            by_slot.setdefault(slot, []).append(item)
-        for items in by_slot.values():
-            await self._send_pipeline(items)
-
-    async def _send_pipeline(self, items: list[_Outgoing]) -> None:
-        prefix = self.key_prefix
-        tagged: set[str] = set()
-        requests = []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for item in items:
-                topic = item.topic
-                name = topic.name
-                strategy, threshold = self._trim(topic)
-                key = stream_key(prefix, name)
-                if name not in tagged:
-                    tagged.add(name)
-                    request = self._tag_script(
-                        keys=[key, epoch_key(prefix, name)],
-                        args=[new_epoch(), strategy, threshold, *item.fields],
-                        client=pipe,
-                    )
-                    requests.append((item, True, request))
-                else:
-                    request = pipe.xadd(
-                        key,
-                        dict(zip(item.fields[::2], item.fields[1::2], strict=True)),
-                        trim_strategy=_token(strategy),
-                        trim_operator=_approx(),
-                        threshold=threshold,
-                    )
-                    requests.append((item, False, request))
-        epochs: dict[str, str] = {}
-        for item, is_tagged, request in requests:
-            reply = await request
-            if is_tagged:
-                epochs[item.topic.name] = reply[0].decode()
-                stream_id = reply[1].decode()
-            else:
-                stream_id = reply.decode()
-            item.result = f"{epochs[item.topic.name]}-{stream_id}"
-            self._published += 1
-            if item.done is not None:
-                item.done.set()
-
-    def _trim(self, topic: Topic) -> tuple[str, str]:
-        options = topic.options
-        if options.history_max_age is not None:
-            cutoff_ms = int((time.time() - options.history_max_age) * 1000)
-            return "MINID", str(max(cutoff_ms, 0))
-        return "MAXLEN", str(max(options.history_size, self.stream_min_length))
 
 
 def _cluster_client(url: str, retry_policy: Any) -> Any:
@@ -921,21 +399,3 @@ def _cluster_client(url: str, retry_policy: Any) -> Any:
         decode_responses=False,
         retry_policy=retry_policy,
     )
-
-
-def _nx() -> Any:
-    import coredis
-
-    return coredis.PureToken.NX
-
-
-def _approx() -> Any:
-    import coredis
-
-    return coredis.PureToken.APPROXIMATELY
-
-
-def _token(strategy: str) -> Any:
-    import coredis
-
-    return coredis.PureToken.MINID if strategy == "MINID" else coredis.PureToken.MAXLEN

@@ -33,13 +33,19 @@ from typing import Final
 from ._event import Event
 
 __all__ = [
+    "ENSURE_EPOCH",
+    "NEW_EPOCH",
+    "START",
+    "XADD_TAGGED",
     "epoch_key",
     "event_from_entry",
     "fields_for",
     "key_slot",
     "order_key",
+    "parse_record",
     "split_id",
     "stream_key",
+    "stream_order",
 ]
 
 _ID: Final = re.compile(r"([0-9a-f]{1,32})-([0-9]{1,20})-([0-9]{1,20})")
@@ -128,6 +134,64 @@ def event_from_entry(epoch: str, stream_id: str, fields: dict[bytes, bytes]) -> 
         return Event(data=data, event=kind, id=f"{epoch}-{stream_id}", retry=retry, comment=comment)
     except (UnicodeDecodeError, ValueError, TypeError):
         return None
+
+
+# -- epochs ----------------------------------------------------------------------
+
+# Epoch records. The epoch key holds "<epoch> <start>": the epoch and the
+# stream id before its first entry (the stream's newest id when the epoch was
+# made, or the newest one a reader had delivered; "0-0" for none). Every
+# process derives the reset position "<epoch>-<start>" from it, so they all
+# send the same reset id.
+ENSURE: Final = """
+local function ensure(ekey, skey, candidate, upto)
+  local record = redis.call('GET', ekey)
+  if record then return record end
+  local newest = redis.call('XREVRANGE', skey, upto, '-', 'COUNT', 1)
+  local start = '0-0'
+  if #newest > 0 then start = newest[1][1] end
+  record = candidate .. ' ' .. start
+  redis.call('SET', ekey, record)
+  return record
+end
+"""
+
+# KEYS: stream, epoch key. ARGV: candidate epoch. Returns the record in force.
+ENSURE_EPOCH: Final = ENSURE + "return ensure(KEYS[2], KEYS[1], ARGV[1], '+')"
+
+# KEYS: stream, epoch key. ARGV: candidate epoch, trim strategy, threshold,
+# field/value pairs. Adds the entry tagged with the record; returns
+# {record, entry id}.
+XADD_TAGGED: Final = (
+    ENSURE
+    + """
+local record = ensure(KEYS[2], KEYS[1], ARGV[1], '+')
+local args = {KEYS[1], ARGV[2], '~', ARGV[3], '*', 'epoch', record}
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+return {record, redis.call('XADD', unpack(args))}
+"""
+)
+
+# KEYS: stream, epoch key. ARGV: the record that lost data, a candidate, the
+# last id the caller delivered. Makes a new epoch only if the lost one is
+# still in force (or none is), so the processes that notice the same loss
+# agree on one; it starts after the newest entry the caller had seen (entries
+# after that are new). Returns the record in force.
+NEW_EPOCH: Final = (
+    ENSURE
+    + """
+local record = redis.call('GET', KEYS[2])
+if record and record ~= ARGV[1] then return record end
+redis.call('DEL', KEYS[2])
+return ensure(KEYS[2], KEYS[1], ARGV[2], ARGV[3])
+"""
+)
+
+
+def parse_record(record: bytes) -> tuple[str, str]:
+    """``b"<epoch> <start>"`` -> (epoch, start); a bare epoch starts at 0-0."""
+    epoch, _, start = record.decode("ascii", "replace").partition(" ")
+    return epoch, start or START
 
 
 # -- Redis Cluster hash slots (CRC16/XMODEM of the hash tag, mod 16384) ----------

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from ._app import EventStream, Handler, HTTPException, Request, Response, StreamResponse
+from ._config import Config
+from ._cors import cross_site_refusal
 from ._errors import BackplaneUnavailableError
 from ._event import Event
 from ._topics import Broker, Topic
@@ -57,6 +59,7 @@ def topic_stream(
     max_topics: int = 8,
     max_batch: int = 64,
     authorize: Authorize | None = None,
+    expires_at: Callable[[Request], float | None] | None = None,
 ) -> Handler:
     """A route handler streaming one or several topics to each client.
 
@@ -82,7 +85,12 @@ def topic_stream(
         max_topics: the most topics one stream may carry (``400`` beyond).
         max_batch: the most queued events sent in one write.
         authorize: optional ``(request, topic_names) -> bool`` (or awaitable);
-            ``False`` answers ``403``.
+            ``False`` answers ``403``. It runs on every request, resumes
+            included, before any history is replayed, so a client that lost
+            a right gets nothing more of that topic.
+        expires_at: optional ``request -> Unix time`` (a credential's expiry,
+            e.g. :meth:`JWTAuth.expires_at`): the stream ends then with the
+            final ``retry:`` event, and the client must authenticate again.
 
     Returns:
         A handler for :meth:`App.add_route` (``GET``).
@@ -100,17 +108,20 @@ def topic_stream(
             names = _requested_topics(request, query_param)
             if not names:
                 raise HTTPException(400, f"name at least one topic, e.g. ?{query_param}=NAME")
-            unknown = [n for n in names if n not in broker.topics]
-            if unknown:
-                raise HTTPException(404, f"no such topic: {', '.join(unknown)}")
         else:
             names = list(topics(request) if callable(topics) else topics)
             if not names:
                 raise HTTPException(400, "no topic selected")
         if len(names) > max_topics:
             raise HTTPException(400, f"at most {max_topics} topics per stream")
+        # Authorize before looking the topics up: a client that may not see
+        # a topic must not learn whether it exists (403 either way).
         if authorize is not None and not await _allowed(authorize(request, names)):
             raise HTTPException(403, "not allowed to subscribe to these topics")
+        if topics is None:
+            unknown = [n for n in names if n not in broker.topics]
+            if unknown:
+                raise HTTPException(404, f"no such topic: {', '.join(unknown)}")
         last_event_id = request.last_event_id or None
         try:
             if len(names) == 1:
@@ -129,12 +140,14 @@ def topic_stream(
                 while batch := await subscription.receive_batch(max_batch):
                     await stream.send_many(batch)
 
-        return StreamResponse(run)
+        return StreamResponse(
+            run, expires_at=expires_at(request) if expires_at is not None else None
+        )
 
     return handler
 
 
-def _event_from_fields(fields: dict[str, Any]) -> Event:
+def _event_from_fields(fields: dict[str, Any], config: Config) -> Event:
     unknown = set(fields) - {"data", "event", "id", "retry", "comment"}
     if unknown:
         raise HTTPException(400, f"unknown event fields: {', '.join(sorted(unknown))}")
@@ -143,23 +156,33 @@ def _event_from_fields(fields: dict[str, Any]) -> Event:
         data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     retry = fields.get("retry")
     if isinstance(retry, str):
-        if not retry.isdigit():
+        # ASCII digits only: "²".isdigit() is true, but int("²") fails.
+        if not (retry.isascii() and retry.isdigit()):
             raise HTTPException(400, f"retry must be a non-negative integer, got {retry!r}")
         retry = int(retry)
     try:
-        return Event(
+        event = Event(
             data=data,
             event=fields.get("event"),
             id=fields.get("id"),
             retry=retry,
             comment=fields.get("comment"),
         )
+        config.check_event(event)
+    except UnicodeError:
+        raise HTTPException(400, "event fields must be text without lone surrogates") from None
     except (TypeError, ValueError) as exc:
         raise HTTPException(400, str(exc)) from None
+    return event
 
 
 def publish_endpoint(
-    broker: Broker, *, authorize: PublishAuthorize, topic: str | None = None
+    broker: Broker,
+    *,
+    authorize: PublishAuthorize,
+    topic: str | None = None,
+    csrf_protection: bool = True,
+    allow_simple_cross_origin: bool = False,
 ) -> Handler:
     """A route handler that publishes the request body as an event.
 
@@ -173,7 +196,9 @@ def publish_endpoint(
     * ``application/x-www-form-urlencoded``: the same fields;
     * anything else: the body as UTF-8 text is the ``data``.
 
-    Invalid fields answer ``400`` with the reason. The response is JSON:
+    Invalid fields answer ``400`` with the reason, as do an ``id`` longer
+    than ``Config.max_event_id_length`` and a ``retry`` over
+    ``Config.max_retry``. The response is JSON:
     ``{"topic": ..., "id": ...}`` with the id the topic assigned. While the
     backplane cannot publish (Redis unreachable), the answer is ``503`` with
     ``Retry-After`` and nothing is published.
@@ -184,6 +209,14 @@ def publish_endpoint(
             before the body is read; ``False`` answers ``403``. Required: pass
             ``lambda request, topic: True`` to allow everyone, deliberately.
         topic: a fixed topic name.
+        csrf_protection: refuse cross-site requests with ``403`` before
+            ``authorize`` runs (see :func:`~trio_sse.cross_site_refusal`):
+            only same-origin requests, non-browser clients, and requests from
+            origins the App's :class:`~trio_sse.CORS` allows (with a JSON
+            body, which the browser preflights) may publish. Leave it on when
+            ``authorize`` checks a cookie.
+        allow_simple_cross_origin: also accept form and ``text/plain`` bodies
+            from CORS-allowed origins.
 
     Returns:
         A handler for :meth:`App.add_route` (``methods=["POST"]``).
@@ -193,20 +226,27 @@ def publish_endpoint(
         name = topic if topic is not None else request.path_params.get("topic")
         if not name:
             raise HTTPException(400, "no topic: mount with a {topic} path parameter or topic=")
-        if name not in broker.topics and not broker.create_topics:
-            raise HTTPException(404, f"no such topic: {name}")
+        if csrf_protection:
+            refused = cross_site_refusal(request, allow_simple=allow_simple_cross_origin)
+            if refused is not None:
+                raise HTTPException(403, refused)
+        # Authorize first: the answer must not tell who may not publish
+        # whether the topic exists.
         if not await _allowed(authorize(request, name)):
             raise HTTPException(403, f"not allowed to publish to {name}")
+        if name not in broker.topics and not broker.create_topics:
+            raise HTTPException(404, f"no such topic: {name}")
+        config = request.config
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json":
             body = await request.json()
             if not isinstance(body, dict):
                 raise HTTPException(400, "JSON body must be an object with a 'data' field")
-            event = _event_from_fields(body)
+            event = _event_from_fields(body, config)
         elif content_type == "application/x-www-form-urlencoded":
-            event = _event_from_fields(dict(await request.form()))
+            event = _event_from_fields(dict(await request.form()), config)
         else:
-            event = _event_from_fields({"data": await request.text()})
+            event = _event_from_fields({"data": await request.text()}, config)
         target: Topic = broker.topic(name)
         try:
             published = await target.publish(event)
@@ -223,7 +263,9 @@ def publish_endpoint(
 def metrics_endpoint(broker: Broker, *, namespace: str = "trio_sse") -> Handler:
     """A route handler serving the broker's metrics in Prometheus text format.
 
-    Needs ``prometheus-client`` (``pip install trio-sse[prometheus]``).
+    Needs ``prometheus-client`` (``pip install trio-sse[prometheus]``). Also
+    reports the App's refusal counters (:attr:`App.refusals`) as
+    ``<namespace>_refusals_total{reason=...}``.
 
     Args:
         broker: the broker to report on.
@@ -233,7 +275,7 @@ def metrics_endpoint(broker: Broker, *, namespace: str = "trio_sse") -> Handler:
 
     async def handler(request: Request) -> Response:
         return Response(
-            broker_metrics_text(broker, namespace=namespace),
+            broker_metrics_text(broker, namespace=namespace, refusals=request.app.refusals),
             media_type=METRICS_CONTENT_TYPE,
         )
 

@@ -71,7 +71,17 @@ from ._app import (
     to_response,
 )
 from ._config import Config
+from ._cors import add_cors_headers
+from ._edge import request_head_error
 from ._event import Event
+from ._limits import ClientLimits
+from ._sockets import (
+    check_descriptor_limit,
+    peer_address,
+    refusal_bytes,
+    refuse_now,
+    set_keepalive,
+)
 from ._websocket import is_websocket_upgrade, serve_raw_websocket, websocket_available
 
 __all__ = ["Server", "serve", "serve_listeners"]
@@ -81,8 +91,6 @@ logger = logging.getLogger("trio_sse.server")
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _SERVER_HEADER: Final = (b"server", b"trio-sse")
-#: Refused connections waiting for their 503 to be read, at most.
-_MAX_REJECTING: Final = 256
 
 
 class _PeerGone(Exception):
@@ -160,6 +168,8 @@ class Server:
     Attributes:
         connections: the connections being served.
         stopping: set once shutdown has begun.
+        limits: per-client counts, and the refusals so far by reason
+            (``limits.refusals``; see :class:`~trio_sse.ClientLimits`).
 
     """
 
@@ -173,6 +183,7 @@ class Server:
         self._running_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._rejecting = 0
+        self.limits = ClientLimits(config, app.refusals)
         self.heartbeat_chunk = Event(comment=config.heartbeat_comment).encode_chunk()
         self.heartbeat_raw = config.heartbeat_bytes()
 
@@ -188,6 +199,7 @@ class Server:
         and the lifespan's exit go on in :meth:`_run_shielded` until the
         connections are done.
         """
+        check_descriptor_limit(self.config)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._run_shielded, listeners)
             task_status.started(list(listeners))
@@ -255,35 +267,44 @@ class Server:
                         await trio.sleep(0.1)
                         continue
                     raise
+                peer = peer_address(stream)
                 if len(self.connections) >= self.config.max_connections:
-                    self._reject(stream)
+                    self.limits.refusals["max_connections"] += 1
+                    self._reject(stream, 503)
                     continue
-                conn = _Connection(self, stream)
+                if not self.limits.acquire_connection(peer and peer[0]):
+                    self._reject(stream, 429)
+                    continue
+                set_keepalive(stream, self.config)
+                conn = _Connection(self, stream, peer)
                 self.connections.add(conn)
                 self._nursery.start_soon(conn.run)
         finally:
             await trio.aclose_forcefully(listener)
 
-    def _reject(self, stream: trio.abc.Stream) -> None:
-        """Answer 503 without reading the request and close (at capacity)."""
+    def _reject(self, stream: trio.abc.Stream, status: int) -> None:
+        """Answer ``status`` (503 or 429) without reading the request, and close.
+
+        Up to ``max_refusing`` refusals linger until the client has read the
+        answer (so it is not destroyed by a reset). Beyond that, under a
+        connect flood, the answer is written at once without waiting: the
+        request bytes already received are read first, so closing does not
+        reset the connection unless more arrive later.
+        """
         assert self._nursery is not None
-        if self._rejecting >= _MAX_REJECTING:
-            # Even the refusals are at their bound: just close.
+        data = refusal_bytes(status, self.config.retry_after)
+        if self._rejecting >= self.config.max_refusing:
+            self.limits.refusals["refusal_not_awaited"] += 1
+            refuse_now(stream, data)
             self._nursery.start_soon(trio.aclose_forcefully, stream)
             return
         self._rejecting += 1
-        self._nursery.start_soon(self._send_503, stream)
+        self._nursery.start_soon(self._send_refusal, stream, data)
 
-    async def _send_503(self, stream: trio.abc.Stream) -> None:
-        body = b"server at its connection limit; retry later\n"
-        head = (
-            b"HTTP/1.1 503 Service Unavailable\r\n"
-            b"retry-after: %d\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n"
-        ) % (self.config.retry_after, len(body))
+    async def _send_refusal(self, stream: trio.abc.Stream, data: bytes) -> None:
         try:
             with trio.move_on_after(self.config.close_linger):
-                await stream.send_all(head + body)
+                await stream.send_all(data)
                 await _linger(stream, self.config.read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
@@ -355,6 +376,7 @@ class _Connection:
         "_declared_length",
         "_flush_scope",
         "_gone",
+        "_head",
         "_interruptible",
         "_must_close",
         "_out",
@@ -372,7 +394,9 @@ class _Connection:
         "stream",
     )
 
-    def __init__(self, server: Server, stream: trio.abc.Stream) -> None:
+    def __init__(
+        self, server: Server, stream: trio.abc.Stream, peer: tuple[str, int] | None = None
+    ) -> None:
         self.server = server
         self.config = server.config
         self.stream = stream
@@ -382,14 +406,9 @@ class _Connection:
         # Created on the first write that does not complete at once.
         self._write_lock: trio.Lock | None = None
         self.fd: int | None = None
-        self.client: tuple[str, int] | None = None
+        self.client = peer
         if isinstance(stream, trio.SocketStream):
             self.fd = stream.socket.fileno()
-            try:
-                peer = stream.socket.getpeername()
-                self.client = (str(peer[0]), int(peer[1]))
-            except (OSError, IndexError, TypeError):  # pragma: no cover - unix sockets
-                pass
         # Cancelled by shutdown: an idle wait for a request, or a stream handler.
         self._interruptible: trio.CancelScope | None = None
         self._stream_scope: trio.CancelScope | None = None
@@ -405,6 +424,8 @@ class _Connection:
         self._flush_scope: trio.CancelScope | None = None
         self._gone = False
         self._yield_countdown = 16
+        # The request being answered is a HEAD: errors too get no body.
+        self._head = False
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -424,6 +445,7 @@ class _Connection:
             logger.exception("internal error serving connection from %s", self.client)
         finally:
             self.server.connections.discard(self)
+            self.server.limits.release_connection(self.client and self.client[0])
             try:
                 if graceful:
                     with trio.move_on_after(self.config.close_linger):
@@ -437,6 +459,7 @@ class _Connection:
         """Serve requests until the connection should close; True: close gracefully."""
         first = True
         while True:
+            self._head = False
             try:
                 request = await self._read_head(first)
             except h11.RemoteProtocolError as exc:
@@ -706,13 +729,14 @@ class _Connection:
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         with contextlib.suppress(_PeerGone, h11.LocalProtocolError):
-            await self._send_response(PlainTextResponse(detail + "\n", status, headers), False)
+            await self._send_response(PlainTextResponse(detail + "\n", status, headers), self._head)
 
     # -- handling -----------------------------------------------------------
 
     async def _handle(self, event: h11.Request) -> bool:
         """Handle one request; return False when the connection must close."""
         cfg = self.config
+        self._head = event.method == b"HEAD"
         if event.http_version not in (b"1.1", b"1.0"):
             # h11 parses any HTTP/x.y request line; this server speaks 1.x.
             await self._send_error(505, "HTTP/1.1 or HTTP/1.0 only")
@@ -723,6 +747,11 @@ class _Connection:
         size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
         if size > cfg.max_header_size:
             await self._send_error(431, f"request head over {cfg.max_header_size} bytes")
+            return False
+        refused = request_head_error(event.headers.raw_items())
+        if refused is not None:
+            # Possible smuggling: answer, then close (never read what follows).
+            await self._send_error(400, refused)
             return False
         self._declared_length = 0
         for name, value in event.headers:
@@ -738,7 +767,11 @@ class _Connection:
             http_version=event.http_version.decode("ascii"),
             client=self.client,
             body_reader=self._read_body,
+            config=cfg,
         )
+        if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
+            await self._send_response(preflight, False)
+            return True
         if app.websocket_routes and is_websocket_upgrade(event.method, list(event.headers)):
             ws_route, ws_params = app.resolve_websocket(request.path)
             if ws_route is not None:
@@ -747,12 +780,13 @@ class _Connection:
         route, params, allowed = app.resolve(method, request.path)
         if route is None:
             if allowed:
-                await self._send_response(
-                    PlainTextResponse("method not allowed\n", 405, {"allow": ", ".join(allowed)}),
-                    method == "HEAD",
+                missing = PlainTextResponse(
+                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
                 )
             else:
-                await self._send_response(PlainTextResponse("not found\n", 404), method == "HEAD")
+                missing = PlainTextResponse("not found\n", 404)
+            add_cors_headers(request, missing.headers)
+            await self._send_response(missing, method == "HEAD")
             return True
         request.path_params = params
         try:
@@ -765,8 +799,26 @@ class _Connection:
             logger.exception("handler for %s %s raised", method, request.path)
             self._must_close = True
             response = PlainTextResponse("internal server error\n", 500)
+        add_cors_headers(request, response.headers)
         if isinstance(response, StreamResponse):
-            return await self._stream(request, response, method == "HEAD")
+            if method == "HEAD":
+                return await self._stream(request, response, True)
+            limits = self.server.limits
+            key = limits.client_key(self.client and self.client[0], request.headers)
+            if not limits.acquire_stream(key):
+                await self._send_response(
+                    PlainTextResponse(
+                        "too many event streams from this client; retry later\n",
+                        429,
+                        {"retry-after": str(cfg.retry_after)},
+                    ),
+                    False,
+                )
+                return True
+            try:
+                return await self._stream(request, response, False)
+            finally:
+                limits.release_stream(key)
         try:
             await self._send_response(response, method == "HEAD")
         except h11.LocalProtocolError as exc:
@@ -833,8 +885,7 @@ class _Connection:
             nursery.start_soon(self._watch, nursery.cancel_scope, chunked, cfg.heartbeat_interval)
             with trio.CancelScope() as stop:
                 self._interruptible = stop
-                if cfg.max_stream_lifetime is not None:
-                    stop.deadline = trio.current_time() + cfg.max_stream_lifetime
+                stop.deadline = response.deadline(cfg.max_stream_lifetime)
                 if self.server.stopping:
                     stop.cancel()
                 try:
@@ -843,8 +894,8 @@ class _Connection:
                     logger.exception("stream handler for %s raised", request.path)
             self._interruptible = None
             tail = b""
-            if stop.cancelled_caught and cfg.stream_end_retry is not None:
-                final = Event(retry=cfg.stream_end_retry)
+            final = cfg.stream_end_event() if stop.cancelled_caught else None
+            if final is not None:
                 tail = final.encode_chunk() if chunked else final.encode()
             if chunked:
                 tail += _LAST_CHUNK

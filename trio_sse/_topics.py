@@ -152,6 +152,13 @@ class TopicOptions:
             ``Event(event="reset", data=<topic name>)``. If it has no id, the
             topic's newest id is filled in so that the next reconnect resumes
             from here.
+        max_id_length: the longest ``id`` (UTF-8 bytes) a published event may
+            carry. Browsers send the id back in the ``Last-Event-ID`` header
+            on every reconnect; one longer than a proxy's header limit gets
+            ``431`` and the browser gives up for good. 256 is far below
+            common limits (8 KiB).
+        max_retry: the largest ``retry`` (ms) a published event may carry
+            (default one hour), so a typo cannot park every browser for days.
 
     Raises:
         ValueError: a size or duration is out of range.
@@ -165,9 +172,13 @@ class TopicOptions:
     block_deadline: float = 1.0
     eviction_event: Event | None = None
     reset_event: Event | None = None
+    max_id_length: int = 256
+    max_retry: int = 3_600_000
 
     def __post_init__(self) -> None:
         _check_int("buffer_size", self.buffer_size, 1)
+        _check_int("max_id_length", self.max_id_length, 1)
+        _check_int("max_retry", self.max_retry, 0)
         _check_int("history_size", self.history_size, 0)
         object.__setattr__(self, "overflow", OverflowPolicy(self.overflow))
         if self.history_max_age is not None and not (
@@ -315,15 +326,22 @@ class Topic:
             event: the event to publish.
 
         Returns:
-            The event as published, with its id.
+            The event as published, with its id; a networked backplane that
+            assigns ids remotely (:class:`~trio_sse.RedisBackplane`) returns
+            it without one: use :meth:`publish` when you need the id.
 
         Raises:
             TypeError: *event* is not an :class:`Event`.
+            ValueError: its id or retry exceeds ``max_id_length`` /
+                ``max_retry`` (see :class:`TopicOptions`).
             trio.ClosedResourceError: the topic is closed.
             trio.WouldBlock: a networked backplane cannot take the event now.
+            BackplaneUnavailableError: a networked backplane cannot reach
+                its engine; nothing was published.
         """
         if type(event) is not Event:
             raise TypeError(f"expected an Event, got {type(event).__name__}")
+        self._check_bounds(event)
         return self.broker.backplane.publish_nowait(self, event)
 
     async def publish(self, event: Event) -> Event:
@@ -342,7 +360,11 @@ class Topic:
 
         Raises:
             TypeError: *event* is not an :class:`Event`.
+            ValueError: its id or retry exceeds ``max_id_length`` /
+                ``max_retry`` (see :class:`TopicOptions`).
             trio.ClosedResourceError: the topic is closed.
+            BackplaneUnavailableError: a networked backplane cannot reach
+                its engine (see :class:`~trio_sse.RedisBackplane`).
 
         Error handling:
             If the caller is cancelled while waiting, the event stays
@@ -352,7 +374,23 @@ class Topic:
         """
         if type(event) is not Event:
             raise TypeError(f"expected an Event, got {type(event).__name__}")
+        self._check_bounds(event)
         return await self.broker.backplane.publish(self, event)
+
+    def _check_bounds(self, event: Event) -> None:
+        options = self.options
+        event_id = event.id
+        if event_id and len(event_id.encode("utf-8")) > options.max_id_length:
+            raise ValueError(
+                f"event id of {len(event_id.encode('utf-8'))} bytes is longer than "
+                f"TopicOptions.max_id_length ({options.max_id_length}): browsers send "
+                "it back as a header on every reconnect"
+            )
+        retry = event.retry
+        if retry is not None and retry > options.max_retry:
+            raise ValueError(
+                f"retry {retry} ms is over TopicOptions.max_retry ({options.max_retry} ms)"
+            )
 
     def deliver_nowait(self, event: Event) -> None:
         """Fan out an event whose id is final, without blocking.
@@ -718,8 +756,9 @@ class Subscription:
         # Rule 4 of the backplane: wait until every topic knows its newest
         # id, register (fixing the history/live boundary), then fetch what
         # lies between the client's ids and those boundaries.
+        positions = self._client_positions()
         for topic in self._topics:
-            await history.wait_ready(topic)
+            await history.wait_ready(topic, positions.get(topic.name))
         remote = self._open()
         try:
             fetched = [
@@ -731,6 +770,15 @@ class Subscription:
             raise
         self._finish_open(fetched)
         return self
+
+    def _client_positions(self) -> dict[str, str]:
+        """The client's resume position in each topic (empty when fresh or malformed)."""
+        cursor = self._cursor_in
+        if cursor is None:
+            return {}
+        if not self._merged:
+            return {self._topics[0].name: cursor}
+        return _parse_cursor(cursor) or {}
 
     async def __aexit__(
         self,
@@ -1414,7 +1462,10 @@ class Broker:
 
         Every yielded event's id is replaced by a composite cursor holding
         the position in every topic (``"a:12,b:7"``; see ``docs/topics.md``).
-        Events of different topics arrive in publish order.
+        Events of different topics arrive in publish order (with
+        :class:`~trio_sse.RedisBackplane`, each topic in its exact order and
+        different topics by publish time to the millisecond: separate streams
+        have no common order within one).
 
         Args:
             names: the topic names, in the order used in cursors (no

@@ -12,7 +12,17 @@ import random
 
 import trio
 
-from trio_sse import App, Broker, Event, Request, TopicOptions, publish_endpoint, topic_stream
+from trio_sse import (
+    App,
+    Broker,
+    Event,
+    Request,
+    TopicOptions,
+    bearer_token,
+    publish_endpoint,
+    secret_matches,
+    topic_stream,
+)
 
 # Each subscriber may fall 32 events behind before it is evicted (its browser
 # then reconnects and resumes); the topic keeps 1,000 events for resuming.
@@ -24,8 +34,8 @@ app.add_route("/events/{topic}", topic_stream(broker))
 
 
 def is_admin(request: Request, topic: str) -> bool:
-    """Only requests bearing the admin token may publish."""
-    return request.headers.get("authorization") == "Bearer admin-token"
+    """Only requests bearing the admin token may publish (compared in constant time)."""
+    return secret_matches(bearer_token(request), "admin-token")
 
 
 app.add_route("/publish/{topic}", publish_endpoint(broker, authorize=is_admin), ["POST"])

@@ -1,0 +1,455 @@
+"""The Redis backplane's reader: delivery, resume, and the data-loss checks.
+
+Theory of operation
+===================
+
+Rule 1: before a topic is read, the watcher learns its epoch record and newest
+stream id (its *boundary*, which becomes the local topic's newest id);
+subscriptions wait for that (:meth:`Reader.wait_ready`).
+
+Rule 2: one reader task per group of streams (all of them; with a cluster,
+one group per hash slot, since one ``XREAD`` cannot span slots) reads from
+the last id it delivered and hands each entry to the local topics, in stream
+order, through :meth:`Topic.deliver_nowait` (``deliver`` under ``block``).
+
+Rule 3: nothing is skipped silently. After a reconnect the watcher checks
+each topic before anyone reads: the same epoch record and the stream at or
+past the last delivered id means intact; otherwise a new epoch (made once,
+by a Lua script, for every process) and a live reset event. An entry tagged
+with another epoch record (a publisher found the epoch key gone) means the
+same. A read that finds its last position trimmed away resets too.
+
+Rule 4: resuming beyond the local history reads ``XRANGE`` from the client's
+id (which must still be in the stream) to the boundary fixed when the
+subscription registered: see :meth:`Reader.replay`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from ._backplane import new_epoch
+from ._event import Event
+from ._redis_streams import (
+    START,
+    epoch_key,
+    event_from_entry,
+    key_slot,
+    parse_record,
+    split_id,
+    stream_key,
+    stream_order,
+)
+from ._topics import OverflowPolicy
+
+if TYPE_CHECKING:
+    from ._redis_link import Link
+    from ._topics import Broker, Topic
+
+__all__ = ["Reader"]
+
+logger = logging.getLogger("trio_sse.redis")
+
+
+@final
+class _Watch:
+    """What this process knows of one topic's stream."""
+
+    __slots__ = (
+        "by_age",
+        "epoch",
+        "epoch_key",
+        "key",
+        "last",
+        "moved",
+        "name",
+        "ready",
+        "record",
+        "slot",
+    )
+
+    def __init__(self, name: str, prefix: str, cluster: bool) -> None:
+        self.name = name
+        self.key = stream_key(prefix, name)
+        self.epoch_key = epoch_key(prefix, name)
+        self.slot = key_slot(self.key) if cluster else 0
+        self.epoch = ""
+        self.record = b""  # the epoch key's value this process follows
+        self.last = START  # the newest stream id delivered (or the boundary)
+        self.ready = trio.Event()
+        self.by_age = False  # some local topic of this name trims by age
+        self.moved = trio.Event()  # set (and replaced) whenever `last` advances
+
+    @property
+    def position(self) -> str:
+        return f"{self.epoch}-{self.last}"
+
+
+@final
+class _Group:
+    """The streams read by one ``XREAD``."""
+
+    __slots__ = ("scope", "watches")
+
+    def __init__(self) -> None:
+        self.watches: list[_Watch] = []
+        self.scope: trio.CancelScope | None = None
+
+
+@final
+class Reader:
+    """Delivers every topic of the attached brokers (see the theory of operation)."""
+
+    def __init__(
+        self, link: Link, *, key_prefix: str, cluster: bool, read_count: int, read_block: float
+    ) -> None:
+        self.link: Final = link
+        self.key_prefix: Final = key_prefix
+        self.cluster: Final = cluster
+        self.read_count: Final = read_count
+        self.read_block: Final = read_block
+        self.brokers: list[Broker] = []
+        self.watches: dict[str, _Watch] = {}
+        self._unready: list[_Watch] = []
+        self._groups: dict[int, _Group] = {}
+        self.received = 0
+        self.malformed = 0
+        self.epoch_resets = 0
+        self.gaps = 0
+        self.lag: float | None = None
+        self.last_read: float | None = None
+        link.on_down.append(self._interrupt_reads)
+
+    def _interrupt_reads(self, reason: str) -> None:
+        for group in self._groups.values():
+            if group.scope is not None:
+                group.scope.cancel()
+
+    # -- topics ------------------------------------------------------------------
+
+    def topic_added(self, topic: Topic) -> None:
+        """Read *topic*'s stream from now on."""
+        watch = self.watches.get(topic.name)
+        if watch is None:
+            watch = self.watches[topic.name] = _Watch(topic.name, self.key_prefix, self.cluster)
+            self._unready.append(watch)
+            self.link.wake_watcher.set()
+        if topic.options.history_max_age is not None:
+            watch.by_age = True
+        elif watch.ready.is_set() and topic._last_id is None:
+            topic._last_id = watch.position
+
+    def _topics(self, name: str) -> list[Topic]:
+        found = []
+        for broker in self.brokers:
+            topic = broker.topics.get(name)
+            if topic is not None and not topic.closed:
+                found.append(topic)
+        return found
+
+    def _by_key(self, key: str) -> _Watch:
+        return self.watches[key[len(self.key_prefix) + 1 : -1]]
+
+    # -- resume (RemoteHistory) --------------------------------------------------
+
+    async def wait_ready(self, topic: Topic, position: str | None) -> None:
+        """Wait until *topic*'s epoch and newest id are known (Rule 1).
+
+        A client may come from a process whose reader is a little ahead of
+        ours, with an id we have not delivered yet: resuming from it now
+        would look like an id from the future (a reset). So wait until our
+        reader reaches it, for at most ``read_block`` + 1 s (an id of this
+        epoch that never existed must not hang the subscriber; it then gets
+        the reset event).
+        """
+        watch = self.watches.get(topic.name)
+        if watch is None:  # pragma: no cover - Broker calls topic_added first
+            self.topic_added(topic)
+            watch = self.watches[topic.name]
+        await watch.ready.wait()
+        if topic._last_id is None:
+            topic._last_id = watch.position
+        parts = None if position is None else split_id(position)
+        if parts is None or parts[0] != watch.epoch:
+            return
+        target = stream_order(parts[1])
+        with trio.move_on_after(self.read_block + 1):
+            while stream_order(watch.last) < target and parts[0] == watch.epoch:
+                await watch.moved.wait()
+
+    def replayable(self, topic: Topic, event_id: str) -> bool:
+        """Whether *event_id* belongs to the stream's current epoch."""
+        parts = split_id(event_id)
+        watch = self.watches.get(topic.name)
+        return parts is not None and watch is not None and parts[0] == watch.epoch
+
+    async def replay(self, topic: Topic, after: str, until: str) -> list[Event] | None:
+        """The events after *after* up to *until*, or None for "reset" (Rule 4).
+
+        None when *after* is no longer in the stream, or more than the topic's
+        ``history_size`` events follow it (the local history's bound). Waits
+        through Redis outages: the client's disconnect cancels it.
+        """
+        start, end = split_id(after), split_id(until)
+        if start is None or end is None or start[0] != end[0]:
+            return None
+        first, last = start[1], end[1]
+        if stream_order(first) > stream_order(last):
+            return None
+        if first == last:
+            return []
+        watch = self.watches[topic.name]
+        link = self.link
+        while True:
+            await link.up.wait()
+            try:
+                limit = topic.options.history_size
+                return await self._read_range(watch, start[0], first, last, limit)
+            except link.errors as exc:
+                link.lost(exc)
+
+    async def _read_range(
+        self, watch: _Watch, epoch: str, first: str, last: str, limit: int
+    ) -> list[Event] | None:
+        """XRANGE from *first* (exclusive) to *last*; None if it cannot be exact.
+
+        Each page starts *at* the previous page's last entry and checks that
+        it is still there: trimming removes the oldest entries first, so its
+        presence proves nothing after it was trimmed between pages.
+        """
+        client = self.link.client
+        events: list[Event] = []
+        cursor = first
+        if first == START:
+            # "Before the first entry": exact only if nothing was trimmed.
+            import coredis.exceptions
+
+            try:
+                info = await client.xinfo_stream(watch.key)
+            except coredis.exceptions.ResponseError:
+                return []  # no stream: nothing was ever published
+            if info["entries-added"] != info["length"]:
+                return None
+            page = await client.xrange(watch.key, "-", last, count=self.read_count)
+            if not page:
+                return []
+            cursor = page[0].identifier.decode()
+            event = event_from_entry(epoch, cursor, page[0].field_values)
+            if event is not None:
+                events.append(event)
+        while True:
+            page = await client.xrange(watch.key, cursor, last, count=self.read_count + 1)
+            if not page or page[0].identifier.decode() != cursor:
+                return None  # trimmed past the client's position
+            for entry in page[1:]:
+                event = event_from_entry(epoch, entry.identifier.decode(), entry.field_values)
+                if event is not None:
+                    events.append(event)
+            if len(events) > limit:
+                return None  # further behind than the topic's history_size
+            if len(page) <= self.read_count:
+                return events
+            cursor = page[-1].identifier.decode()
+
+    # -- the watcher: connect, check, establish ------------------------------------
+
+    async def run(self) -> None:
+        """Connect, check topics after every loss, start new topics' reads."""
+        link = self.link
+        attempt = 0
+        async with trio.open_nursery() as readers:
+            while True:
+                link.wake_watcher = trio.Event()
+                try:
+                    if not link.connected:
+                        await link.connect()
+                        await self._recover(list(self.watches.values()))
+                        link.mark_up()
+                        attempt = 0
+                        logger.info("Redis backplane: connected")
+                    if self._unready:
+                        await self._establish(readers)
+                except link.errors as exc:
+                    link.lost(exc)
+                    await link.backoff(attempt)
+                    attempt += 1
+                    continue
+                await link.wake_watcher.wait()
+
+    async def _establish(self, readers: trio.Nursery) -> None:
+        """Learn the epoch record and boundary of topics not read yet (Rule 1)."""
+        watches, self._unready = self._unready, []
+        link = self.link
+        try:
+            results = []
+            for watch in watches:
+                keys = [watch.key, watch.epoch_key]
+                record = await link.ensure_script(keys=keys, args=[new_epoch()])
+                newest = await link.client.xrevrange(watch.key, count=1)
+                results.append((watch, record, newest))
+        except BaseException:
+            self._unready[:0] = watches
+            raise
+        for watch, record, newest in results:
+            watch.record = record
+            watch.epoch = parse_record(record)[0]
+            watch.last = newest[0].identifier.decode() if newest else START
+            for topic in self._topics(watch.name):
+                if topic._last_id is None:
+                    topic._last_id = watch.position
+            watch.ready.set()
+            group = self._groups.get(watch.slot)
+            if group is None:
+                group = self._groups[watch.slot] = _Group()
+                readers.start_soon(self._read, group)
+            group.watches.append(watch)
+            if group.scope is not None:
+                group.scope.cancel()  # re-issue XREAD with the new stream
+
+    async def _recover(self, watches: Iterable[_Watch]) -> None:
+        """After a reconnect: find data Redis lost, reset those topics (Rule 3)."""
+        client = self.link.client
+        for watch in watches:
+            if not watch.ready.is_set():
+                continue
+            record = await client.get(watch.epoch_key)
+            newest = await client.xrevrange(watch.key, count=1)
+            last = newest[0].identifier.decode() if newest else START
+            if record == watch.record and stream_order(last) >= stream_order(watch.last):
+                continue  # intact: read on from watch.last
+            if record is None or record == watch.record:
+                # The key is gone, or the stream is behind what we delivered
+                # (an older AOF): make the new epoch (once, for everyone).
+                record = await self.link.epoch_script(
+                    keys=[watch.key, watch.epoch_key],
+                    args=[watch.record, new_epoch(), watch.last],
+                )
+            self._restart(watch, record)
+
+    def _restart(self, watch: _Watch, record: bytes) -> None:
+        """Follow the epoch *record*: reset the topic's subscribers."""
+        epoch, start = parse_record(record)
+        logger.warning(
+            "Redis backplane: topic %r lost data (epoch %s -> %s); sending reset",
+            watch.name,
+            watch.epoch,
+            epoch,
+        )
+        self.epoch_resets += 1
+        watch.record = record
+        watch.epoch = epoch
+        watch.last = start
+        for topic in self._topics(watch.name):
+            topic._restart(watch.position)
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _read(self, group: _Group) -> None:
+        link = self.link
+        block_ms = max(1, int(self.read_block * 1000))
+        read_errors: tuple[type[BaseException], ...] = (*link.errors, trio.TooSlowError)
+        while True:
+            await link.up.wait()
+            streams = {w.key: w.last for w in group.watches}
+            result = None
+            with trio.CancelScope() as group.scope:
+                try:
+                    with trio.fail_after(self.read_block + 5):
+                        result = await link.client.xread(
+                            streams, count=self.read_count, block=block_ms
+                        )
+                except read_errors as exc:
+                    link.lost(exc)
+                    continue
+            group.scope = None
+            if not link.connected:
+                continue  # read again from watch.last after recovery
+            self.last_read = trio.current_time()
+            if not result:
+                continue
+            generation = link.generation
+            try:
+                await self._check_gaps(result, streams)
+            except link.errors as exc:
+                link.lost(exc)
+                continue
+            await self._deliver(result, generation)
+
+    async def _check_gaps(self, result: dict[bytes, Any], streams: dict[str, str]) -> None:
+        """Reset topics whose stream was trimmed past what we had read.
+
+        Trimming removes a stream's oldest entries first, so if the last
+        entry we delivered is still there *after* the ``XREAD``, nothing
+        after it was trimmed before the ``XREAD`` read on from it. If it is
+        gone, the reader fell more than the stream's length behind and may
+        have missed entries: its subscribers get the reset event rather than
+        a silent gap.
+
+        Only full reads need the check: streams trimmed by count keep at least
+        ``stream_min_length >= read_count`` entries, all newer than a trimmed
+        position, so a read that returned fewer than ``read_count`` entries
+        cannot have skipped any. Age-trimmed streams are always checked.
+        """
+        checks = []
+        for raw_key, entries in result.items():
+            key = raw_key.decode()
+            last = streams[key]
+            if last == START:
+                continue
+            if len(entries) >= self.read_count or self._by_key(key).by_age:
+                checks.append((key, last))
+        if not checks:
+            return
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            requests = [(key, pipe.xrange(key, last, last, count=1)) for key, last in checks]
+        for key, request in requests:
+            if not await request:
+                watch = self._by_key(key)
+                self.gaps += 1
+                logger.warning(
+                    "Redis backplane: the reader fell behind %s by more than its length; "
+                    "sending reset",
+                    key,
+                )
+                for topic in self._topics(watch.name):
+                    topic._restart(watch.position)
+
+    async def _deliver(self, result: dict[bytes, Any], generation: int) -> None:
+        link = self.link
+        now_ms = time.time() * 1000
+        for key, entries in result.items():
+            watch = self._by_key(key.decode())
+            for entry in entries:
+                if generation != link.generation:
+                    return  # the connection was lost meanwhile: re-read after recovery
+                stream_id = entry.identifier.decode()
+                fields = entry.field_values
+                tagged = fields.get(b"epoch")
+                if tagged is not None and tagged != watch.record:
+                    self._restart(watch, tagged)
+                watch.last = stream_id
+                self.received += 1
+                event = event_from_entry(watch.epoch, stream_id, fields)
+                if event is None:
+                    self.malformed += 1
+                    logger.warning(
+                        "Redis backplane: skipped malformed entry %s in %s", stream_id, watch.key
+                    )
+                    continue
+                self.lag = max(0.0, now_ms - stream_order(stream_id)[0]) / 1000
+                for topic in self._topics(watch.name):
+                    if topic._policy is OverflowPolicy.BLOCK:
+                        await topic.deliver(event)
+                    else:
+                        topic.deliver_nowait(event)
+            watch.moved.set()
+            watch.moved = trio.Event()
+            # Up to read_count entries of a topic go out in one synchronous
+            # burst, like a publisher publishing them without awaiting: then
+            # let the subscribers' writers run.
+            await trio.lowlevel.checkpoint()
