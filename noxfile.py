@@ -149,5 +149,39 @@ def bench(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-scale")
+def bench_scale(session: nox.Session) -> None:
+    """Scale-out benchmark: the Redis backplane against one process (``-- --quick``: < 3 min).
+
+    Needs ``redis-server`` (``.ci/system-deps`` installs it as root, else says
+    what to install) and a C compiler for the load generator.
+    """
+    session.run("bash", str(HERE / ".ci" / "system-deps"), external=True)
+    session.install("-e", ".[redis]")
+    build = HERE / "benchmarks" / ".build"
+    build.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "cc",
+        "-O2",
+        "-Wall",
+        "-o",
+        str(build / "loadgen"),
+        str(HERE / "benchmarks" / "loadgen.c"),
+        external=True,
+    )
+    invocation = " ".join(
+        [
+            "python3 noxfile.py -s bench-scale",
+            *(["--", *session.posargs] if session.posargs else []),
+        ]
+    )
+    session.run(
+        "python",
+        "benchmarks/bench_scale.py",
+        *session.posargs,
+        env={"BENCH_INVOCATION": invocation},
+    )
+
+
 if __name__ == "__main__":
     nox.main()

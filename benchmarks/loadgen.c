@@ -15,6 +15,10 @@
  *   DRAIN    (only with --stalled) stalled clients read again, to learn
  *            whether the server evicted them (EOF or reset) or kept them
  *
+ * --port takes a comma-separated list ("8001,8002"): client i connects to the
+ * (i mod n)-th port, so one loop loads several server processes with one
+ * measured window; the JSON then has per-port counts and latencies.
+ *
  * At each phase change it prints a marker line ("#window", "#stall", "#end",
  * "#settled") on stdout, flushed, so a driver can sample the server's CPU and
  * RSS at the same instants; at the end it prints one JSON object.
@@ -46,6 +50,7 @@
 #define LINE_KEEP 96 /* bytes of each line kept: enough for "data: <ns> <seq>" */
 #define READ_BUF (256 * 1024)
 #define MAX_EVENTS 1024
+#define MAX_PORTS 16
 
 /* ---- histogram: log-linear, 64 sub-buckets per power of two ---------- */
 
@@ -114,6 +119,7 @@ enum { P_CONNECT, P_WARMUP, P_WINDOW, P_SETTLE, P_DRAIN, P_END };
 typedef struct {
     int fd;
     int state;
+    int port_idx;     /* which of --port's ports it connects to */
     int stalled;      /* one of the clients that stop reading */
     int paused;       /* currently not reading (stalled during the window) */
     int chunked;
@@ -136,7 +142,9 @@ typedef struct {
 
 static struct {
     const char *host;
-    int port;
+    int port; /* the first of ports[] */
+    int ports[MAX_PORTS];
+    int nports;
     const char *path;
     int clients;
     int inflight;
@@ -145,14 +153,17 @@ static struct {
     int stall_rcvbuf;
     double churn; /* percent of clients reconnecting per second */
     unsigned seed;
-} opt = {"127.0.0.1", 0, "/sub", 100, 64, 2.0, 10.0, 60.0, -1.0, 0.0, 3.0, 0, 4096, 0.0, 1};
+} opt = {"127.0.0.1", 0, {0}, 0, "/sub", 100, 64, 2.0, 10.0, 60.0, -1.0, 0.0, 3.0, 0, 4096, 0.0, 1};
 
 static conn_t *conns;
 static int epfd;
 static int phase = P_CONNECT;
-static struct sockaddr_in addr;
-static char request[512];
-static int request_len;
+static struct sockaddr_in addrs[MAX_PORTS];
+static char requests[MAX_PORTS][512];
+static int request_lens[MAX_PORTS];
+static hist_t port_lat[MAX_PORTS];
+static uint64_t port_events[MAX_PORTS];
+static int port_connected_at_window[MAX_PORTS];
 static int next_to_connect; /* index of the next client for the initial connects */
 static int in_flight;
 static int established;     /* currently in C_BODY */
@@ -237,7 +248,7 @@ static void start_connect(int idx) {
     c->hdr = malloc(HDR_MAX);
     in_flight++;
     c->state = C_CONNECTING;
-    int r = connect(c->fd, (struct sockaddr *)&addr, sizeof addr);
+    int r = connect(c->fd, (struct sockaddr *)&addrs[c->port_idx], sizeof addrs[0]);
     if (r < 0 && errno != EINPROGRESS) {
         close_conn(c);
         failed++;
@@ -266,10 +277,12 @@ static void on_event(conn_t *c, int64_t ts, int64_t seq, uint64_t now) {
     if (phase == P_WINDOW) {
         uint64_t lat_us = now > (uint64_t)ts ? (now - (uint64_t)ts) / 1000 : 0;
         events_window++;
+        port_events[c->port_idx]++;
         c->window_events++;
         if (c->stalled) stall_window_events++;
         if (!c->stalled) {
             hist_add(&lat_all, lat_us);
+            if (opt.nports > 1) hist_add(&port_lat[c->port_idx], lat_us);
             if (opt.stalled > 0) hist_add(t_stall && now >= t_stall ? &lat_post : &lat_pre, lat_us);
         }
         if (c->last_seq >= 0) {
@@ -464,8 +477,9 @@ static void on_writable(int idx) {
         conn_lost(c);
         return;
     }
-    ssize_t w = send(c->fd, request, (size_t)request_len, MSG_NOSIGNAL);
-    if (w != request_len) {
+    int req_len = request_lens[c->port_idx];
+    ssize_t w = send(c->fd, requests[c->port_idx], (size_t)req_len, MSG_NOSIGNAL);
+    if (w != req_len) {
         conn_lost(c);
         return;
     }
@@ -477,7 +491,7 @@ static void on_writable(int idx) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen --port P [--host H] [--path /sub] [--clients N] [--inflight K]\n"
+            "usage: loadgen --port P[,P2...] [--host H] [--path /sub] [--clients N] [--inflight K]\n"
             "  [--warmup S] [--duration S] [--connect-timeout S]\n"
             "  [--stalled N --stall-at S --stall-rcvbuf BYTES --drain S]\n"
             "  [--churn PERCENT_PER_S] [--settle S] [--seed N]\n");
@@ -496,7 +510,16 @@ static void parse_args(int argc, char **argv) {
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
         case 'h': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
+        case 'p': {
+            char *save = NULL;
+            opt.nports = 0;
+            for (char *tok = strtok_r(optarg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (opt.nports == MAX_PORTS) usage();
+                opt.ports[opt.nports++] = atoi(tok);
+            }
+            opt.port = opt.nports ? opt.ports[0] : 0;
+            break;
+        }
         case 'P': opt.path = optarg; break;
         case 'c': opt.clients = atoi(optarg); break;
         case 'i': opt.inflight = atoi(optarg); break;
@@ -513,6 +536,8 @@ static void parse_args(int argc, char **argv) {
         default: usage();
         }
     }
+    for (int k = 0; k < opt.nports; k++)
+        if (opt.ports[k] <= 0) usage();
     if (opt.port <= 0 || opt.clients <= 0 || opt.inflight <= 0 || opt.stalled > opt.clients) usage();
     if (opt.stall_at < 0) opt.stall_at = opt.duration / 2;
 }
@@ -526,21 +551,24 @@ int main(int argc, char **argv) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)opt.port);
-    if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1) {
-        fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
-        return 2;
+    for (int k = 0; k < opt.nports; k++) {
+        memset(&addrs[k], 0, sizeof addrs[k]);
+        addrs[k].sin_family = AF_INET;
+        addrs[k].sin_port = htons((uint16_t)opt.ports[k]);
+        if (inet_pton(AF_INET, opt.host, &addrs[k].sin_addr) != 1) {
+            fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
+            return 2;
+        }
+        request_lens[k] = snprintf(requests[k], sizeof requests[k],
+                                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
+                                   "Cache-Control: no-cache\r\n\r\n",
+                                   opt.path, opt.host, opt.ports[k]);
     }
-    request_len = snprintf(request, sizeof request,
-                           "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
-                           "Cache-Control: no-cache\r\n\r\n",
-                           opt.path, opt.host, opt.port);
     conns = calloc((size_t)opt.clients, sizeof *conns);
     for (int i = 0; i < opt.clients; i++) {
         conns[i].fd = -1;
         conns[i].state = C_IDLE;
+        conns[i].port_idx = i % opt.nports;
         /* Spread the stalled clients over the population. */
         if (opt.stalled > 0 && i % (opt.clients / opt.stalled) == 0 &&
             i / (opt.clients / opt.stalled) < opt.stalled)
@@ -579,6 +607,7 @@ int main(int argc, char **argv) {
             for (int i = 0; i < opt.clients; i++) {
                 conns[i].whole_window = conns[i].state == C_BODY;
                 connected_at_window += conns[i].whole_window;
+                port_connected_at_window[conns[i].port_idx] += conns[i].whole_window;
             }
             seq_at_window_start = max_seq_seen;
             cpu_window_start = self_cpu(&user_window_start);
@@ -731,7 +760,14 @@ int main(int argc, char **argv) {
     hist_json(f, "others_before_us", &lat_pre);
     fputc(',', f);
     hist_json(f, "others_during_us", &lat_post);
-    fprintf(f, "},\"cpu_s\":%.6f,\"cpu_user_s\":%.6f}\n", cpu_window_end - cpu_window_start,
+    fprintf(f, "},\"per_port\":[");
+    for (int k = 0; k < opt.nports; k++) {
+        fprintf(f, "%s{\"port\":%d,\"connected_at_window\":%d,\"events\":%llu,", k ? "," : "",
+                opt.ports[k], port_connected_at_window[k], (unsigned long long)port_events[k]);
+        hist_json(f, "latency_us", opt.nports > 1 ? &port_lat[k] : &lat_all);
+        fputc('}', f);
+    }
+    fprintf(f, "],\"cpu_s\":%.6f,\"cpu_user_s\":%.6f}\n", cpu_window_end - cpu_window_start,
             user_window_end - user_window_start);
     fflush(f);
     return 0;

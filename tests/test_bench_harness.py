@@ -84,7 +84,7 @@ def floor(tmp_path: Path) -> Iterator[Callable[..., int]]:
         proc.wait()
 
 
-def run_loadgen(exe: Path, port: int, *args: str) -> tuple[dict[str, Any], list[str]]:
+def run_loadgen(exe: Path, port: int | str, *args: str) -> tuple[dict[str, Any], list[str]]:
     out = subprocess.run(
         [str(exe), "--port", str(port), *args],
         capture_output=True,
@@ -248,3 +248,23 @@ def test_churn_reconnects_clients(loadgen: Path, floor: Callable[..., int]) -> N
     assert r["connected_at_end"] == 20
     assert r["cut"] == 0
     assert r["events"] > 20 * 20 * 0.5
+
+
+def test_spreads_clients_over_several_ports(loadgen: Path, floor: Callable[..., int]) -> None:
+    first, second = floor(rate=50), floor(rate=50)
+    # One port: per_port has one entry, with every event.
+    r, _ = run_loadgen(loadgen, first, "--clients", "9", "--warmup", "0.3", "--duration", "1")
+    assert [p["events"] for p in r["per_port"]] == [r["events"]]
+    ports = f"{first},{second}"
+    r, marks = run_loadgen(loadgen, ports, "--clients", "9", "--warmup", "0.3", "--duration", "1")
+    assert marks == ["#warmup", "#window", "#end"]
+    one, two = r["per_port"]
+    assert (one["port"], two["port"]) == (first, second)
+    # Client i goes to port i mod 2: five on the first, four on the second.
+    assert (one["connected_at_window"], two["connected_at_window"]) == (5, 4)
+    assert one["events"] + two["events"] == r["events"]
+    assert 5 * 48 <= one["events"] <= 5 * 52
+    assert 4 * 48 <= two["events"] <= 4 * 52
+    for p in (one, two):
+        assert p["latency_us"]["count"] == p["events"]
+    assert r["gaps"] == r["reorders"] == 0
