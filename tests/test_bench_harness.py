@@ -102,13 +102,16 @@ def test_counts_every_event_and_its_latency(loadgen: Path, floor: Callable[..., 
     assert marks == ["#warmup", "#window", "#end"]
     assert r["connected_at_window"] == 20
     assert r["never_connected"] == r["cut"] == r["starved"] == 0
-    # 20 clients x 50 ev/s x 1 s, give or take a tick at each edge of the window.
-    assert 20 * 48 <= r["events"] <= 20 * 52
+    # 20 clients x 50 ev/s x 1 s, give or take a tick at each edge of the window
+    # (and a few late ticks of the floor's publisher on a loaded machine).
+    assert 20 * 44 <= r["events"] <= 20 * 52
     assert r["latency_us"]["count"] == r["events"]
     assert 0 < r["latency_us"]["p50"] <= r["latency_us"]["p99"] <= r["latency_us"]["max"]
     assert r["latency_us"]["max"] < 1_000_000
     assert r["gaps"] == r["reorders"] == r["bad_lines"] == 0
-    assert 45 <= r["published_per_s"] <= 55
+    assert 42 <= r["published_per_s"] <= 55
+    # What the clients counted is what the server published while they watched.
+    assert abs(r["events"] - 20 * r["published_per_s"]) <= 20 * 3
     assert r["cpu_s"] >= 0
 
 
