@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import trio
 from backplanes import publish_retrying, receive_n, start_node, stream_ids, wait_connected
 from redis_servers import RedisServer
@@ -207,3 +208,23 @@ async def test_data_lost_with_only_other_producers_is_found_on_reconnect(
             event = await sub.receive()
         assert reset.event == "reset"
         assert event.data == "from redis-cli"
+
+
+async def test_falling_behind_again_is_counted_but_not_logged_again(
+    redis_server: RedisServer, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(10):
+        backplane, broker = await start_node(
+            nursery, redis_server.url, options=BIG, read_count=8, stream_min_length=8
+        )
+        async with broker.subscribe("t") as sub:
+            for round in range(3):
+                await broker.publish("t", Event(f"before{round}"))
+                while (await sub.receive()).data != f"before{round}":
+                    pass
+                redis_server.cli("EVAL", _BURST, "1", "trio-sse:{t}")
+                while (await sub.receive()).data != "burst200":
+                    pass
+        assert backplane.stats().gaps == 3
+    warnings = [r for r in caplog.records if "fell behind" in r.getMessage()]
+    assert len(warnings) == 1

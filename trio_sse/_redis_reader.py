@@ -27,6 +27,7 @@ subscription registered: see :meth:`Reader.replay`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, final
@@ -56,6 +57,9 @@ __all__ = ["Reader"]
 
 logger = logging.getLogger("trio_sse.redis")
 
+#: Seconds between two "fell behind" warnings for one topic.
+GAP_LOG_INTERVAL: Final = 10.0
+
 
 @final
 class _Watch:
@@ -65,6 +69,8 @@ class _Watch:
         "by_age",
         "epoch",
         "epoch_key",
+        "gap_logged",
+        "gaps_unlogged",
         "key",
         "last",
         "moved",
@@ -85,6 +91,8 @@ class _Watch:
         self.ready = trio.Event()
         self.by_age = False  # some local topic of this name trims by age
         self.moved = trio.Event()  # set (and replaced) whenever `last` advances
+        self.gap_logged = -math.inf
+        self.gaps_unlogged = 0
 
     @property
     def position(self) -> str:
@@ -412,13 +420,30 @@ class Reader:
             if not await request:
                 watch = self._by_key(key)
                 self.gaps += 1
-                logger.warning(
-                    "Redis backplane: the reader fell behind %s by more than its length; "
-                    "sending reset",
-                    key,
-                )
+                self._warn_gap(watch)
                 for topic in self._topics(watch.name):
                     topic._restart(watch.position)
+
+    def _warn_gap(self, watch: _Watch) -> None:
+        """Log a gap, at most once per topic every ``GAP_LOG_INTERVAL`` seconds.
+
+        A reader that stays behind gaps on every read: one line per read would
+        flood the log. The ``gaps`` counter has them all.
+        """
+        now = trio.current_time()
+        if now < watch.gap_logged + GAP_LOG_INTERVAL:
+            watch.gaps_unlogged += 1
+            return
+        more = (
+            f" ({watch.gaps_unlogged} more since the last warning)" if watch.gaps_unlogged else ""
+        )
+        watch.gap_logged = now
+        watch.gaps_unlogged = 0
+        logger.warning(
+            "Redis backplane: the reader fell behind %s by more than its length; sending reset%s",
+            watch.key,
+            more,
+        )
 
     async def _deliver(self, result: dict[bytes, Any], generation: int) -> None:
         link = self.link
