@@ -47,10 +47,11 @@ default asyncio worker) the app fails the lifespan start-up and raises a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final, TypeAlias, final
 
 import trio
@@ -58,22 +59,19 @@ import trio
 from ._app import (
     App,
     BodyReader,
-    EventStream,
     Headers,
-    HTTPException,
     PlainTextResponse,
     Request,
     Response,
-    Route,
     StreamResponse,
     _no_body,
-    to_response,
 )
 from ._config import Config
-from ._cors import add_cors_headers
 from ._edge import request_head_error
 from ._event import Event
+from ._exchange import BodyTooLarge, Exchange, PeerGone
 from ._limits import ClientLimits
+from ._pacing import write_within
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
@@ -136,7 +134,7 @@ async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> No
             return
         raise RuntimeError(_NOT_TRIO)
     if kind == "http":
-        await _Exchange(app, scope, receive, send).run()
+        await _ASGITransport(app, scope, receive, send).run()
     elif kind == "lifespan":
         await _lifespan(app, receive, send)
     elif kind == "websocket":
@@ -270,9 +268,7 @@ class _ASGIWebSocket(WebSocket):
         self._check_open()
         key = "text" if isinstance(message, str) else "bytes"
         timeout = self._config.write_timeout
-        with trio.move_on_after(timeout) as scope:
-            await self._send({"type": "websocket.send", key: message})
-        if scope.cancelled_caught:
+        if not await write_within(timeout, self._send, {"type": "websocket.send", key: message}):
             logger.info(
                 "WebSocket write to %s stalled for %.1f s; closing", self.request.client, timeout
             )
@@ -327,79 +323,61 @@ def _request_from_scope(app: App, scope: Scope, body_reader: BodyReader = _no_bo
 
 
 @final
-class _ASGIEventStream(EventStream):
-    """:class:`EventStream` over ASGI ``http.response.body`` messages."""
+class _ASGITransport:
+    """The :class:`~trio_sse._exchange.Transport` of one ASGI ``http`` scope.
 
-    __slots__ = ("_exchange",)
+    Its *watcher* task is the only one that calls ``receive()``: it buffers
+    the request body, and on ``http.disconnect`` it cancels the request.
+    """
 
-    def __init__(self, exchange: _Exchange, last_event_id: str | None) -> None:
-        self._exchange = exchange
-        self.last_event_id = last_event_id
-
-    async def send(self, event: Event | str) -> None:
-        """Send one event."""
-        if isinstance(event, str):
-            event = Event(event)
-        await self._exchange.write(event.encode())
-
-    async def send_many(self, events: Sequence[Event]) -> None:
-        """Send several events in one ASGI message."""
-        if not events:
-            await trio.lowlevel.checkpoint()
-            return
-        # b"".join of one item returns that very bytes object: no copy.
-        await self._exchange.write(b"".join([e.encode() for e in events]))
-
-
-@final
-class _Exchange:
-    """One HTTP request/response under ASGI: body buffer, writes, deadlines."""
+    heartbeat: bytes
+    direct: Final = False
+    stopping: Final = False  # ASGI servers shut down by cancelling the app
 
     def __init__(self, app: App, scope: Scope, receive: Receive, send: Send) -> None:
-        self.app = app
-        self.config = app.config
         self.scope = scope
         self._receive = receive
         self._send = send
         client = scope.get("client")
         self.client: tuple[str, int] | None = (str(client[0]), int(client[1])) if client else None
+        self.heartbeat = app.config.heartbeat_bytes()
+        self.exchange = Exchange(app, app.config, self, client_limits(app))
         self._cancel = trio.CancelScope()  # replaced by the request's nursery scope
+        self._disconnected = trio.Event()
         # The request body, as the watcher receives it.
         self._parts: list[bytes] = []
         self._size = 0
+        self._limit = app.config.max_body_size
         self._too_large = False
         self._body_ready = trio.Event()  # complete, or known to be too large
-        self._declared_length = 0
-        # Writes.
-        self.last_write = trio.current_time()
-        self._writing = False
         self._finished = False  # the last body message is being sent
 
-    # -- request ------------------------------------------------------------
-
-    def _request(self) -> Request:
-        request = _request_from_scope(self.app, self.scope, self._read_body)
+    async def run(self) -> None:
+        app = self.exchange.app
+        request = _request_from_scope(app, self.scope, self.exchange.read_body)
         declared = request.headers.get("content-length")
         if declared is not None and declared.strip().isdigit():
-            self._declared_length = int(declared)
-        return request
-
-    async def _read_body(self) -> bytes:
-        """Wait for the watcher to have the whole body; ``body_timeout``, ``max_body_size``."""
-        cfg = self.config
-        if self._declared_length > cfg.max_body_size:
-            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
-        with trio.move_on_after(cfg.body_timeout) as scope:
-            await self._body_ready.wait()
-        if scope.cancelled_caught:
-            raise HTTPException(408, "request body not received in time")
-        if self._too_large:
-            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
-        return b"".join(self._parts)
+            self.exchange.declared_length = int(declared)
+        refused = request_head_error(
+            self.scope["headers"], http2=self.scope.get("http_version") == "2"
+        )
+        # On PeerGone (a stalled write), returning without ending the body
+        # makes the server close the connection (HTTP/1.1) or reset the
+        # stream (HTTP/2).
+        if refused is not None:
+            response = PlainTextResponse(refused + "\n", 400, {"connection": "close"})
+            with contextlib.suppress(PeerGone):
+                await self.exchange.respond(response, request.method == "HEAD")
+            return
+        async with trio.open_nursery() as nursery:
+            self._cancel = nursery.cancel_scope
+            nursery.start_soon(self._watch)
+            with contextlib.suppress(PeerGone):
+                await self.exchange.dispatch(request)
+            nursery.cancel_scope.cancel()
 
     async def _watch(self) -> None:
         """Own ``receive()``: buffer the body; a disconnect cancels the request."""
-        limit = self.config.max_body_size
         while True:
             message = await self._receive()
             kind = message["type"]
@@ -407,7 +385,7 @@ class _Exchange:
                 body = bytes(message.get("body", b""))
                 if not self._too_large:
                     self._size += len(body)
-                    if self._size > limit:
+                    if self._size > self._limit:
                         self._too_large = True
                         self._parts.clear()
                         self._body_ready.set()
@@ -421,100 +399,56 @@ class _Exchange:
                 # the connection there): cancelling then would cut its
                 # clean-up short. The response is complete; nothing to stop.
                 if not self._finished:
+                    self._disconnected.set()
                     self._cancel.cancel()
                 return
 
-    # -- serving ------------------------------------------------------------
+    # -- Transport ------------------------------------------------------------
 
-    async def run(self) -> None:
-        request = self._request()
-        method = request.method
-        head_only = method == "HEAD"
-        refused = request_head_error(
-            self.scope["headers"], http2=self.scope.get("http_version") == "2"
-        )
-        if refused is not None:
-            response = PlainTextResponse(refused + "\n", 400, {"connection": "close"})
-            await self._respond(response, head_only)
-            return
-        cors = self.app.cors
-        if cors is not None and (preflight := cors.preflight(request)) is not None:
-            await self._respond(preflight, False)
-            return
-        route, params, allowed = self.app.resolve(method, request.path)
-        if route is None:
-            if allowed:
-                response = PlainTextResponse(
-                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
-                )
-            else:
-                response = PlainTextResponse("not found\n", 404)
-            add_cors_headers(request, response.headers)
-            await self._respond(response, head_only)
-            return
-        request.path_params = params
-        async with trio.open_nursery() as nursery:
-            self._cancel = nursery.cancel_scope
-            nursery.start_soon(self._watch)
-            await self._handle(request, route, head_only)
-            nursery.cancel_scope.cancel()
+    async def receive_body(self, limit: int) -> bytes:
+        """Wait for the watcher to have the whole body (it applies ``limit``)."""
+        await self._body_ready.wait()
+        if self._too_large:
+            raise BodyTooLarge()
+        return b"".join(self._parts)
 
-    async def _handle(self, request: Request, route: Route, head_only: bool) -> None:
-        response: Response | StreamResponse
-        try:
-            response = to_response(await route.handler(request))
-        except HTTPException as exc:
-            response = PlainTextResponse(exc.detail + "\n", exc.status, exc.headers)
-        except Exception:
-            logger.exception("handler for %s %s raised", request.method, request.path)
-            response = PlainTextResponse("internal server error\n", 500)
-        add_cors_headers(request, response.headers)
-        if isinstance(response, StreamResponse):
-            if head_only:
-                await self._stream(request, response, True)
-                return
-            limits = client_limits(self.app)
-            key = limits.client_key(self.client and self.client[0], request.headers)
-            if not limits.acquire_stream(key):
-                await self._respond(
-                    PlainTextResponse(
-                        "too many event streams from this client; retry later\n",
-                        429,
-                        {"retry-after": str(self.config.retry_after)},
-                    ),
-                    False,
-                )
-                return
-            try:
-                await self._stream(request, response, False)
-            finally:
-                limits.release_stream(key)
-        else:
-            await self._respond(response, head_only, request)
+    async def wait_disconnect(self) -> None:
+        """Wait for the watcher to see ``http.disconnect``."""
+        await self._disconnected.wait()
 
-    async def _respond(
-        self, response: Response, head_only: bool, request: Request | None = None
-    ) -> None:
-        """Send an ordinary response (``Content-Length`` set, no body for HEAD)."""
-        try:
-            if not 200 <= response.status <= 999:
-                raise ValueError(f"status {response.status} is not a final status")
-            headers = response.header_list()
-        except ValueError as exc:
-            where = f" for {request.method} {request.path}" if request is not None else ""
-            logger.error("handler%s returned an invalid response: %s", where, exc)
-            response = PlainTextResponse("internal server error\n", 500)
-            headers = response.header_list()
+    def encoder(self) -> Callable[[Event], bytes]:
+        """Bare event bytes: the server frames them."""
+        return Event.encode
+
+    def stream_tail(self, final: bytes) -> bytes:
+        """The final event, if any: the server ends the body."""
+        return final
+
+    def close_after(self) -> None:
+        """The ASGI server decides about its connections."""
+
+    def write_now(self, data: bytes) -> bytes | None:
+        """No direct path: every write is an ASGI message."""
+        return data
+
+    async def write_rest(self, data: bytes, last: bool) -> None:
+        """One ``http.response.body`` message."""
+        if last:
+            self._finished = True
+        await self._send({"type": "http.response.body", "body": data, "more_body": not last})
+
+    async def send_response(self, response: Response, head_only: bool) -> None:
+        """An ordinary response: ``Content-Length`` set, no body for HEAD."""
+        headers = response.header_list()
         if response.status != 204:  # RFC 9110 8.6: never in a 204
             headers.append((b"content-length", b"%d" % len(response.body)))
         await self._send(
             {"type": "http.response.start", "status": response.status, "headers": headers}
         )
-        await self.write(b"" if head_only else response.body, more_body=False)
+        await self.exchange.write(b"" if head_only else response.body, last=True)
 
-    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> None:
-        """Send the stream head, run the handler with heartbeats and the lifetime, end it."""
-        cfg = self.config
+    async def start_stream(self, response: StreamResponse, head_only: bool) -> None:
+        """The stream head, then an empty body message (or the end, for HEAD)."""
         await self._send(
             {
                 "type": "http.response.start",
@@ -522,62 +456,6 @@ class _Exchange:
                 "headers": response.header_list(),
             }
         )
-        if head_only:
-            await self.write(b"", more_body=False)
-            return
         # An empty body message makes servers that hold the head back until the
         # first body bytes send it now (hypercorn sends it at once anyway).
-        await self.write(b"")
-        event_stream = _ASGIEventStream(self, request.last_event_id)
-        with trio.CancelScope() as stop:
-            stop.deadline = response.deadline(cfg.max_stream_lifetime)
-            async with trio.open_nursery() as nursery:
-                if cfg.heartbeat_interval is not None:
-                    nursery.start_soon(self._heartbeat, cfg.heartbeat_interval)
-                try:
-                    await response.handler(event_stream)
-                except Exception:
-                    logger.exception("stream handler for %s raised", request.path)
-                nursery.cancel_scope.cancel()
-        final = cfg.stream_end_event() if stop.cancelled_caught else None
-        await self.write(b"" if final is None else final.encode(), more_body=False)
-
-    async def _heartbeat(self, interval: float) -> None:
-        """Send a comment whenever the stream has been silent for ``interval``."""
-        data = self.config.heartbeat_bytes()
-        while True:
-            await trio.sleep_until(self.last_write + interval)
-            if trio.current_time() < self.last_write + interval:
-                continue
-            if self._writing:
-                # A write is in progress; it has its own deadline.
-                await trio.sleep(interval)
-                continue
-            await self.write(data)
-
-    async def write(self, body: bytes, *, more_body: bool = True) -> None:
-        """Send response bytes within ``write_timeout``; a stall cancels the request.
-
-        Raises:
-            trio.Cancelled: the write stalled (the request is being cancelled).
-
-        """
-        timeout = self.config.write_timeout
-        self._writing = True
-        if not more_body:
-            self._finished = True
-        try:
-            with trio.move_on_after(timeout) as scope:
-                await self._send(
-                    {"type": "http.response.body", "body": body, "more_body": more_body}
-                )
-        finally:
-            self._writing = False
-        if scope.cancelled_caught:
-            logger.info("write to %s stalled for %.1f s; closing", self.client, timeout)
-            # Returning without ending the body makes the server close the
-            # connection (HTTP/1.1) or reset the stream (HTTP/2).
-            self._cancel.cancel()
-            await trio.lowlevel.checkpoint()  # raises Cancelled inside a request
-            return
-        self.last_write = trio.current_time()
+        await self.exchange.write(b"", last=head_only)

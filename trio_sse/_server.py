@@ -5,20 +5,20 @@ Theory of operation
 
 Rule 1, ownership: :func:`serve_listeners` owns one nursery; every connection
 is a task in it, and every task serving a connection (the handler and its
-companion, :meth:`_Connection._watch`, which watches for disconnects, flushes
-and sends heartbeats) lives in a nursery owned by that connection's task.
-When a connection ends, nothing that served it survives.
+companion, which watches for disconnects, flushes and sends heartbeats) lives
+in a nursery owned by that connection's task. When a connection ends, nothing
+that served it survives.
 
-Rule 2, one place per deadline: each :class:`Config` deadline is applied by a
-single cancel scope below: ``header_timeout`` and ``keep_alive_timeout`` in
-:meth:`_Connection._read_head`, ``body_timeout`` in
-:meth:`_Connection._read_body`, ``write_timeout`` in :meth:`_Connection._write`,
-``max_stream_lifetime`` in :meth:`_Connection._stream`, and
-``shutdown_grace_period`` in :meth:`Server._begin_shutdown`.
+Rule 2, the exchange: above the framing, a request is answered by the
+:class:`~trio_sse._exchange.Exchange` that the ASGI adapter uses too
+(dispatch, errors, the write deadline, body limits, the stream lifecycle);
+``_Connection`` is its :class:`~trio_sse._exchange.Transport`: h11 state,
+request heads and bodies, and bytes on the socket.
 
-Rule 3, disconnects cancel: while a stream is open, the companion task reads
-the socket; end-of-file or a reset cancels the stream's nursery, so the handler is
-cancelled at its next checkpoint. A write that fails or stalls does the same.
+Rule 3, one place per deadline: ``header_timeout`` and ``keep_alive_timeout``
+are applied in :meth:`_Connection._read_head`, ``shutdown_grace_period`` in
+:meth:`Server._begin_shutdown`; ``body_timeout``, ``write_timeout``,
+``heartbeat_interval`` and ``max_stream_lifetime`` in the exchange.
 
 Rule 4, graceful shutdown: the connections' nursery sits in a *shielded*
 cancel scope, so cancelling :func:`serve` does not tear connections down
@@ -36,10 +36,11 @@ An event's bytes, with their chunk framing, come cached from
 :meth:`Event.encode_chunk`, so a broadcast frames once for every connection.
 h11 frames the response head and the terminating chunk; event chunks bypass
 it (h11's chunked writer keeps no byte count, so that is safe). A write first
-tries the socket directly (``os.write`` on the non-blocking descriptor): the
-usual case, an idle connection with room in its socket buffer, then costs one
-system call and no trip through trio's I/O manager. Only a write that does
-not complete falls back to ``send_all`` under the write-stall deadline.
+tries the socket directly (:meth:`_Connection.write_now`, ``os.write`` on the
+non-blocking descriptor): the usual case, an idle connection with room in its
+socket buffer, then costs one system call and no trip through trio's I/O
+manager. Only a write that does not complete falls back to ``send_all``
+(:meth:`_Connection.write_rest`) under the write-stall deadline.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ import contextlib
 import email.utils
 import errno
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -59,7 +59,6 @@ import trio
 
 from ._app import (
     App,
-    EventStream,
     Headers,
     HTTPException,
     PlainTextResponse,
@@ -68,12 +67,11 @@ from ._app import (
     StreamResponse,
     WebSocketRoute,
     status_phrase,
-    to_response,
 )
 from ._config import Config
-from ._cors import add_cors_headers
 from ._edge import request_head_error
 from ._event import Event
+from ._exchange import BodyTooLarge, Exchange, PeerGone
 from ._limits import ClientLimits
 from ._sockets import (
     check_descriptor_limit,
@@ -91,10 +89,6 @@ logger = logging.getLogger("trio_sse.server")
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _SERVER_HEADER: Final = (b"server", b"trio-sse")
-
-
-class _PeerGone(Exception):
-    """The peer closed or reset the connection, or stopped reading."""
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -326,70 +320,30 @@ async def _linger(stream: trio.abc.Stream, read_size: int) -> None:
             return
 
 
-@final
-class _RawEventStream(EventStream):
-    """:class:`EventStream` over one raw connection."""
-
-    __slots__ = ("_chunked", "_conn")
-
-    def __init__(self, conn: _Connection, chunked: bool, last_event_id: str | None) -> None:
-        self._conn = conn
-        self._chunked = chunked
-        self.last_event_id = last_event_id
-
-    async def send(self, event: Event | str) -> None:
-        """Send one event."""
-        if isinstance(event, str):
-            event = Event(event)
-        await self._conn.stream_write(event.encode_chunk() if self._chunked else event.encode())
-
-    def direct_sink(self) -> Callable[[Event], bool] | None:
-        """A synchronous writer for idle moments; see :meth:`EventStream.direct_sink`."""
-        conn = self._conn
-        if conn.fd is None:
-            return None
-        write_nowait = conn.write_nowait
-        if self._chunked:
-            return lambda event: write_nowait(event.encode_chunk())
-        return lambda event: write_nowait(event.encode())
-
-    async def send_many(self, events: Sequence[Event]) -> None:
-        """Send several events with one write."""
-        if not events:
-            await trio.lowlevel.checkpoint()
-            return
-        if len(events) == 1:
-            await self.send(events[0])
-            return
-        if self._chunked:
-            data = b"".join([e.encode_chunk() for e in events])
-        else:
-            data = b"".join([e.encode() for e in events])
-        await self._conn.stream_write(data)
-
-
 class _Connection:
-    """One accepted connection: h11 state, writes, timeouts and its stream."""
+    """One accepted connection: h11 state and bytes; the :class:`Transport` of its exchange.
+
+    The exchange (``_exchange.py``) does what is above the framing: dispatch,
+    errors, the write deadline, the stream lifecycle. This class reads request
+    heads and bodies through h11, frames responses, and writes bytes: first
+    directly (``os.write`` on the non-blocking descriptor), the rest through
+    ``send_all``.
+    """
 
     # Slots: 10,000 open streams mean 10,000 of these.
     __slots__ = (
-        "_declared_length",
-        "_flush_scope",
-        "_gone",
+        "_chunked",
         "_head",
         "_interruptible",
         "_must_close",
-        "_out",
-        "_partial_write",
-        "_stream_scope",
-        "_write_lock",
-        "_yield_countdown",
         "accepted_at",
         "client",
         "config",
+        "direct",
+        "exchange",
         "fd",
         "h11",
-        "last_write",
+        "heartbeat",
         "server",
         "stream",
     )
@@ -402,43 +356,39 @@ class _Connection:
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_size)
         self.accepted_at = trio.current_time()
-        self.last_write = self.accepted_at
-        # Created on the first write that does not complete at once.
-        self._write_lock: trio.Lock | None = None
         self.fd: int | None = None
         self.client = peer
         if isinstance(stream, trio.SocketStream):
             self.fd = stream.socket.fileno()
-        # Cancelled by shutdown: an idle wait for a request, or a stream handler.
+        self.direct = self.fd is not None
+        # Cancelled by shutdown: an idle wait for a request, or a WebSocket.
         self._interruptible: trio.CancelScope | None = None
-        self._stream_scope: trio.CancelScope | None = None
         self._must_close = False
-        self._declared_length = 0
-        # Set while a slow-path write is in progress; left set if it was
-        # cancelled midway, when the framing can no longer be trusted.
-        self._partial_write = False
-        # Bytes accepted by write_nowait() but not yet written (a partial
-        # direct write); every later write sends them first.
-        self._out = b""
-        # The flusher's sleep; write_nowait() wakes it by moving its deadline.
-        self._flush_scope: trio.CancelScope | None = None
-        self._gone = False
-        self._yield_countdown = 16
+        self._chunked = True
+        self.heartbeat = server.heartbeat_chunk
         # The request being answered is a HEAD: errors too get no body.
         self._head = False
+        self.exchange = Exchange(server.app, self.config, self, server.limits)
 
     # -- lifecycle ----------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the server is shutting down."""
+        return self.server.stopping
 
     def interrupt(self) -> None:
         """Called at shutdown: cancel an idle wait or a stream handler."""
         if self._interruptible is not None:
             self._interruptible.cancel()
+        if self.exchange.stop_scope is not None:
+            self.exchange.stop_scope.cancel()
 
     async def run(self) -> None:
         graceful = True
         try:
             graceful = await self._serve()
-        except _PeerGone:
+        except PeerGone:
             graceful = False
         except Exception:
             graceful = False
@@ -491,6 +441,11 @@ class _Connection:
         except trio.BrokenResourceError:
             return b""
 
+    async def wait_disconnect(self) -> None:
+        """Read (and drop) bytes until the peer closes: a stream reads nothing."""
+        while await self._receive():
+            pass
+
     async def _next_event(self) -> Any:
         while True:
             event = self.h11.next_event()
@@ -541,164 +496,76 @@ class _Connection:
         assert isinstance(event, h11.Request), event
         return event
 
-    async def _read_body(self) -> bytes:
-        """Read the request body within ``body_timeout``, bounded by ``max_body_size``."""
-        cfg = self.config
+    async def receive_body(self, limit: int) -> bytes:
+        """The request body through h11 (the exchange applies the deadline)."""
         conn = self.h11
         if conn.their_state is not h11.SEND_BODY:
             return b""
-        if self._declared_length > cfg.max_body_size:
-            self._must_close = True
-            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
         if conn.they_are_waiting_for_100_continue:
-            await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            continue_ = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+            assert continue_ is not None
+            await self.exchange.write(continue_)
         parts: list[bytes] = []
         size = 0
-        with trio.move_on_after(cfg.body_timeout) as scope:
-            while True:
-                try:
-                    event = await self._next_event()
-                except h11.RemoteProtocolError as exc:
-                    self._must_close = True
-                    raise HTTPException(400, f"malformed request body: {exc}") from None
-                if isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > cfg.max_body_size:
-                        self._must_close = True
-                        raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
-                    parts.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:  # ConnectionClosed
-                    raise _PeerGone()
-        if scope.cancelled_caught:
-            self._must_close = True
-            raise HTTPException(408, "request body not received in time")
-        return b"".join(parts)
+        while True:
+            try:
+                event = await self._next_event()
+            except h11.RemoteProtocolError as exc:
+                self._must_close = True
+                raise HTTPException(400, f"malformed request body: {exc}") from None
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    raise BodyTooLarge()
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            else:  # ConnectionClosed
+                raise PeerGone()
 
     # -- writing ------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
-        """Write ``data`` completely, or raise :class:`_PeerGone`.
-
-        Fast path: one non-blocking ``os.write``. Slow path, for what did not
-        fit: ``send_all`` under ``write_timeout``.
-        """
-        if self._out:
-            data = self._out + data
-            self._out = b""
+    def write_now(self, data: bytes) -> bytes | None:
+        """One non-blocking ``os.write``; the rest, or ``None`` when all was written."""
         fd = self.fd
-        lock = self._write_lock
-        if fd is not None and (lock is None or not lock.locked()):
-            try:
-                n = os.write(fd, data)
-            except BlockingIOError:
-                n = 0
-            except OSError as exc:
-                raise _PeerGone() from exc
-            if n == len(data):
-                self._wrote()
-                return
-            data = data[n:]
-        if lock is None:
-            lock = self._write_lock = trio.Lock()
-        async with lock:
-            self._partial_write = True
-            with trio.move_on_after(self.config.write_timeout) as scope:
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise _PeerGone() from exc
-            # Not reached when an outer scope cancelled the write midway.
-            self._partial_write = False
-            if scope.cancelled_caught:
-                logger.info(
-                    "write to %s stalled for %.1f s; closing",
-                    self.client,
-                    self.config.write_timeout,
-                )
-                raise _PeerGone()
-        self._wrote()
-
-    def _wrote(self) -> None:
-        """Note a write: push the heartbeat deadline back, lazily.
-
-        A stream that writes more often than ``heartbeat_interval`` must not
-        wake its companion task every interval (at 10,000 streams those
-        wake-ups, each cancelling and re-arming a receive, cost more than the
-        broadcast). So each write moves the companion's deadline to ``now +
-        interval`` when less than half an interval remains: at most two
-        deadline moves per interval, no wake-up while a stream is active. The
-        companion still decides from ``last_write``, so heartbeats of idle
-        streams stay exact.
-        """
-        now = self.last_write = trio.current_time()
-        scope = self._flush_scope
-        interval = self.config.heartbeat_interval
-        if scope is not None and interval is not None and scope.deadline - now < interval / 2:
-            scope.deadline = now + interval
-
-    def write_nowait(self, data: bytes) -> bool:
-        """Write from another task (a topic's publisher) without waiting.
-
-        The broadcast fast path: while a stream's writer is idle, a topic hands
-        each event straight to this method, in the publisher's task, instead
-        of waking the writer task. One system call, no task switch.
-
-        Returns:
-            ``True`` if the bytes were taken: written, or partly written with
-            the rest kept for the flusher task, which this wakes (and which
-            applies ``write_timeout`` as usual); also when the peer is gone, in
-            which case the stream is cancelled and the bytes are dropped.
-            ``False`` if a write is already in progress or pending: the caller
-            must queue the event for the writer task instead, to keep order.
-        """
-        lock = self._write_lock
-        if self._out or (lock is not None and lock.locked()):
-            return False
-        if self._gone:
-            return True
-        fd = self.fd
-        assert fd is not None
+        if fd is None:
+            return data
         try:
             n = os.write(fd, data)
         except BlockingIOError:
-            n = 0
-        except OSError:
-            self._gone = True
-            self._must_close = True
-            if self._stream_scope is not None:
-                self._stream_scope.cancel()
-            return True
-        self._wrote()
-        if n < len(data):
-            self._out = data[n:]
-            if self._flush_scope is not None:
-                self._flush_scope.deadline = -math.inf
-        return True
+            return data
+        except OSError as exc:
+            raise PeerGone() from exc
+        return None if n == len(data) else data[n:]
 
-    async def stream_write(self, data: bytes) -> None:
-        """Write event bytes from a stream handler; a dead peer cancels the stream."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+    async def write_rest(self, data: bytes, last: bool) -> None:
+        """``send_all`` (the exchange applies ``write_timeout``)."""
         try:
-            await self._write(data)
-        except _PeerGone:
-            self._must_close = True
-            if self._stream_scope is not None:
-                self._stream_scope.cancel()
-            await trio.lowlevel.checkpoint()  # raises Cancelled
-            raise  # pragma: no cover - unreachable while the scope exists
-        # A successful fast-path write does not yield; yield now and then so a
-        # handler that only sends cannot starve the other tasks.
-        self._yield_countdown -= 1
-        if self._yield_countdown <= 0:
-            self._yield_countdown = 16
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone() from exc
+
+    def close_after(self) -> None:
+        """Close the connection once this response is sent."""
+        self._must_close = True
+
+    def encoder(self) -> Callable[[Event], bytes]:
+        """Chunk-framed event bytes on HTTP/1.1, bare ones on HTTP/1.0."""
+        return Event.encode_chunk if self._chunked else Event.encode
+
+    def stream_tail(self, final: bytes) -> bytes:
+        """``final`` as a chunk, then the terminating chunk (HTTP/1.1)."""
+        if not self._chunked:
+            return final
+        if final:
+            return b"%x\r\n%b\r\n%b" % (len(final), final, _LAST_CHUNK)
+        return _LAST_CHUNK
 
     def _base_headers(self) -> list[tuple[bytes, bytes]]:
         return [_date_header(), _SERVER_HEADER]
 
-    async def _send_response(self, response: Response, head_only: bool) -> None:
+    async def send_response(self, response: Response, head_only: bool) -> None:
+        """Frame a whole response with h11 and write it."""
         conn = self.h11
         headers = self._base_headers() + response.header_list()
         if response.status != 204:  # RFC 9110 8.6: never in a 204
@@ -719,7 +586,34 @@ class _Connection:
             data += body
         end = conn.send(h11.EndOfMessage())
         assert end is not None
-        await self._write(data + end)
+        await self.exchange.write(data + end)
+
+    async def start_stream(self, response: StreamResponse, head_only: bool) -> None:
+        """The stream head: chunked on HTTP/1.1; the connection closes afterwards."""
+        chunked = self._chunked
+        headers = self._base_headers() + response.header_list()
+        if chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        if not chunked or not head_only:
+            # The connection closes after a stream: say so, or a keep-alive
+            # client would send its next request into the closing socket.
+            headers.append((b"connection", b"close"))
+        head = self.h11.send(
+            h11.Response(
+                status_code=response.status,
+                headers=headers,
+                reason=status_phrase(response.status).encode("ascii"),
+            )
+        )
+        assert head is not None
+        if head_only:
+            end = self.h11.send(h11.EndOfMessage())
+            assert end is not None
+            await self.exchange.write(head + end)
+            return
+        # The request body (if any) is not read during a stream: close afterwards.
+        self._must_close = True
+        await self.exchange.write(head)
 
     async def _send_error(
         self, status: int, detail: str, headers: dict[str, str] | None = None
@@ -728,13 +622,13 @@ class _Connection:
         self._must_close = True
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        with contextlib.suppress(_PeerGone, h11.LocalProtocolError):
-            await self._send_response(PlainTextResponse(detail + "\n", status, headers), self._head)
+        with contextlib.suppress(PeerGone, h11.LocalProtocolError):
+            await self.send_response(PlainTextResponse(detail + "\n", status, headers), self._head)
 
     # -- handling -----------------------------------------------------------
 
     async def _handle(self, event: h11.Request) -> bool:
-        """Handle one request; return False when the connection must close."""
+        """Check the head, hand upgrades over, dispatch; False: the connection must close."""
         cfg = self.config
         self._head = event.method == b"HEAD"
         if event.http_version not in (b"1.1", b"1.0"):
@@ -753,80 +647,30 @@ class _Connection:
             # Possible smuggling: answer, then close (never read what follows).
             await self._send_error(400, refused)
             return False
-        self._declared_length = 0
+        declared = 0
         for name, value in event.headers:
             if name == b"content-length":
-                self._declared_length = int(value)  # h11 validated it
-        method = event.method.decode("ascii")
+                declared = int(value)  # h11 validated it
+        self.exchange.declared_length = declared
+        self._chunked = event.http_version == b"1.1"
+        self.heartbeat = self.server.heartbeat_chunk if self._chunked else self.server.heartbeat_raw
         app = self.server.app
         request = Request(
-            method,
+            event.method.decode("ascii"),
             bytes(event.target),
             Headers(event.headers),
             app=app,
             http_version=event.http_version.decode("ascii"),
             client=self.client,
-            body_reader=self._read_body,
+            body_reader=self.exchange.read_body,
             config=cfg,
         )
-        if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
-            await self._send_response(preflight, False)
-            return True
         if app.websocket_routes and is_websocket_upgrade(event.method, list(event.headers)):
             ws_route, ws_params = app.resolve_websocket(request.path)
             if ws_route is not None:
                 request.path_params = ws_params
                 return await self._websocket(event, request, ws_route)
-        route, params, allowed = app.resolve(method, request.path)
-        if route is None:
-            if allowed:
-                missing = PlainTextResponse(
-                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
-                )
-            else:
-                missing = PlainTextResponse("not found\n", 404)
-            add_cors_headers(request, missing.headers)
-            await self._send_response(missing, method == "HEAD")
-            return True
-        request.path_params = params
-        try:
-            response = to_response(await route.handler(request))
-        except HTTPException as exc:
-            response = PlainTextResponse(exc.detail + "\n", exc.status, exc.headers)
-        except _PeerGone:
-            raise
-        except Exception:
-            logger.exception("handler for %s %s raised", method, request.path)
-            self._must_close = True
-            response = PlainTextResponse("internal server error\n", 500)
-        add_cors_headers(request, response.headers)
-        if isinstance(response, StreamResponse):
-            if method == "HEAD":
-                return await self._stream(request, response, True)
-            limits = self.server.limits
-            key = limits.client_key(self.client and self.client[0], request.headers)
-            if not limits.acquire_stream(key):
-                await self._send_response(
-                    PlainTextResponse(
-                        "too many event streams from this client; retry later\n",
-                        429,
-                        {"retry-after": str(cfg.retry_after)},
-                    ),
-                    False,
-                )
-                return True
-            try:
-                return await self._stream(request, response, False)
-            finally:
-                limits.release_stream(key)
-        try:
-            await self._send_response(response, method == "HEAD")
-        except h11.LocalProtocolError as exc:
-            logger.error(
-                "handler for %s %s returned an invalid response: %s", method, request.path, exc
-            )
-            await self._send_error(500, "internal server error")
-            return False
+        await self.exchange.dispatch(request)
         return True
 
     async def _websocket(self, event: h11.Request, request: Request, route: WebSocketRoute) -> bool:
@@ -850,87 +694,3 @@ class _Connection:
 
         await serve_raw_websocket(self.stream, head, request, route, self.config, interruptible)
         return False
-
-    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> bool:
-        """Send the stream head, run the handler in this connection's nursery, end the stream."""
-        cfg = self.config
-        conn = self.h11
-        chunked = request.http_version == "1.1"
-        headers = self._base_headers() + response.header_list()
-        if chunked:
-            headers.append((b"transfer-encoding", b"chunked"))
-        if not chunked or not head_only:
-            # The connection closes after a stream: say so, or a keep-alive
-            # client would send its next request into the closing socket.
-            headers.append((b"connection", b"close"))
-        head = conn.send(
-            h11.Response(
-                status_code=response.status,
-                headers=headers,
-                reason=status_phrase(response.status).encode("ascii"),
-            )
-        )
-        assert head is not None
-        if head_only:
-            end = conn.send(h11.EndOfMessage())
-            assert end is not None
-            await self._write(head + end)
-            return True
-        # The request body (if any) is not read during a stream: close afterwards.
-        self._must_close = True
-        await self._write(head)
-        event_stream = _RawEventStream(self, chunked, request.last_event_id)
-        async with trio.open_nursery() as nursery:
-            self._stream_scope = nursery.cancel_scope
-            nursery.start_soon(self._watch, nursery.cancel_scope, chunked, cfg.heartbeat_interval)
-            with trio.CancelScope() as stop:
-                self._interruptible = stop
-                stop.deadline = response.deadline(cfg.max_stream_lifetime)
-                if self.server.stopping:
-                    stop.cancel()
-                try:
-                    await response.handler(event_stream)
-                except Exception:
-                    logger.exception("stream handler for %s raised", request.path)
-            self._interruptible = None
-            tail = b""
-            final = cfg.stream_end_event() if stop.cancelled_caught else None
-            if final is not None:
-                tail = final.encode_chunk() if chunked else final.encode()
-            if chunked:
-                tail += _LAST_CHUNK
-            if tail and not self._partial_write:
-                with contextlib.suppress(_PeerGone):
-                    await self._write(tail)
-            nursery.cancel_scope.cancel()
-        self._stream_scope = None
-        return False
-
-    async def _watch(
-        self, stream_scope: trio.CancelScope, chunked: bool, interval: float | None
-    ) -> None:
-        """The stream's companion task: disconnects, flushing, heartbeats.
-
-        One task per stream (memory matters at 10,000 streams) that mostly
-        waits for the client to close the connection, which cancels the
-        stream. The wait runs in a cancel scope whose deadline is the next
-        heartbeat; :meth:`write_nowait` moves it to "now" when it left bytes
-        to flush. Cancelling a receive loses no data, so the loop just
-        resumes waiting after a heartbeat or a flush.
-        """
-        data = self.server.heartbeat_chunk if chunked else self.server.heartbeat_raw
-        while True:
-            deadline = math.inf if interval is None else self.last_write + interval
-            with trio.CancelScope(deadline=deadline) as wake:
-                self._flush_scope = wake
-                if not self._out:
-                    if not await self._receive():
-                        stream_scope.cancel()
-                        return
-                    continue  # Bytes sent during a stream are discarded.
-            self._flush_scope = None
-            if self._out:
-                await self.stream_write(b"")
-            elif interval is not None and trio.current_time() >= self.last_write + interval:
-                # If a slow write holds the lock, this waits for it (harmless).
-                await self.stream_write(data)
