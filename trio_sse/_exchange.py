@@ -241,8 +241,8 @@ class Exchange(WriteClock):
         self._lock: trio.Lock | None = None
         # Bytes write_nowait() took but could not write yet; written first.
         self._out = b""
-        # Set while write_rest() runs; left set if it was cancelled midway,
-        # when the framing can no longer be trusted.
+        # Set while write_rest() runs. One cancelled midway sets _gone: the
+        # framing can no longer be trusted. _gone: every later write fails.
         self._partial = False
         self._gone = False
         self._yield_countdown = 16
@@ -344,6 +344,8 @@ class Exchange(WriteClock):
             self._out = b""
         lock = self._lock
         if lock is None or not lock.locked():
+            if self._gone:
+                raise PeerGone()
             rest = self._write_now(data)
             if rest is None:
                 self.wrote()
@@ -357,6 +359,8 @@ class Exchange(WriteClock):
         else:
             lock.acquire_nowait()
         try:
+            if self._gone:
+                raise PeerGone()
             self._partial = True
             timeout = self.config.write_timeout
             if not await write_within(timeout, self._write_rest, (data, last)):
@@ -367,6 +371,9 @@ class Exchange(WriteClock):
             # Not reached when an outer scope cancelled the write midway.
             self._partial = False
         finally:
+            if self._partial:
+                # Cut midway: the framing is unknown, nothing more may follow.
+                self._gone = True
             lock.release()
         self.wrote()
 
@@ -446,9 +453,10 @@ class Exchange(WriteClock):
             self.stop_scope = None
             final = cfg.stream_end_event() if stop.cancelled_caught else None
             tail = transport.stream_tail(b"" if final is None else final.encode())
-            if not self._partial:
-                with contextlib.suppress(PeerGone):
-                    await self.write(tail, last=True)
+            # After a write cut midway (or a vanished peer) this raises
+            # PeerGone: no tail. It waits for a write in progress (a flush).
+            with contextlib.suppress(PeerGone):
+                await self.write(tail, last=True)
             nursery.cancel_scope.cancel()
         self._stream_scope = None
 

@@ -102,11 +102,18 @@ class WriteClock:
 
         """
         interval = self.interval
+        woke = -math.inf
         while True:
             if pending is not None and pending():
                 deadline = -math.inf
+            elif interval is None:
+                deadline = math.inf
             else:
-                deadline = math.inf if interval is None else self.last_write + interval
+                deadline = self.last_write + interval
+                if deadline <= woke:
+                    # on_wake owed a heartbeat but wrote nothing (a write in
+                    # progress, say): an interval later, never a busy loop.
+                    deadline = woke + interval
             with trio.CancelScope(deadline=deadline) as wake:
                 self._wake = wake
                 try:
@@ -114,4 +121,5 @@ class WriteClock:
                     return
                 finally:
                     self._wake = None
+            woke = trio.current_time()
             await on_wake()

@@ -44,6 +44,7 @@ and a close with code :data:`CLOSE_EVICTED` (4000).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -58,6 +59,7 @@ from ._app import HTTPException, Request, WebSocketHandler, WebSocketRoute
 from ._config import Config
 from ._errors import SSEError
 from ._event import Event
+from ._pacing import WriteClock, write_within
 from ._topics import Broker, Subscription
 
 if TYPE_CHECKING:
@@ -324,7 +326,7 @@ class _RawWebSocket(WebSocket):
         # Set once closed, refused or cut: what later calls raise.
         self._closed: WebSocketClosed | None = None
         self._writing = False
-        self.last_write = trio.current_time()
+        self._clock = WriteClock(config.heartbeat_interval)
 
     @property
     def accepted(self) -> bool:
@@ -334,10 +336,9 @@ class _RawWebSocket(WebSocket):
         if self._conn is not None or self._closed is not None:
             raise RuntimeError("accept() may only be called once, before close()")
         self._conn = await self._ws_request.accept(subprotocol=subprotocol)
-        self.last_write = trio.current_time()
-        interval = self._config.heartbeat_interval
-        if interval is not None:
-            self._nursery.start_soon(self._heartbeat, interval)
+        self._clock.wrote()
+        if self._clock.interval is not None:
+            self._nursery.start_soon(self._clock.run, trio.sleep_forever, self._heartbeat)
 
     def _open(self) -> trio_websocket.WebSocketConnection:
         if self._conn is None:
@@ -365,13 +366,12 @@ class _RawWebSocket(WebSocket):
         timeout = self._config.write_timeout
         self._writing = True
         try:
-            with trio.move_on_after(timeout) as scope:
-                await op(arg)
+            done = await write_within(timeout, op, arg)
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
         finally:
             self._writing = False
-        if scope.cancelled_caught:
+        if not done:
             logger.info(
                 "WebSocket write to %s stalled for %.1f s; closing", self.request.client, timeout
             )
@@ -379,22 +379,19 @@ class _RawWebSocket(WebSocket):
             self._closed = WebSocketClosed(1006, "write stalled")
             await trio.aclose_forcefully(self._stream)
             raise self._closed
-        self.last_write = trio.current_time()
+        self._clock.wrote()
 
-    async def _heartbeat(self, interval: float) -> None:
-        """An unsolicited pong after ``interval`` of silence keeps proxies from timing out."""
-        conn = self._open()
-        while True:
-            await trio.sleep_until(self.last_write + interval)
-            if trio.current_time() < self.last_write + interval:
-                continue
-            if self._writing:  # pragma: no cover - timing: a send is stuck right now
-                await trio.sleep(interval)
-                continue
-            try:
-                await self._write(conn.pong, None)
-            except WebSocketClosed:  # pragma: no cover - timing: closed as the pong is due
-                return
+    async def _heartbeat(self) -> None:
+        """An unsolicited pong after ``interval`` of silence keeps proxies from timing out.
+
+        Called by the :class:`~trio_sse._pacing.WriteClock` whenever its timer
+        fires; a pong that fails means the connection is closed, and the
+        next send says so.
+        """
+        if not self._clock.due() or self._writing or self._closed is not None:
+            return  # a write in progress has its own deadline
+        with contextlib.suppress(WebSocketClosed):
+            await self._write(self._open().pong, None)
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self._closed is not None:
@@ -414,10 +411,12 @@ class _RawWebSocket(WebSocket):
         self._closed = WebSocketClosed(1006, "refused")
         extra = [(b"content-type", b"text/plain; charset=utf-8")]
         extra.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
-        with trio.move_on_after(self._config.write_timeout):
-            await self._ws_request.reject(
-                status, extra_headers=extra, body=(detail + "\n").encode()
-            )
+        body = (detail + "\n").encode()
+
+        async def reject(ws_request: trio_websocket.WebSocketRequest) -> None:
+            await ws_request.reject(status, extra_headers=extra, body=body)
+
+        await write_within(self._config.write_timeout, reject, self._ws_request)
 
 
 def _closed(exc: trio_websocket.ConnectionClosed) -> WebSocketClosed:
