@@ -69,9 +69,10 @@ from ._app import (
 from ._config import Config
 from ._edge import request_head_error
 from ._event import Event
-from ._exchange import BodyTooLarge, Exchange, PeerGone
+from ._exchange import Exchange
 from ._limits import ClientLimits
 from ._pacing import write_within
+from ._transport import BodyTooLarge, PeerGone
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
