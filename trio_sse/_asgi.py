@@ -34,7 +34,7 @@ task that holds it open until ``lifespan.shutdown``, so background tasks run
 for the server's lifetime, as under the raw server.
 
 Rule 5, WebSocket: a ``websocket`` scope goes to the App's WebSocket route
-through ``_ASGIWebSocket``, driven by the same
+through ``_ASGIWebSocket`` (``_asgi_websocket.py``), driven by the same
 :func:`~trio_sse._websocket.run_websocket_handler` as on the raw server; a
 refusal uses the ``websocket.http.response`` extension when the server offers
 it (hypercorn does), so the client sees the real status.
@@ -49,40 +49,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any, Final, TypeAlias, final
+from collections.abc import Callable
+from typing import Final, final
 
 import trio
 
 from ._app import (
     App,
-    BodyReader,
-    Headers,
     PlainTextResponse,
-    Request,
     Response,
     StreamResponse,
-    _no_body,
 )
-from ._config import Config
+from ._asgi_scope import Message as Message
+from ._asgi_scope import Receive as Receive
+from ._asgi_scope import Scope as Scope
+from ._asgi_scope import Send as Send
+from ._asgi_scope import request_from_scope
+from ._asgi_websocket import serve_websocket
 from ._edge import request_head_error
 from ._event import Event
 from ._exchange import Exchange
 from ._limits import ClientLimits
-from ._pacing import write_within
 from ._transport import BodyTooLarge, PeerGone
-from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
 
 logger = logging.getLogger("trio_sse.asgi")
 
-Scope: TypeAlias = MutableMapping[str, Any]
-Message: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[Message]]
-Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 _NOT_TRIO: Final = (
     "trio_sse.App is a trio ASGI application and was called outside trio "
@@ -139,7 +133,7 @@ async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> No
     elif kind == "lifespan":
         await _lifespan(app, receive, send)
     elif kind == "websocket":
-        await _serve_websocket(app, scope, receive, send)
+        await serve_websocket(app, scope, receive, send)
     else:
         raise RuntimeError(f"trio_sse.App cannot serve ASGI scope type {kind!r}")
 
@@ -199,128 +193,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# -- websocket ----------------------------------------------------------------
-
-
-async def _serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
-    """A ``websocket`` scope: the App's WebSocket route, or a 404 refusal."""
-    message = await receive()
-    if message["type"] != "websocket.connect":  # pragma: no cover - gone before connecting
-        return
-    request = _request_from_scope(app, scope)
-    ws = _ASGIWebSocket(request, scope, receive, send, app.config)
-    route, params = app.resolve_websocket(request.path)
-    if route is None:
-        await ws._reject(404, "not found", {})
-        return
-    request.path_params = params
-    await run_websocket_handler(ws, route.handler, _ignore_scope)
-
-
-def _ignore_scope(scope: trio.CancelScope | None) -> None:
-    """ASGI servers shut down by cancelling the app; nothing to register."""
-
-
-@final
-class _ASGIWebSocket(WebSocket):
-    """:class:`WebSocket` over an ASGI ``websocket`` scope."""
-
-    def __init__(
-        self, request: Request, scope: Scope, receive: Receive, send: Send, config: Config
-    ) -> None:
-        self.request = request
-        self._scope = scope
-        self._receive = receive
-        self._send = send
-        self._config = config
-        self._accepted = False
-        self._closed: WebSocketClosed | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self._accepted
-
-    async def accept(self, subprotocol: str | None = None) -> None:
-        if self._accepted or self._closed is not None:
-            raise RuntimeError("accept() may only be called once, before close()")
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        self._accepted = True
-
-    def _check_open(self) -> None:
-        if not self._accepted:
-            raise RuntimeError("accept() the WebSocket first")
-        if self._closed is not None:
-            raise self._closed
-
-    async def receive(self) -> str | bytes:
-        self._check_open()
-        message = await self._receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            return bytes(message.get("bytes") or b"")
-        # websocket.disconnect
-        self._closed = WebSocketClosed(int(message.get("code", 1005)), message.get("reason") or "")
-        raise self._closed
-
-    async def send(self, message: str | bytes) -> None:
-        self._check_open()
-        key = "text" if isinstance(message, str) else "bytes"
-        timeout = self._config.write_timeout
-        if not await write_within(timeout, self._send, {"type": "websocket.send", key: message}):
-            logger.info(
-                "WebSocket write to %s stalled for %.1f s; closing", self.request.client, timeout
-            )
-            self._closed = WebSocketClosed(1006, "write stalled")
-            raise self._closed
-
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        if self._closed is not None:
-            return
-        self._closed = WebSocketClosed(code, reason)
-        # Before accept(), the server answers the handshake with 403.
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def _reject(self, status: int, detail: str, headers: Mapping[str, str]) -> None:
-        if self._accepted or self._closed is not None:
-            return
-        self._closed = WebSocketClosed(1006, "refused")
-        if "websocket.http.response" not in (self._scope.get("extensions") or {}):
-            # Without the extension the server can only answer 403.
-            await self._send({"type": "websocket.close", "code": 1008})
-            return
-        body = (detail + "\n").encode()
-        response = PlainTextResponse(body, status, headers)
-        response_headers = response.header_list()
-        response_headers.append((b"content-length", b"%d" % len(body)))
-        await self._send(
-            {"type": "websocket.http.response.start", "status": status, "headers": response_headers}
-        )
-        await self._send({"type": "websocket.http.response.body", "body": body})
-
-
 # -- http ---------------------------------------------------------------------
-
-
-def _request_from_scope(app: App, scope: Scope, body_reader: BodyReader = _no_body) -> Request:
-    raw_path = scope.get("raw_path")
-    if not raw_path:
-        raw_path = urllib.parse.quote(scope["path"]).encode("ascii")
-    query = scope.get("query_string", b"")
-    target = bytes(raw_path) + (b"?" + bytes(query) if query else b"")
-    client = scope.get("client")
-    return Request(
-        scope.get("method", "GET"),
-        target,
-        Headers((bytes(name), bytes(value)) for name, value in scope["headers"]),
-        app=app,
-        http_version=scope.get("http_version", "1.1"),
-        client=(str(client[0]), int(client[1])) if client else None,
-        body_reader=body_reader,
-        root_path=scope.get("root_path", ""),
-    )
 
 
 @final
@@ -355,7 +228,7 @@ class _ASGITransport:
 
     async def run(self) -> None:
         app = self.exchange.app
-        request = _request_from_scope(app, self.scope, self.exchange.read_body)
+        request = request_from_scope(app, self.scope, self.exchange.read_body)
         declared = request.headers.get("content-length")
         if declared is not None and declared.strip().isdigit():
             self.exchange.declared_length = int(declared)

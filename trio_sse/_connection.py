@@ -45,7 +45,8 @@ from ._event import Event
 from ._exchange import Exchange
 from ._http11 import declared_length, head_error, response_bytes, stream_head, stream_tail
 from ._transport import BodyTooLarge, PeerGone
-from ._websocket import is_websocket_upgrade, serve_raw_websocket, websocket_available
+from ._websocket import is_websocket_upgrade
+from ._websocket_raw import serve_raw_websocket, websocket_available
 
 if TYPE_CHECKING:
     from ._server import Server
