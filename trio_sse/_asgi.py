@@ -6,21 +6,22 @@ Theory of operation
 ``App.__call__`` delegates here, so ``hypercorn --worker-class trio MODULE:APP``
 serves the same routes, streams and lifespan as :func:`trio_sse.serve`. The
 server owns the sockets, the HTTP framing (HTTP/1.1, HTTP/2, TLS) and its own
-header, keep-alive and shutdown limits; this module owns what the raw server
-does above the framing, reusing the same :class:`~trio_sse.Config` fields.
+header, keep-alive and shutdown limits. Above the framing, a request is
+answered by the same :class:`~trio_sse._exchange.Exchange` as on the raw
+server (routing, errors, body limits, the write deadline, heartbeats, the
+stream lifetime and final ``retry:``); ``_ASGITransport`` is its transport.
 
-Rule 1, one nursery per request: a request's handler and its *receive
+Rule 1, one nursery per request: the exchange and the transport's *receive
 watcher* share one nursery. The watcher is the only task that calls
-``receive()``: it buffers the request body (bounded by ``max_body_size``) for
-:meth:`Request.body`, and on ``http.disconnect`` it cancels the nursery, so
-the handler is cancelled at its next checkpoint, exactly as the raw server's
-read-side EOF does. Nothing outlives the request.
+``receive()``: it buffers the request body (the exchange bounds it by
+``max_body_size`` and ``body_timeout``), and on ``http.disconnect`` it
+cancels the nursery, so the handler is cancelled at its next checkpoint,
+exactly as the raw server's read-side EOF does. Nothing outlives the request.
 
-Rule 2, the same deadlines: ``body_timeout`` bounds :meth:`Request.body`;
-``write_timeout`` bounds each ``send`` of response bytes (hypercorn applies
-backpressure inside ``send``), and a send that does not return in time
-cancels the request like a disconnect; ``max_stream_lifetime`` ends a stream
-with the ``retry:`` hint; ``heartbeat_interval`` sends comments on a silent
+Rule 2, the same deadlines, applied by the exchange: ``write_timeout``
+bounds each ``send`` of response bytes (hypercorn applies backpressure
+inside ``send``), and a send that does not return in time ends the request
+without ending the body, so the server closes the connection or resets the
 stream. Limits of the connection itself (header size, keep-alive, maximum
 connections, graceful shutdown) are the ASGI server's own settings.
 
