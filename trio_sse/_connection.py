@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 import trio
@@ -49,7 +49,22 @@ from ._websocket import is_websocket_upgrade
 from ._websocket_raw import serve_raw_websocket, websocket_available
 
 if TYPE_CHECKING:
-    from ._server import Server
+    from ._app import App
+    from ._config import Config
+    from ._limits import ClientLimits
+
+
+class _Owner(Protocol):
+    """What a connection needs of its server (``_server.Server``)."""
+
+    app: App
+    config: Config
+    limits: ClientLimits
+    stopping: bool
+    connections: set[_Connection]
+    heartbeat_chunk: bytes
+    heartbeat_raw: bytes
+
 
 __all__ = ["linger"]
 
@@ -101,7 +116,7 @@ class _Connection:
     )
 
     def __init__(
-        self, server: Server, stream: trio.abc.Stream, peer: tuple[str, int] | None = None
+        self, server: _Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None = None
     ) -> None:
         self.server = server
         self.config = server.config
