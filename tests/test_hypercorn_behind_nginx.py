@@ -32,7 +32,9 @@ def send_crash_input(port: int, times: int) -> None:
 
 def test_the_crash_input_kills_hypercorn_alone(hypercorn_alone: Processes) -> None:
     assert http_get(hypercorn_alone.hypercorn_port).startswith(b"HTTP/1.1 200")
-    send_crash_input(hypercorn_alone.hypercorn_port, 20)
+    # The crash is a race inside hypercorn: it takes a few to a few dozen tries
+    # (more on a loaded machine); sending stops as soon as the server is gone.
+    send_crash_input(hypercorn_alone.hypercorn_port, 100)
     hypercorn_alone.hypercorn.wait(10)
     assert http_get(hypercorn_alone.hypercorn_port) == b""
 

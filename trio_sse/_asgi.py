@@ -6,21 +6,22 @@ Theory of operation
 ``App.__call__`` delegates here, so ``hypercorn --worker-class trio MODULE:APP``
 serves the same routes, streams and lifespan as :func:`trio_sse.serve`. The
 server owns the sockets, the HTTP framing (HTTP/1.1, HTTP/2, TLS) and its own
-header, keep-alive and shutdown limits; this module owns what the raw server
-does above the framing, reusing the same :class:`~trio_sse.Config` fields.
+header, keep-alive and shutdown limits. Above the framing, a request is
+answered by the same :class:`~trio_sse._exchange.Exchange` as on the raw
+server (routing, errors, body limits, the write deadline, heartbeats, the
+stream lifetime and final ``retry:``); ``_ASGITransport`` is its transport.
 
-Rule 1, one nursery per request: a request's handler and its *receive
+Rule 1, one nursery per request: the exchange and the transport's *receive
 watcher* share one nursery. The watcher is the only task that calls
-``receive()``: it buffers the request body (bounded by ``max_body_size``) for
-:meth:`Request.body`, and on ``http.disconnect`` it cancels the nursery, so
-the handler is cancelled at its next checkpoint, exactly as the raw server's
-read-side EOF does. Nothing outlives the request.
+``receive()``: it buffers the request body (the exchange bounds it by
+``max_body_size`` and ``body_timeout``), and on ``http.disconnect`` it
+cancels the nursery, so the handler is cancelled at its next checkpoint,
+exactly as the raw server's read-side EOF does. Nothing outlives the request.
 
-Rule 2, the same deadlines: ``body_timeout`` bounds :meth:`Request.body`;
-``write_timeout`` bounds each ``send`` of response bytes (hypercorn applies
-backpressure inside ``send``), and a send that does not return in time
-cancels the request like a disconnect; ``max_stream_lifetime`` ends a stream
-with the ``retry:`` hint; ``heartbeat_interval`` sends comments on a silent
+Rule 2, the same deadlines, applied by the exchange: ``write_timeout``
+bounds each ``send`` of response bytes (hypercorn applies backpressure
+inside ``send``), and a send that does not return in time ends the request
+without ending the body, so the server closes the connection or resets the
 stream. Limits of the connection itself (header size, keep-alive, maximum
 connections, graceful shutdown) are the ASGI server's own settings.
 
@@ -34,7 +35,7 @@ task that holds it open until ``lifespan.shutdown``, so background tasks run
 for the server's lifetime, as under the raw server.
 
 Rule 5, WebSocket: a ``websocket`` scope goes to the App's WebSocket route
-through ``_ASGIWebSocket``, driven by the same
+through ``_ASGIWebSocket`` (``_asgi_websocket.py``), driven by the same
 :func:`~trio_sse._websocket.run_websocket_handler` as on the raw server; a
 refusal uses the ``websocket.http.response`` extension when the server offers
 it (hypercorn does), so the client sees the real status.
@@ -47,43 +48,36 @@ default asyncio worker) the app fails the lifespan start-up and raises a
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from typing import Any, Final, TypeAlias, final
+from collections.abc import Callable
+from typing import Final, final
 
 import trio
 
 from ._app import (
     App,
-    BodyReader,
-    EventStream,
-    Headers,
-    HTTPException,
     PlainTextResponse,
-    Request,
     Response,
-    Route,
     StreamResponse,
-    _no_body,
-    to_response,
 )
-from ._config import Config
-from ._cors import add_cors_headers
+from ._asgi_scope import Message as Message
+from ._asgi_scope import Receive as Receive
+from ._asgi_scope import Scope as Scope
+from ._asgi_scope import Send as Send
+from ._asgi_scope import request_from_scope
+from ._asgi_websocket import serve_websocket
 from ._edge import request_head_error
 from ._event import Event
+from ._exchange import Exchange
 from ._limits import ClientLimits
-from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
+from ._transport import BodyTooLarge, PeerGone
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
 
 logger = logging.getLogger("trio_sse.asgi")
 
-Scope: TypeAlias = MutableMapping[str, Any]
-Message: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[Message]]
-Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 _NOT_TRIO: Final = (
     "trio_sse.App is a trio ASGI application and was called outside trio "
@@ -136,11 +130,11 @@ async def serve_asgi(app: App, scope: Scope, receive: Receive, send: Send) -> No
             return
         raise RuntimeError(_NOT_TRIO)
     if kind == "http":
-        await _Exchange(app, scope, receive, send).run()
+        await _ASGITransport(app, scope, receive, send).run()
     elif kind == "lifespan":
         await _lifespan(app, receive, send)
     elif kind == "websocket":
-        await _serve_websocket(app, scope, receive, send)
+        await serve_websocket(app, scope, receive, send)
     else:
         raise RuntimeError(f"trio_sse.App cannot serve ASGI scope type {kind!r}")
 
@@ -200,206 +194,65 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# -- websocket ----------------------------------------------------------------
-
-
-async def _serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
-    """A ``websocket`` scope: the App's WebSocket route, or a 404 refusal."""
-    message = await receive()
-    if message["type"] != "websocket.connect":  # pragma: no cover - gone before connecting
-        return
-    request = _request_from_scope(app, scope)
-    ws = _ASGIWebSocket(request, scope, receive, send, app.config)
-    route, params = app.resolve_websocket(request.path)
-    if route is None:
-        await ws._reject(404, "not found", {})
-        return
-    request.path_params = params
-    await run_websocket_handler(ws, route.handler, _ignore_scope)
-
-
-def _ignore_scope(scope: trio.CancelScope | None) -> None:
-    """ASGI servers shut down by cancelling the app; nothing to register."""
-
-
-@final
-class _ASGIWebSocket(WebSocket):
-    """:class:`WebSocket` over an ASGI ``websocket`` scope."""
-
-    def __init__(
-        self, request: Request, scope: Scope, receive: Receive, send: Send, config: Config
-    ) -> None:
-        self.request = request
-        self._scope = scope
-        self._receive = receive
-        self._send = send
-        self._config = config
-        self._accepted = False
-        self._closed: WebSocketClosed | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self._accepted
-
-    async def accept(self, subprotocol: str | None = None) -> None:
-        if self._accepted or self._closed is not None:
-            raise RuntimeError("accept() may only be called once, before close()")
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        self._accepted = True
-
-    def _check_open(self) -> None:
-        if not self._accepted:
-            raise RuntimeError("accept() the WebSocket first")
-        if self._closed is not None:
-            raise self._closed
-
-    async def receive(self) -> str | bytes:
-        self._check_open()
-        message = await self._receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            return bytes(message.get("bytes") or b"")
-        # websocket.disconnect
-        self._closed = WebSocketClosed(int(message.get("code", 1005)), message.get("reason") or "")
-        raise self._closed
-
-    async def send(self, message: str | bytes) -> None:
-        self._check_open()
-        key = "text" if isinstance(message, str) else "bytes"
-        timeout = self._config.write_timeout
-        with trio.move_on_after(timeout) as scope:
-            await self._send({"type": "websocket.send", key: message})
-        if scope.cancelled_caught:
-            logger.info(
-                "WebSocket write to %s stalled for %.1f s; closing", self.request.client, timeout
-            )
-            self._closed = WebSocketClosed(1006, "write stalled")
-            raise self._closed
-
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        if self._closed is not None:
-            return
-        self._closed = WebSocketClosed(code, reason)
-        # Before accept(), the server answers the handshake with 403.
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def _reject(self, status: int, detail: str, headers: Mapping[str, str]) -> None:
-        if self._accepted or self._closed is not None:
-            return
-        self._closed = WebSocketClosed(1006, "refused")
-        if "websocket.http.response" not in (self._scope.get("extensions") or {}):
-            # Without the extension the server can only answer 403.
-            await self._send({"type": "websocket.close", "code": 1008})
-            return
-        body = (detail + "\n").encode()
-        response = PlainTextResponse(body, status, headers)
-        response_headers = response.header_list()
-        response_headers.append((b"content-length", b"%d" % len(body)))
-        await self._send(
-            {"type": "websocket.http.response.start", "status": status, "headers": response_headers}
-        )
-        await self._send({"type": "websocket.http.response.body", "body": body})
-
-
 # -- http ---------------------------------------------------------------------
 
 
-def _request_from_scope(app: App, scope: Scope, body_reader: BodyReader = _no_body) -> Request:
-    raw_path = scope.get("raw_path")
-    if not raw_path:
-        raw_path = urllib.parse.quote(scope["path"]).encode("ascii")
-    query = scope.get("query_string", b"")
-    target = bytes(raw_path) + (b"?" + bytes(query) if query else b"")
-    client = scope.get("client")
-    return Request(
-        scope.get("method", "GET"),
-        target,
-        Headers((bytes(name), bytes(value)) for name, value in scope["headers"]),
-        app=app,
-        http_version=scope.get("http_version", "1.1"),
-        client=(str(client[0]), int(client[1])) if client else None,
-        body_reader=body_reader,
-        root_path=scope.get("root_path", ""),
-    )
-
-
 @final
-class _ASGIEventStream(EventStream):
-    """:class:`EventStream` over ASGI ``http.response.body`` messages."""
+class _ASGITransport:
+    """The :class:`~trio_sse._exchange.Transport` of one ASGI ``http`` scope.
 
-    __slots__ = ("_exchange",)
+    Its *watcher* task is the only one that calls ``receive()``: it buffers
+    the request body, and on ``http.disconnect`` it cancels the request.
+    """
 
-    def __init__(self, exchange: _Exchange, last_event_id: str | None) -> None:
-        self._exchange = exchange
-        self.last_event_id = last_event_id
-
-    async def send(self, event: Event | str) -> None:
-        """Send one event."""
-        if isinstance(event, str):
-            event = Event(event)
-        await self._exchange.write(event.encode())
-
-    async def send_many(self, events: Sequence[Event]) -> None:
-        """Send several events in one ASGI message."""
-        if not events:
-            await trio.lowlevel.checkpoint()
-            return
-        # b"".join of one item returns that very bytes object: no copy.
-        await self._exchange.write(b"".join([e.encode() for e in events]))
-
-
-@final
-class _Exchange:
-    """One HTTP request/response under ASGI: body buffer, writes, deadlines."""
+    heartbeat: bytes
+    direct: Final = False
+    stopping: Final = False  # ASGI servers shut down by cancelling the app
 
     def __init__(self, app: App, scope: Scope, receive: Receive, send: Send) -> None:
-        self.app = app
-        self.config = app.config
         self.scope = scope
         self._receive = receive
         self._send = send
         client = scope.get("client")
         self.client: tuple[str, int] | None = (str(client[0]), int(client[1])) if client else None
+        self.heartbeat = app.config.heartbeat_bytes()
+        self.exchange = Exchange(app, app.config, self, client_limits(app))
         self._cancel = trio.CancelScope()  # replaced by the request's nursery scope
+        self._disconnected = trio.Event()
         # The request body, as the watcher receives it.
         self._parts: list[bytes] = []
         self._size = 0
+        self._limit = app.config.max_body_size
         self._too_large = False
         self._body_ready = trio.Event()  # complete, or known to be too large
-        self._declared_length = 0
-        # Writes.
-        self.last_write = trio.current_time()
-        self._writing = False
         self._finished = False  # the last body message is being sent
 
-    # -- request ------------------------------------------------------------
-
-    def _request(self) -> Request:
-        request = _request_from_scope(self.app, self.scope, self._read_body)
+    async def run(self) -> None:
+        app = self.exchange.app
+        request = request_from_scope(app, self.scope, self.exchange.read_body)
         declared = request.headers.get("content-length")
         if declared is not None and declared.strip().isdigit():
-            self._declared_length = int(declared)
-        return request
-
-    async def _read_body(self) -> bytes:
-        """Wait for the watcher to have the whole body; ``body_timeout``, ``max_body_size``."""
-        cfg = self.config
-        if self._declared_length > cfg.max_body_size:
-            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
-        with trio.move_on_after(cfg.body_timeout) as scope:
-            await self._body_ready.wait()
-        if scope.cancelled_caught:
-            raise HTTPException(408, "request body not received in time")
-        if self._too_large:
-            raise HTTPException(413, f"request body over {cfg.max_body_size} bytes")
-        return b"".join(self._parts)
+            self.exchange.declared_length = int(declared)
+        refused = request_head_error(
+            self.scope["headers"], http2=self.scope.get("http_version") == "2"
+        )
+        # On PeerGone (a stalled write), returning without ending the body
+        # makes the server close the connection (HTTP/1.1) or reset the
+        # stream (HTTP/2).
+        if refused is not None:
+            response = PlainTextResponse(refused + "\n", 400, {"connection": "close"})
+            with contextlib.suppress(PeerGone):
+                await self.exchange.respond(response, request.method == "HEAD")
+            return
+        async with trio.open_nursery() as nursery:
+            self._cancel = nursery.cancel_scope
+            nursery.start_soon(self._watch)
+            with contextlib.suppress(PeerGone):
+                await self.exchange.dispatch(request)
+            nursery.cancel_scope.cancel()
 
     async def _watch(self) -> None:
         """Own ``receive()``: buffer the body; a disconnect cancels the request."""
-        limit = self.config.max_body_size
         while True:
             message = await self._receive()
             kind = message["type"]
@@ -407,7 +260,7 @@ class _Exchange:
                 body = bytes(message.get("body", b""))
                 if not self._too_large:
                     self._size += len(body)
-                    if self._size > limit:
+                    if self._size > self._limit:
                         self._too_large = True
                         self._parts.clear()
                         self._body_ready.set()
@@ -421,100 +274,56 @@ class _Exchange:
                 # the connection there): cancelling then would cut its
                 # clean-up short. The response is complete; nothing to stop.
                 if not self._finished:
+                    self._disconnected.set()
                     self._cancel.cancel()
                 return
 
-    # -- serving ------------------------------------------------------------
+    # -- Transport ------------------------------------------------------------
 
-    async def run(self) -> None:
-        request = self._request()
-        method = request.method
-        head_only = method == "HEAD"
-        refused = request_head_error(
-            self.scope["headers"], http2=self.scope.get("http_version") == "2"
-        )
-        if refused is not None:
-            response = PlainTextResponse(refused + "\n", 400, {"connection": "close"})
-            await self._respond(response, head_only)
-            return
-        cors = self.app.cors
-        if cors is not None and (preflight := cors.preflight(request)) is not None:
-            await self._respond(preflight, False)
-            return
-        route, params, allowed = self.app.resolve(method, request.path)
-        if route is None:
-            if allowed:
-                response = PlainTextResponse(
-                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
-                )
-            else:
-                response = PlainTextResponse("not found\n", 404)
-            add_cors_headers(request, response.headers)
-            await self._respond(response, head_only)
-            return
-        request.path_params = params
-        async with trio.open_nursery() as nursery:
-            self._cancel = nursery.cancel_scope
-            nursery.start_soon(self._watch)
-            await self._handle(request, route, head_only)
-            nursery.cancel_scope.cancel()
+    async def receive_body(self, limit: int) -> bytes:
+        """Wait for the watcher to have the whole body (it applies ``limit``)."""
+        await self._body_ready.wait()
+        if self._too_large:
+            raise BodyTooLarge()
+        return b"".join(self._parts)
 
-    async def _handle(self, request: Request, route: Route, head_only: bool) -> None:
-        response: Response | StreamResponse
-        try:
-            response = to_response(await route.handler(request))
-        except HTTPException as exc:
-            response = PlainTextResponse(exc.detail + "\n", exc.status, exc.headers)
-        except Exception:
-            logger.exception("handler for %s %s raised", request.method, request.path)
-            response = PlainTextResponse("internal server error\n", 500)
-        add_cors_headers(request, response.headers)
-        if isinstance(response, StreamResponse):
-            if head_only:
-                await self._stream(request, response, True)
-                return
-            limits = client_limits(self.app)
-            key = limits.client_key(self.client and self.client[0], request.headers)
-            if not limits.acquire_stream(key):
-                await self._respond(
-                    PlainTextResponse(
-                        "too many event streams from this client; retry later\n",
-                        429,
-                        {"retry-after": str(self.config.retry_after)},
-                    ),
-                    False,
-                )
-                return
-            try:
-                await self._stream(request, response, False)
-            finally:
-                limits.release_stream(key)
-        else:
-            await self._respond(response, head_only, request)
+    async def wait_disconnect(self) -> None:
+        """Wait for the watcher to see ``http.disconnect``."""
+        await self._disconnected.wait()
 
-    async def _respond(
-        self, response: Response, head_only: bool, request: Request | None = None
-    ) -> None:
-        """Send an ordinary response (``Content-Length`` set, no body for HEAD)."""
-        try:
-            if not 200 <= response.status <= 999:
-                raise ValueError(f"status {response.status} is not a final status")
-            headers = response.header_list()
-        except ValueError as exc:
-            where = f" for {request.method} {request.path}" if request is not None else ""
-            logger.error("handler%s returned an invalid response: %s", where, exc)
-            response = PlainTextResponse("internal server error\n", 500)
-            headers = response.header_list()
+    def encoder(self) -> Callable[[Event], bytes]:
+        """Bare event bytes: the server frames them."""
+        return Event.encode
+
+    def stream_tail(self, final: bytes) -> bytes:
+        """The final event, if any: the server ends the body."""
+        return final
+
+    def close_after(self) -> None:
+        """The ASGI server decides about its connections."""
+
+    def write_now(self, data: bytes) -> bytes | None:
+        """No direct path: every write is an ASGI message."""
+        return data
+
+    async def write_rest(self, data: bytes, last: bool) -> None:
+        """One ``http.response.body`` message."""
+        if last:
+            self._finished = True
+        await self._send({"type": "http.response.body", "body": data, "more_body": not last})
+
+    async def send_response(self, response: Response, head_only: bool) -> None:
+        """An ordinary response: ``Content-Length`` set, no body for HEAD."""
+        headers = response.header_list()
         if response.status != 204:  # RFC 9110 8.6: never in a 204
             headers.append((b"content-length", b"%d" % len(response.body)))
         await self._send(
             {"type": "http.response.start", "status": response.status, "headers": headers}
         )
-        await self.write(b"" if head_only else response.body, more_body=False)
+        await self.exchange.write(b"" if head_only else response.body, last=True)
 
-    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> None:
-        """Send the stream head, run the handler with heartbeats and the lifetime, end it."""
-        cfg = self.config
+    async def start_stream(self, response: StreamResponse, head_only: bool) -> None:
+        """The stream head, then an empty body message (or the end, for HEAD)."""
         await self._send(
             {
                 "type": "http.response.start",
@@ -522,62 +331,6 @@ class _Exchange:
                 "headers": response.header_list(),
             }
         )
-        if head_only:
-            await self.write(b"", more_body=False)
-            return
         # An empty body message makes servers that hold the head back until the
         # first body bytes send it now (hypercorn sends it at once anyway).
-        await self.write(b"")
-        event_stream = _ASGIEventStream(self, request.last_event_id)
-        with trio.CancelScope() as stop:
-            stop.deadline = response.deadline(cfg.max_stream_lifetime)
-            async with trio.open_nursery() as nursery:
-                if cfg.heartbeat_interval is not None:
-                    nursery.start_soon(self._heartbeat, cfg.heartbeat_interval)
-                try:
-                    await response.handler(event_stream)
-                except Exception:
-                    logger.exception("stream handler for %s raised", request.path)
-                nursery.cancel_scope.cancel()
-        final = cfg.stream_end_event() if stop.cancelled_caught else None
-        await self.write(b"" if final is None else final.encode(), more_body=False)
-
-    async def _heartbeat(self, interval: float) -> None:
-        """Send a comment whenever the stream has been silent for ``interval``."""
-        data = self.config.heartbeat_bytes()
-        while True:
-            await trio.sleep_until(self.last_write + interval)
-            if trio.current_time() < self.last_write + interval:
-                continue
-            if self._writing:
-                # A write is in progress; it has its own deadline.
-                await trio.sleep(interval)
-                continue
-            await self.write(data)
-
-    async def write(self, body: bytes, *, more_body: bool = True) -> None:
-        """Send response bytes within ``write_timeout``; a stall cancels the request.
-
-        Raises:
-            trio.Cancelled: the write stalled (the request is being cancelled).
-
-        """
-        timeout = self.config.write_timeout
-        self._writing = True
-        if not more_body:
-            self._finished = True
-        try:
-            with trio.move_on_after(timeout) as scope:
-                await self._send(
-                    {"type": "http.response.body", "body": body, "more_body": more_body}
-                )
-        finally:
-            self._writing = False
-        if scope.cancelled_caught:
-            logger.info("write to %s stalled for %.1f s; closing", self.client, timeout)
-            # Returning without ending the body makes the server close the
-            # connection (HTTP/1.1) or reset the stream (HTTP/2).
-            self._cancel.cancel()
-            await trio.lowlevel.checkpoint()  # raises Cancelled inside a request
-            return
-        self.last_write = trio.current_time()
+        await self.exchange.write(b"", last=head_only)

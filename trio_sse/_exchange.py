@@ -1,0 +1,392 @@
+"""One request/response exchange, written once for the raw server and ASGI.
+
+Theory of operation
+-------------------
+
+Everything above HTTP framing lives here; a server supplies a
+:class:`Transport` (the raw server's h11 connection in ``_server.py``, the
+ASGI adapter in ``_asgi.py``) and calls :meth:`Exchange.dispatch`.
+
+Rule 1, dispatch and errors: a CORS preflight is answered; an unknown path is
+``404``, a known path with another method ``405`` with ``Allow``. The
+handler's :class:`HTTPException` becomes its status and detail; any other
+exception is logged (logger ``trio_sse.exchange``) and answered ``500``; so
+is a response with an invalid status or header, checked here (not by the
+framing library) so both servers refuse the same responses. The connection
+stays usable after a ``500``: the response is complete and well framed.
+
+Rule 2, one write path: every response byte goes through :meth:`Exchange.write`.
+It first offers the bytes to :meth:`Transport.write_now` (the raw server's
+non-blocking ``os.write``: one system call, no trip through trio's I/O
+manager), and awaits :meth:`Transport.write_rest` for what is left, under
+``write_timeout`` (:func:`~trio_sse._pacing.write_within`). A stall or a
+vanished peer raises :class:`PeerGone`; during a stream that cancels the
+stream. :meth:`Exchange.write_nowait` is the broadcast fast path: a topic's
+publisher writes into an idle stream from its own task.
+
+Rule 3, the stream lifecycle: the head, then the handler in a nursery beside
+one *companion* task, which waits for the peer to leave
+(:meth:`Transport.wait_disconnect`: the handler is then cancelled), flushes
+bytes a direct write left behind, and sends heartbeats after
+``heartbeat_interval`` of silence (:class:`~trio_sse._pacing.WriteClock`).
+The handler runs under the stream's deadline: ``max_stream_lifetime`` or the
+response's ``expires_at``, the sooner, or a server shutdown; a stream ended
+that way gets ``Config.stream_end_event()`` (the ``retry:`` hint) before the
+end of the body.
+
+Rule 4, request bodies: :meth:`Exchange.read_body` applies
+``max_body_size`` (the declared length first, then the bytes received) and
+``body_timeout``; the transport only delivers the bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import final
+
+import trio
+
+from ._app import (
+    App,
+    EventStream,
+    HTTPException,
+    PlainTextResponse,
+    Request,
+    Response,
+    StreamResponse,
+    to_response,
+)
+from ._config import Config
+from ._cors import add_cors_headers
+from ._event import Event
+from ._limits import ClientLimits
+from ._pacing import WriteClock, write_within
+from ._transport import BodyTooLarge, PeerGone, Transport, check_response
+
+__all__ = ["Exchange"]
+
+logger = logging.getLogger("trio_sse.exchange")
+
+
+@final
+class _ExchangeEventStream(EventStream):
+    """:class:`EventStream` over an exchange: frame, then the one write path."""
+
+    __slots__ = ("_encode", "_exchange")
+
+    def __init__(
+        self, exchange: Exchange, encode: Callable[[Event], bytes], last_event_id: str | None
+    ) -> None:
+        self._exchange = exchange
+        self._encode = encode
+        self.last_event_id = last_event_id
+
+    async def send(self, event: Event | str) -> None:
+        """Send one event."""
+        if isinstance(event, str):
+            event = Event(event)
+        await self._exchange.stream_write(self._encode(event))
+
+    def direct_sink(self) -> Callable[[Event], bool] | None:
+        """A synchronous writer for idle moments; see :meth:`EventStream.direct_sink`."""
+        exchange = self._exchange
+        if not exchange.transport.direct:
+            return None
+        write_nowait = exchange.write_nowait
+        encode = self._encode
+        return lambda event: write_nowait(encode(event))
+
+    async def send_many(self, events: Sequence[Event]) -> None:
+        """Send several events with one write."""
+        if not events:
+            await trio.lowlevel.checkpoint()
+            return
+        encode = self._encode
+        # b"".join of one item returns that very bytes object: no copy.
+        await self._exchange.stream_write(b"".join([encode(e) for e in events]))
+
+
+@final
+class Exchange(WriteClock):
+    """One request and its response, over a :class:`Transport`.
+
+    Args:
+        app: the application.
+        config: limits and deadlines.
+        transport: the server side of the connection.
+        limits: the per-client stream counts to acquire a stream from.
+
+    Attributes:
+        declared_length: the request's ``Content-Length`` (0 if none).
+        stop_scope: the running stream handler's scope, which a shutdown cancels.
+
+    """
+
+    # Slots: 10,000 open streams mean 10,000 of these.
+    __slots__ = (
+        "_gone",
+        "_lock",
+        "_out",
+        "_partial",
+        "_stream_scope",
+        "_write_now",
+        "_yield_countdown",
+        "app",
+        "config",
+        "declared_length",
+        "limits",
+        "stop_scope",
+        "transport",
+    )
+
+    def __init__(
+        self, app: App, config: Config, transport: Transport, limits: ClientLimits
+    ) -> None:
+        super().__init__(config.heartbeat_interval)
+        self.app = app
+        self.config = config
+        self.transport = transport
+        self.limits = limits
+        self._write_now = transport.write_now
+        self.declared_length = 0
+        self.stop_scope: trio.CancelScope | None = None
+        self._stream_scope: trio.CancelScope | None = None
+        # Created on the first write that does not complete at once.
+        self._lock: trio.Lock | None = None
+        # Bytes write_nowait() took but could not write yet; written first.
+        self._out = b""
+        # Set while write_rest() runs. One cancelled midway sets _gone: the
+        # framing can no longer be trusted. _gone: every later write fails.
+        self._partial = False
+        self._gone = False
+        self._yield_countdown = 16
+
+    # -- dispatch (Rule 1) ----------------------------------------------------
+
+    async def dispatch(self, request: Request) -> None:
+        """Answer ``request``: route, handler, error mapping, response or stream.
+
+        Raises:
+            PeerGone: the peer left while a response was being written.
+
+        """
+        app = self.app
+        head_only = request.method == "HEAD"
+        if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
+            await self.respond(preflight, False)
+            return
+        route, params, allowed = app.resolve(request.method, request.path)
+        if route is None:
+            if allowed:
+                missing = PlainTextResponse(
+                    "method not allowed\n", 405, {"allow": ", ".join(allowed)}
+                )
+            else:
+                missing = PlainTextResponse("not found\n", 404)
+            add_cors_headers(request, missing.headers)
+            await self.respond(missing, head_only)
+            return
+        request.path_params = params
+        response: Response | StreamResponse
+        try:
+            response = to_response(await route.handler(request))
+        except HTTPException as exc:
+            response = PlainTextResponse(exc.detail + "\n", exc.status, exc.headers)
+        except PeerGone:
+            raise
+        except Exception:
+            logger.exception("handler for %s %s raised", request.method, request.path)
+            response = PlainTextResponse("internal server error\n", 500)
+        add_cors_headers(request, response.headers)
+        if not isinstance(response, StreamResponse):
+            await self.respond(response, head_only, request)
+        elif head_only:
+            await self._stream(request, response, True)
+        else:
+            limits = self.limits
+            client = self.transport.client
+            key = limits.client_key(client and client[0], request.headers)
+            if not limits.acquire_stream(key):
+                refusal = PlainTextResponse(
+                    "too many event streams from this client; retry later\n",
+                    429,
+                    {"retry-after": str(self.config.retry_after)},
+                )
+                await self.respond(refusal, False)
+                return
+            try:
+                await self._stream(request, response, False)
+            finally:
+                limits.release_stream(key)
+
+    async def respond(
+        self, response: Response, head_only: bool, request: Request | None = None
+    ) -> None:
+        """Send an ordinary response; an invalid one becomes a ``500``."""
+        try:
+            check_response(response.status, response.header_list())
+        except ValueError as exc:
+            where = f" for {request.method} {request.path}" if request is not None else ""
+            logger.error("handler%s returned an invalid response: %s", where, exc)
+            response = PlainTextResponse("internal server error\n", 500)
+        await self.transport.send_response(response, head_only)
+
+    # -- request body (Rule 4) ------------------------------------------------
+
+    async def read_body(self) -> bytes:
+        """The request body within ``body_timeout``, at most ``max_body_size`` bytes."""
+        cfg = self.config
+        too_large = f"request body over {cfg.max_body_size} bytes"
+        if self.declared_length > cfg.max_body_size:
+            self.transport.close_after()
+            raise HTTPException(413, too_large)
+        with trio.move_on_after(cfg.body_timeout):
+            try:
+                return await self.transport.receive_body(cfg.max_body_size)
+            except BodyTooLarge:
+                self.transport.close_after()
+                raise HTTPException(413, too_large) from None
+        self.transport.close_after()
+        raise HTTPException(408, "request body not received in time")
+
+    # -- writing (Rule 2) -----------------------------------------------------
+
+    async def write(self, data: bytes, *, last: bool = False) -> None:
+        """Write ``data`` completely within ``write_timeout``, or raise :class:`PeerGone`."""
+        if self._out:
+            data = self._out + data
+            self._out = b""
+        lock = self._lock
+        if lock is None or not lock.locked():
+            if self._gone:
+                raise PeerGone()
+            rest = self._write_now(data)
+            if rest is None:
+                self.wrote()
+                return
+            data = rest
+        if lock is None:
+            lock = self._lock = trio.Lock()
+        # Taking a free lock does not yield: the write's own I/O schedules.
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            if self._gone:
+                raise PeerGone()
+            self._partial = True
+            timeout = self.config.write_timeout
+            if not await write_within(timeout, self._write_rest, (data, last)):
+                logger.info(
+                    "write to %s stalled for %.1f s; closing", self.transport.client, timeout
+                )
+                raise PeerGone()
+            # Not reached when an outer scope cancelled the write midway.
+            self._partial = False
+        finally:
+            if self._partial:
+                # Cut midway: the framing is unknown, nothing more may follow.
+                self._gone = True
+            lock.release()
+        self.wrote()
+
+    async def _write_rest(self, args: tuple[bytes, bool]) -> None:
+        await self.transport.write_rest(*args)
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write from another task (a topic's publisher) without waiting.
+
+        Returns:
+            ``True`` if the bytes were taken: written, or partly written with
+            the rest kept for the companion task, which this wakes; also when
+            the peer is gone (the stream is then cancelled, the bytes
+            dropped). ``False`` if a write is in progress or pending: the
+            caller must queue the event for the handler, to keep order.
+
+        """
+        lock = self._lock
+        if self._out or (lock is not None and lock.locked()):
+            return False
+        if self._gone:
+            return True
+        try:
+            rest = self._write_now(data)
+        except PeerGone:
+            self._gone = True
+            self.transport.close_after()
+            if self._stream_scope is not None:
+                self._stream_scope.cancel()
+            return True
+        self.wrote()
+        if rest is not None:
+            self._out = rest
+            self.wake_now()
+        return True
+
+    async def stream_write(self, data: bytes) -> None:
+        """Write event bytes from a stream handler; a dead peer cancels the stream."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await self.write(data)
+        except PeerGone:
+            self.transport.close_after()
+            if self._stream_scope is not None:
+                self._stream_scope.cancel()
+            await trio.lowlevel.checkpoint()  # raises Cancelled
+            raise  # pragma: no cover - unreachable while the scope exists
+        # A successful direct write does not yield; yield now and then so a
+        # handler that only sends cannot starve the other tasks.
+        self._yield_countdown -= 1
+        if self._yield_countdown <= 0:
+            self._yield_countdown = 16
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- streams (Rule 3) -----------------------------------------------------
+
+    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> None:
+        """Send the head, run the handler beside its companion, end the stream."""
+        cfg = self.config
+        transport = self.transport
+        await transport.start_stream(response, head_only)
+        if head_only:
+            return
+        event_stream = _ExchangeEventStream(self, transport.encoder(), request.last_event_id)
+        async with trio.open_nursery() as nursery:
+            self._stream_scope = nursery.cancel_scope
+            nursery.start_soon(self._companion, nursery.cancel_scope)
+            with trio.CancelScope() as stop:
+                self.stop_scope = stop
+                stop.deadline = response.deadline(cfg.max_stream_lifetime)
+                if transport.stopping:
+                    stop.cancel()
+                try:
+                    await response.handler(event_stream)
+                except Exception:
+                    logger.exception("stream handler for %s raised", request.path)
+            self.stop_scope = None
+            final = cfg.stream_end_event() if stop.cancelled_caught else None
+            tail = transport.stream_tail(b"" if final is None else final.encode())
+            # After a write cut midway (or a vanished peer) this raises
+            # PeerGone: no tail. It waits for a write in progress (a flush).
+            with contextlib.suppress(PeerGone):
+                await self.write(tail, last=True)
+            nursery.cancel_scope.cancel()
+        self._stream_scope = None
+
+    async def _companion(self, stream_scope: trio.CancelScope) -> None:
+        """Wait for the peer to leave (then cancel the stream); flush; heartbeats."""
+        await self.run(self.transport.wait_disconnect, self._on_wake, self._pending)
+        stream_scope.cancel()
+
+    def _pending(self) -> bool:
+        return bool(self._out)
+
+    async def _on_wake(self) -> None:
+        if self._out:
+            await self.stream_write(b"")
+        elif self.due():
+            # If a slow write holds the lock, this waits for it (harmless).
+            await self.stream_write(self.transport.heartbeat)
