@@ -26,7 +26,6 @@ TOPIC_MODULES = [
     "_subscription",
     "_topic",
     "_broker",
-    "_topics",
     "_backplane",
     "_metrics",
     "_redis",
