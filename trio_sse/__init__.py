@@ -49,6 +49,7 @@ from ._routes import health_endpoint as health_endpoint
 from ._routes import metrics_endpoint as metrics_endpoint
 from ._routes import publish_endpoint as publish_endpoint
 from ._routes import topic_stream as topic_stream
+from ._run import run as run
 from ._server import Server as Server
 from ._server import serve as serve
 from ._server import serve_listeners as serve_listeners
@@ -146,6 +147,7 @@ __all__ = [
     "open_event_source",
     "publish_endpoint",
     "query_token",
+    "run",
     "secret_matches",
     "serve",
     "serve_listeners",
