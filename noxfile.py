@@ -49,7 +49,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Serve the demo dashboard on http://127.0.0.1:8000 (pass CLI options after ``--``)."""
-    session.install("-e", ".")
+    session.install("-e", ".[prometheus]")
     session.run("trio-sse", "demo", *session.posargs)
 
 
