@@ -67,6 +67,8 @@ class DemoOptions:
         token: the token that authorizes publishing; ``None``: a random one.
         max_burst_count: the most events one ``POST /burst`` may publish.
         max_burst_size: the most padding bytes per burst event.
+        burst_interval: seconds between the events of a burst (a burst of
+            400 events of 32 KB is then about 16 MB/s).
         buffer_size: events queued per tab before it is evicted.
         history_size: events kept per topic for resuming tabs.
         history_max_age: seconds an event stays in the history.
@@ -77,6 +79,7 @@ class DemoOptions:
     token: str | None = None
     max_burst_count: int = 1000
     max_burst_size: int = 32 * 1024
+    burst_interval: float = 0.002
     buffer_size: int = 64
     history_size: int = 1000
     history_max_age: float = 120.0
@@ -236,6 +239,8 @@ def make_app(options: DemoOptions | None = None, *, config: Config | None = None
             published = demo_broker.publish_nowait("bulk", Event(f"{i} {pad}", event="bulk"))
             first = first or published.id
             last = published.id
+            # Paced: a tab that reads keeps up; one that stopped falls behind.
+            await trio.sleep(opts.burst_interval)
         return {"count": count, "first": first, "last": last}
 
     notify = publish_endpoint(demo_broker, authorize=authorized, topic="notifications")
