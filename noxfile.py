@@ -69,6 +69,14 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site into ``site/`` with mkdocs; any warning fails the build."""
+    session.install("-e", ".[docs]")
+    # Material prints a notice about its future on every build; only warnings matter here.
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """Fuzz and flood the raw server (``-- --requests N --flood N``); see docs/security.md."""
     session.install("-e", ".")

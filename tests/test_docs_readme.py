@@ -145,3 +145,13 @@ def test_the_demo_options_are_accepted_and_reach_the_demo() -> None:
     args = _parser().parse_args(["demo", *argv[5:]])
     assert (args.port, args.host) == (8001, "0.0.0.0")
     assert '"trio-sse", "demo", *session.posargs' in (ROOT / "noxfile.py").read_text()
+
+
+def test_the_tutorial_page_shows_the_same_commands_and_file() -> None:
+    tutorial = (ROOT / "docs/tutorial.md").read_text(encoding="utf-8")
+    shown = re.findall(r"```(?:console|python)\n(.*?)```", tutorial, re.S)
+    assert shown == [
+        *blocks("### Install from the checkout", "console"),
+        *blocks("### The smallest app", "python"),
+        *blocks("### The smallest app", "console"),
+    ]
