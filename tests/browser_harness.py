@@ -173,6 +173,52 @@ def hypercorn_server(app: Any, tls: LoopbackCertificate | None = None) -> Server
     return ServerThread(serve)
 
 
+class Cutter:
+    """A loopback TCP forwarder to ``upstream`` whose connections :meth:`cut` aborts.
+
+    Serve it with ``ServerThread(cutter.serve)``; call ``thread.call(cutter.cut)``
+    to drop every connection at once, as a crashed proxy or a lost network
+    would: the browser sees its stream end mid-response (a network error).
+    """
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self._scopes: set[trio.CancelScope] = set()
+        self.cuts = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        async with trio.open_nursery() as nursery:
+            task_status.started(listeners[0].socket.getsockname()[1])
+            await trio.serve_listeners(self._forward, listeners, handler_nursery=nursery)
+
+    async def _forward(self, client: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                server = await trio.open_tcp_stream("127.0.0.1", self.upstream)
+                async with client, server, trio.open_nursery() as nursery:
+                    nursery.start_soon(_pump, client, server)
+                    nursery.start_soon(_pump, server, client)
+            finally:
+                self._scopes.discard(scope)
+
+    def cut(self) -> int:
+        """Abort every open connection; return how many."""
+        scopes = list(self._scopes)
+        for scope in scopes:
+            scope.cancel()
+        self.cuts += len(scopes)
+        return len(scopes)
+
+
+async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+        await sink.send_eof()
+
+
 class LoopbackCertificate:
     """A ``trustme`` certificate for 127.0.0.1, and the Chromium flag that trusts it alone."""
 

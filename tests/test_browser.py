@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 from browser_harness import (
+    Cutter,
     LoopbackCertificate,
+    ServerThread,
     chromium,
     contiguous,
     hypercorn_server,
@@ -100,38 +102,45 @@ def test_demo_renders_and_updates() -> None:
         assert state["opens"] == 1
 
 
-def test_dropped_streams_resume_without_gap_or_duplicate() -> None:
+@pytest.mark.parametrize("how", ["server-ends-streams", "connections-cut"])
+def test_dropped_streams_resume_without_gap_or_duplicate(how: str) -> None:
+    """The server ends every stream (``POST /drop``), or a proxy in between aborts them."""
     app = make_app(FAST, config=CONFIG)
     token, broker = app.state.token, app.state.broker
     with raw_server(app) as server, chromium() as browser:
-        url = f"http://127.0.0.1:{server.port}/"
-        tab = browser.new_page()
-        tab.goto(url)
-        wait_for(tab, "window.demo.count >= 5")
-        start = tab.evaluate("window.demo.seq.clock")
-        sent = []
-        for round_ in range(3):
-            assert post_json(url + "drop", {}, token) == {"dropped": 1}
-            # Published while the tab is away: only the history can bring these.
-            for i in range(5):
-                text = f"while away {round_}.{i}"
-                server.call(
-                    broker.publish_nowait, "notifications", Event(text, event="notification")
-                )
-                sent.append(text)
-            wait_for(tab, f"window.demo.opens >= {round_ + 2} && window.demo.count > 0")
-            wait_for(tab, f"window.demo.notifications.length >= {len(sent)}")
-        wait_for(tab, f"window.demo.seq.clock >= {start + 30}")
-        state = demo_state(tab)
-        assert state["notifications"] == sent
-        assert state["gaps"] == 0
-        assert state["duplicates"] == 0
-        received = state["received"]
-        assert isinstance(received, list)
-        assert len(contiguous(received, "clock")) >= 30
-        contiguous(received, "metrics")
-        assert contiguous(received, "notifications") == list(range(1, 16))
-        assert state["resets"] == []
+        direct = f"http://127.0.0.1:{server.port}/"
+        cutter = Cutter(server.port)
+        with ServerThread(cutter.serve) as proxy:
+            tab = browser.new_page()
+            tab.goto(direct if how == "server-ends-streams" else f"http://127.0.0.1:{proxy.port}/")
+            wait_for(tab, "window.demo.count >= 5")
+            start = tab.evaluate("window.demo.seq.clock")
+            sent = []
+            for round_ in range(3):
+                if how == "server-ends-streams":
+                    assert post_json(direct + "drop", {}, token) == {"dropped": 1}
+                else:
+                    assert proxy.call(cutter.cut) >= 1
+                # Published while the tab is away: only the history can bring these.
+                for i in range(5):
+                    text = f"while away {round_}.{i}"
+                    event = Event(text, event="notification")
+                    server.call(broker.publish_nowait, "notifications", event)
+                    sent.append(text)
+                wait_for(tab, f"window.demo.opens >= {round_ + 2}")
+                wait_for(tab, f"window.demo.notifications.length >= {len(sent)}")
+            wait_for(tab, f"window.demo.seq.clock >= {start + 30}")
+            state = demo_state(tab)
+    assert state["notifications"] == sent
+    assert state["gaps"] == 0
+    assert state["duplicates"] == 0
+    received = state["received"]
+    assert isinstance(received, list)
+    assert len(contiguous(received, "clock")) >= 30
+    contiguous(received, "metrics")
+    assert contiguous(received, "notifications") == list(range(1, 16))
+    assert state["resets"] == []
+    assert state["errors"] == 3
 
 
 def test_frozen_tab_is_evicted_then_resumes_without_gap() -> None:
@@ -210,7 +219,7 @@ def _open_eight_sources(page: Page, url: str) -> str:
     page.goto(url)
     wait_for(page, "window.demo.count >= 2")
     page.evaluate(EXTRA_SOURCES, 7)  # with the page's own: eight streams, one origin
-    protocol: str = page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+    protocol: str = page.evaluate("window.demo.protocol")
     return protocol
 
 
@@ -221,6 +230,7 @@ def test_http2_serves_more_than_six_streams_per_origin(tmp_path: Path) -> None:
         page = browser.new_page()
         assert _open_eight_sources(page, f"https://127.0.0.1:{server.port}/") == "h2"
         wait_for(page, "window.extra.every((n) => n >= 3)")
+        assert page.inner_text("#protocol").startswith("HTTP/2")
 
 
 def test_http1_stalls_the_seventh_stream_per_origin() -> None:
@@ -232,3 +242,4 @@ def test_http1_stalls_the_seventh_stream_per_origin() -> None:
         time.sleep(1.0)  # ten more ticks: the last two never get a connection
         extra = page.evaluate("window.extra")
         assert sorted(n > 0 for n in extra) == [False, False, True, True, True, True, True]
+        assert "six streams" in page.inner_text("#protocol")
