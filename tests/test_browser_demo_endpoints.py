@@ -50,6 +50,14 @@ async def test_publishing_needs_the_token_shown_on_the_page() -> None:
                     assert r.status_code == 403, (path, headers)
                     assert "\n" not in r.text.strip()
             ok = {"authorization": "Bearer s3cret"}
+            for bad in ({"data": "x", "id": "99"}, {"data": "x", "event": "clock"}):
+                r = await client.post("/notify", json=bad, headers=ok)
+                assert r.status_code == 400
+                assert "notification" in r.text
+            r = await client.post("/notify", data={"data": "x", "retry": "1"}, headers=ok)
+            assert r.status_code == 400
+            r = await client.post("/notify", content=b"plain", headers=ok)
+            assert r.status_code == 200
             r = await client.post("/notify", json=body, headers=ok)
             assert r.status_code == 200
             assert r.json()["topic"] == "notifications"

@@ -32,6 +32,7 @@ format (``pip install -e '.[prometheus]'``; the nox ``demo`` session does).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import resource
 import secrets
@@ -41,7 +42,7 @@ from typing import Any, Final, final
 
 import trio
 
-from ._app import App, HTMLResponse, HTTPException, Request, StreamResponse
+from ._app import App, EventStream, HTMLResponse, HTTPException, Request, StreamResponse
 from ._auth import bearer_token, secret_matches
 from ._config import Config
 from ._event import Event
@@ -201,7 +202,7 @@ def make_app(options: DemoOptions | None = None, *, config: Config | None = None
         """The four topics as one stream; ``POST /drop`` can end it."""
         inner = await topics_stream(request)
 
-        async def run(stream: Any) -> None:
+        async def run(stream: EventStream) -> None:
             with trio.CancelScope() as scope:
                 streams.add(scope)
                 try:
@@ -247,7 +248,24 @@ def make_app(options: DemoOptions | None = None, *, config: Config | None = None
 
     @app.post("/notify")
     async def notify_route(request: Request) -> Any:
-        """Publish a notification: JSON ``{"data": ..., "event": "notification"}``."""
+        """Publish a notification: JSON ``{"data": ..., "event": "notification"}``.
+
+        Also a form or plain text (see :func:`~trio_sse.publish_endpoint`);
+        ids stay the broker's, so every tab can check its sequence.
+        """
+        require_token(request)  # before the body is read, as publish_endpoint does
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        fields: Any = {}
+        if kind == "application/json":
+            fields = await request.json()
+        elif kind == "application/x-www-form-urlencoded":
+            fields = await request.form()
+        if isinstance(fields, dict) and (
+            set(fields) - {"data", "event"} or fields.get("event", "notification") != "notification"
+        ):
+            raise HTTPException(
+                400, 'a notification has "data" and at most "event": "notification"'
+            )
         return await notify(request)
 
     @app.background
@@ -259,18 +277,14 @@ def make_app(options: DemoOptions | None = None, *, config: Config | None = None
             clock = time.strftime("%H:%M:%S", time.localtime(now))
             demo_broker.publish_nowait("clock", Event(clock, event="clock"))
             figures = sampler.sample(len(streams))
-            demo_broker.publish_nowait("metrics", Event(_json(figures), event="metrics"))
+            demo_broker.publish_nowait(
+                "metrics", Event(json.dumps(figures, separators=(",", ":")), event="metrics")
+            )
             interval = app.state.tick_interval
             await trio.sleep(interval - (time.time() % interval))
 
     app.add_route("/metrics", metrics_endpoint(demo_broker))
     return app
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
 
 
 app = make_app()
