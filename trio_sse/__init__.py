@@ -29,6 +29,10 @@ from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
 from ._cors import CORS as CORS
 from ._cors import cross_site_refusal as cross_site_refusal
+from ._doctor import Finding as Finding
+from ._doctor import Report as Report
+from ._doctor import diagnose as diagnose
+from ._doctor import diagnostics_stream as diagnostics_stream
 from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
 from ._errors import EventSourceConnectionError as EventSourceConnectionError
 from ._errors import EventSourceError as EventSourceError
@@ -109,6 +113,7 @@ __all__ = [
     "EventSourceResponseError",
     "EventStream",
     "EventTooLargeError",
+    "Finding",
     "HTMLResponse",
     "HTTPException",
     "Headers",
@@ -123,6 +128,7 @@ __all__ = [
     "ReadyState",
     "RedisBackplane",
     "RemoteProtocolError",
+    "Report",
     "Request",
     "Response",
     "Route",
@@ -141,6 +147,8 @@ __all__ = [
     "broker_metrics_text",
     "cookie_value",
     "cross_site_refusal",
+    "diagnose",
+    "diagnostics_stream",
     "event_frame",
     "health_endpoint",
     "metrics_endpoint",

@@ -1,0 +1,146 @@
+"""``trio-sse doctor`` against trio-sse directly and behind a real nginx, one config per fault.
+
+The app runs in the test's trio loop on a loopback port; nginx (Debian
+``nginx-light``) runs as a process proxying to it, with the location block
+each test names. Each finding must appear exactly when its fault is there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from proxies import free_port, nginx_binary, stop, wait_listening
+
+from trio_sse import App, Config, diagnose, diagnostics_stream, serve
+from trio_sse._cli import main
+
+CONF = """\
+{user}worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            {location}
+        }}
+    }}
+}}
+"""
+
+HTTP11 = 'proxy_http_version 1.1; proxy_set_header Connection "";'
+CLEAN = HTTP11 + " proxy_buffering off; proxy_read_timeout 1h;"
+# nginx's defaults (HTTP/1.0 upstream, buffering on), the header ignored: nothing
+# reaches the client, not even the head (nginx 1.22 with an HTTP/1.1 upstream
+# passes each chunk on at once even with buffering on).
+BUFFERING = "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;"
+GZIP = CLEAN + " gzip on; gzip_types text/event-stream; gzip_min_length 1;"
+SHORT_READ_TIMEOUT = HTTP11 + " proxy_buffering off; proxy_read_timeout 1s;"
+NO_LAST_EVENT_ID = CLEAN + ' proxy_set_header Last-Event-ID "";'
+
+DURATION = 2.5
+
+
+@contextmanager
+def nginx(tmp: Path, upstream: int, location: str) -> Iterator[int]:
+    port = free_port()
+    for name in ("body", "proxy"):
+        (tmp / name).mkdir()
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        CONF.format(user=user, prefix=tmp, port=port, upstream=upstream, location=location)
+    )
+    process = subprocess.Popen(
+        [nginx_binary(), "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port, process, "nginx")
+        yield port
+    finally:
+        stop(process)
+
+
+@asynccontextmanager
+async def app_server(heartbeat: float) -> AsyncIterator[int]:
+    app = App()
+    app.stream("/doctor")(diagnostics_stream(count=5, interval=0.1))
+
+    @app.stream("/plain")
+    async def plain(request: object, stream: object) -> None:
+        await trio.sleep_forever()
+
+    config = Config(heartbeat_interval=heartbeat)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(serve, app, "127.0.0.1", 0, config=config))
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("location", "heartbeat", "expected"),
+    [
+        (CLEAN, 0.5, {"http1"}),
+        (BUFFERING, 0.5, {"buffered"}),
+        (GZIP, 0.5, {"http1", "compressed"}),
+        (SHORT_READ_TIMEOUT, 3.0, {"http1", "cut"}),
+        (NO_LAST_EVENT_ID, 0.5, {"http1", "last-event-id"}),
+    ],
+    ids=["clean", "buffering", "gzip", "short-read-timeout", "no-last-event-id"],
+)
+async def test_each_finding_appears_exactly_behind_its_nginx_config(
+    tmp_path: Path, location: str, heartbeat: float, expected: set[str]
+) -> None:
+    with trio.fail_after(20):
+        async with app_server(heartbeat) as upstream:
+            with nginx(tmp_path, upstream, location) as port:
+                report = await diagnose(f"http://127.0.0.1:{port}/doctor", duration=DURATION)
+    assert report.codes() == expected, report.findings
+    assert all(finding.fix for finding in report.findings)
+
+
+async def test_trio_sse_alone_has_no_problems_and_exact_probes() -> None:
+    with trio.fail_after(20):
+        async with app_server(0.5) as port:
+            report = await diagnose(f"http://127.0.0.1:{port}/doctor", duration=DURATION)
+    assert report.codes() == {"http1"}
+    assert report.status == 200
+    assert report.problems == []
+    assert len(report.probes) == 5
+    assert max(report.probes) < 0.2
+
+
+def test_the_command_line_reports_and_fails_on_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def run_doctor(url_path: str, location: str) -> int:
+        async with app_server(0.5) as upstream:
+            with nginx(tmp_path / url_path.strip("/"), upstream, location) as port:
+                url = f"http://127.0.0.1:{port}{url_path}"
+                with pytest.raises(SystemExit) as exit_:
+                    await trio.to_thread.run_sync(main, ["doctor", url, "--duration", "1.5"])
+        return int(exit_.value.code or 0)
+
+    (tmp_path / "doctor").mkdir()
+    assert trio.run(run_doctor, "/doctor", GZIP) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM compressed:" in out
+    assert "    fix: turn compression off" in out
+    with pytest.raises(SystemExit) as refused:
+        main(["doctor", f"http://127.0.0.1:{free_port()}/"])
+    assert refused.value.code == 2
+    assert "cannot connect to" in capsys.readouterr().err
