@@ -2,7 +2,8 @@
 
 The app runs in the test's trio loop on a loopback port; nginx (Debian
 ``nginx-light``) runs as a process proxying to it, with the location block
-each test names. Each finding must appear exactly when its fault is there.
+each test names. Each finding must appear exactly when its fault is there
+(as docs/deploying.md says; its `trio-sse doctor` command is the one run here).
 """
 
 from __future__ import annotations
