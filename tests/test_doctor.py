@@ -77,7 +77,7 @@ def nginx(tmp: Path, upstream: int, location: str) -> Iterator[int]:
 
 
 @asynccontextmanager
-async def app_server(heartbeat: float) -> AsyncIterator[int]:
+async def app_server(heartbeat: float | None) -> AsyncIterator[int]:
     app = App()
     app.stream("/doctor")(diagnostics_stream(count=5, interval=0.1))
 
@@ -100,11 +100,12 @@ async def app_server(heartbeat: float) -> AsyncIterator[int]:
         (GZIP, 0.5, {"http1", "compressed"}),
         (SHORT_READ_TIMEOUT, 3.0, {"http1", "cut"}),
         (NO_LAST_EVENT_ID, 0.5, {"http1", "last-event-id"}),
+        (CLEAN, None, {"http1", "heartbeat"}),
     ],
-    ids=["clean", "buffering", "gzip", "short-read-timeout", "no-last-event-id"],
+    ids=["clean", "buffering", "gzip", "short-read-timeout", "no-last-event-id", "no-heartbeat"],
 )
 async def test_each_finding_appears_exactly_behind_its_nginx_config(
-    tmp_path: Path, location: str, heartbeat: float, expected: set[str]
+    tmp_path: Path, location: str, heartbeat: float | None, expected: set[str]
 ) -> None:
     with trio.fail_after(20):
         async with app_server(heartbeat) as upstream:
@@ -145,3 +146,42 @@ def test_the_command_line_reports_and_fails_on_a_problem(
         main(["doctor", f"http://127.0.0.1:{free_port()}/"])
     assert refused.value.code == 2
     assert "cannot connect to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("alpn", "expected"), [(["h2", "http/1.1"], set()), (["http/1.1"], {"http1"})]
+)
+async def test_over_tls_the_http_version_is_what_a_browser_would_negotiate(
+    tmp_path: Path, alpn: list[str], expected: set[str]
+) -> None:
+    import ssl
+
+    import hypercorn.config
+    import hypercorn.trio
+    import trustme
+
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    app = App(config=Config(heartbeat_interval=0.5))
+    app.stream("/doctor")(diagnostics_stream(count=3, interval=0.1))
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.certfile = config.keyfile = str(pem)
+    config.alpn_protocols = alpn
+    config.accesslog = None
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            shutdown = trio.Event()
+            binds = await nursery.start(
+                partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
+            )
+            port = int(binds[0].rpartition(":")[2])
+            report = await diagnose(
+                f"https://127.0.0.1:{port}/doctor", duration=1.5, ssl_context=client
+            )
+            shutdown.set()
+    assert report.codes() == expected, report.findings
+    assert len(report.probes) == 3

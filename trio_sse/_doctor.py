@@ -126,21 +126,42 @@ class _Read:
     retry_seen: bool = False
 
 
-async def _read_stream(
-    url: str, duration: float, last_event_id: str | None, *, first_event: bool = False
-) -> _Read:
+async def _open(url: str, context: ssl.SSLContext | None, alpn: list[str]) -> trio.abc.Stream:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
+    if parts.scheme == "https":
+        context = context or ssl.create_default_context()
+        context.set_alpn_protocols(alpn)
+        stream = trio.SSLStream(stream, context, server_hostname=parts.hostname)
+    return stream
+
+
+async def _negotiated_h2(url: str, context: ssl.SSLContext | None) -> bool:
+    """Whether the server would speak HTTP/2 to a browser (TLS with ALPN ``h2``)."""
+    stream = await _open(url, context, ["h2", "http/1.1"])
+    async with stream:
+        if not isinstance(stream, trio.SSLStream):
+            return False
+        await stream.do_handshake()
+        return bool(stream.selected_alpn_protocol() == "h2")
+
+
+async def _read_stream(
+    url: str,
+    duration: float,
+    last_event_id: str | None,
+    *,
+    first_event: bool = False,
+    context: ssl.SSLContext | None = None,
+) -> _Read:
+    parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     read = _Read()
     start = trio.current_time()
-    stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
-    if parts.scheme == "https":
-        context = ssl.create_default_context()
-        context.set_alpn_protocols(["http/1.1"])
-        stream = trio.SSLStream(stream, context, server_hostname=parts.hostname)
+    stream = await _open(url, context, ["http/1.1"])
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         headers = [
@@ -187,15 +208,25 @@ async def _read_stream(
     return read
 
 
-async def diagnose(url: str, *, duration: float = 20.0) -> Report:
+async def diagnose(
+    url: str, *, duration: float = 20.0, ssl_context: ssl.SSLContext | None = None
+) -> Report:
     """Connect to ``url`` as a browser would for ``duration`` seconds and report.
+
+    The stream is read over HTTP/1.1 (h11); for an ``https`` URL a separate
+    TLS handshake offers ``h2`` to learn whether browsers get HTTP/2.
+
+    Args:
+        url: the stream's ``http://`` or ``https://`` URL.
+        duration: seconds to watch the stream.
+        ssl_context: for ``https`` (default: the system's certificate authorities).
 
     Raises:
         OSError: the server cannot be reached.
         ValueError: ``url`` is not an http(s) URL.
     """
     report = Report(url)
-    read = await _read_stream(url, duration, None)
+    read = await _read_stream(url, duration, None, context=ssl_context)
     report.status, report.http_version, report.headers = (
         read.status,
         read.http_version,
@@ -280,7 +311,9 @@ async def diagnose(url: str, *, duration: float = 20.0) -> Report:
             )
     if probes:
         _check_probes(report, probes, read, duration)
-        resumed = await _read_stream(url, min(duration, 5.0), RESUME_ID, first_event=True)
+        resumed = await _read_stream(
+            url, min(duration, 5.0), RESUME_ID, first_event=True, context=ssl_context
+        )
         first = [json.loads(d) for _, kind, d in resumed.events if kind == PROBE_EVENT][:1]
         if first and first[0]["last_event_id"] != RESUME_ID:
             add(
@@ -305,7 +338,9 @@ async def diagnose(url: str, *, duration: float = 20.0) -> Report:
                 "proxy_read_timeout) longer than Config.heartbeat_interval",
             )
         )
-    if read.http_version == "1.1":
+    if read.http_version == "1.1" and not (
+        url.startswith("https:") and await _negotiated_h2(url, ssl_context)
+    ):
         add(
             Finding(
                 "http1",
@@ -349,7 +384,18 @@ def _check_probes(
             )
         )
     heartbeat = first.get("heartbeat_interval")
-    if heartbeat is None or read.ended:
+    if heartbeat is None:
+        add(
+            Finding(
+                "heartbeat",
+                "problem",
+                "the server sends no heartbeats (Config.heartbeat_interval is None)",
+                "set Config.heartbeat_interval below every idle timeout on the way "
+                "(proxies, load balancers: often 60 s)",
+            )
+        )
+        return
+    if read.ended:
         return
     idle_from = probes[-1][0]
     gaps = [
