@@ -102,3 +102,24 @@ def test_an_address_in_use_is_one_line_and_a_failure(tmp_path: Path) -> None:
     assert stderr.strip().splitlines() == [
         f"trio-sse: cannot serve on 127.0.0.1:{port}: [Errno 98] Address already in use"
     ], stderr
+
+
+def test_an_app_error_is_its_own_traceback_not_nested_groups(tmp_path: Path) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(
+        "import trio\n"
+        "from trio_sse import App, run\n"
+        "app = App()\n"
+        "@app.background\n"
+        "async def ticker() -> None:\n"
+        "    await trio.sleep(0.1)\n"
+        "    raise RuntimeError('the database is down')\n"
+        "run(app, port=0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=20, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith("RuntimeError: the database is down"), done.stderr
+    assert "ExceptionGroup" not in done.stderr
+    assert "raise RuntimeError('the database is down')" in done.stderr  # where it happened

@@ -6,21 +6,21 @@ SIGINT/SIGTERM start a graceful shutdown that ends every stream with a
 point that calls :func:`trio.run`, so that ``python app.py`` and ``trio-sse
 serve app:app`` behave the same. Nothing here serves: it only sets up logging
 when the program has not, and turns the errors a user can fix (the address is
-taken, say) into one line instead of an exception group.
+taken, say) into one line, and an app's error into its own traceback,
+instead of exception groups.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
 import trio
 
 from ._app import App
 from ._cli import run as _serve_until_signal
 
-__all__ = ["cannot_serve_message", "run"]
+__all__ = ["run"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -54,24 +54,35 @@ def run(
     Raises:
         SystemExit: with a one-line message when the address cannot be
             served (in use, not an address of this host, no permission).
+        Exception: an error of the app (a background task's, the
+            lifespan's) that stopped the server, itself rather than in the
+            exception groups of the nurseries it crossed.
     """
     if log_level is not None and not logging.getLogger().handlers:
         logging.basicConfig(level=getattr(logging, log_level.upper()), format=LOG_FORMAT)
-    with cannot_serve_message(host, port):
-        trio.run(_serve_until_signal, app, host, port, app.config)
+    listening: list[bool] = []
 
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(_serve_until_signal, app, host, port, app.config))
+            listening.append(True)
 
-@contextmanager
-def cannot_serve_message(host: str | None, port: int) -> Iterator[None]:
-    """Turn an :class:`OSError` from binding into ``SystemExit`` with one line.
-
-    Trio raises the bind error inside an exception group (the server's
-    nursery); the user needs only its message.
-    """
     try:
-        yield
-    except* OSError as group:
-        exc = group.exceptions[0]
-        while isinstance(exc, BaseExceptionGroup):  # nested nurseries
-            exc = exc.exceptions[0]
-        raise SystemExit(f"trio-sse: cannot serve on {host}:{port}: {exc}") from None
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) != 1:
+            raise
+        [error] = leaves
+        if isinstance(error, OSError) and not listening:
+            raise SystemExit(f"trio-sse: cannot serve on {host}:{port}: {error}") from None
+        # One error (a background task's, say): its own traceback, not three
+        # nested nursery groups around it.
+        raise error from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
