@@ -28,6 +28,7 @@ import json
 import ssl
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, final
@@ -176,6 +177,8 @@ async def _read_stream(
         await stream.send_all(conn.send(h11.Request(method="GET", target=target, headers=headers)))
         await stream.send_all(conn.send(h11.EndOfMessage()))
         decoder = Decoder()
+        inflate: zlib._Decompress | None = None
+        undecodable = False
         with trio.move_on_after(duration):
             while True:
                 event = conn.next_event()
@@ -192,13 +195,21 @@ async def _read_stream(
                     read.http_version = event.http_version.decode()
                     read.headers = {k.decode(): v.decode() for k, v in event.headers}
                     read.head_at = now
+                    encoding = read.headers.get("content-encoding", "identity")
+                    if encoding in ("gzip", "x-gzip", "deflate"):
+                        inflate = zlib.decompressobj(wbits=47)  # gzip or zlib header
+                    elif encoding != "identity":
+                        undecodable = True  # br, say: arrival times still count
                 elif isinstance(event, h11.Data):
                     read.chunks.append(now)
-                    if b"\nretry:" in b"\n" + bytes(event.data):
+                    body = bytes(event.data)
+                    if inflate is not None:
+                        body = inflate.decompress(body)
+                    if b"\nretry:" in b"\n" + body:
                         read.retry_seen = True
-                    if "gzip" in read.headers.get("content-encoding", ""):
-                        continue  # compressed: the arrival times still count
-                    for message in decoder.feed(bytes(event.data)):
+                    if undecodable:
+                        continue
+                    for message in decoder.feed(body):
                         read.events.append((now, message.type, message.data))
                     if first_event and read.events:
                         return read
@@ -285,11 +296,12 @@ async def diagnose(
                 "problem",
                 f"the stream is compressed ({encoding})",
                 "turn compression off for text/event-stream (nginx: remove it from "
-                "gzip_types); a compressor holds events back until its buffer fills",
+                "gzip_types): events are small, and many compressors and CDNs hold them "
+                "back until a buffer fills",
             )
         )
     probes = [(at, json.loads(data)) for at, kind, data in read.events if kind == PROBE_EVENT]
-    if not probes and not encoding:
+    if not probes and (not encoding or encoding in ("gzip", "x-gzip", "deflate")):
         note = "no probes (not a diagnostics_stream route): buffering and heartbeats unchecked"
         if read.chunks or read.ended:
             add(
