@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from proxies import free_port, nginx_binary, stop, wait_listening
+from proxies import ROOT, free_port, nginx_binary, stop, wait_listening
 
 from trio_sse import App, Config, diagnose, diagnostics_stream, serve
 from trio_sse._cli import main
@@ -33,10 +33,7 @@ http {{
     proxy_temp_path {prefix}/proxy;
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            {location}
-        }}
+        {server_block}
     }}
 }}
 """
@@ -61,9 +58,9 @@ def nginx(tmp: Path, upstream: int, location: str) -> Iterator[int]:
         (tmp / name).mkdir()
     user = "user root root;\n" if os.geteuid() == 0 else ""
     conf = tmp / "nginx.conf"
-    conf.write_text(
-        CONF.format(user=user, prefix=tmp, port=port, upstream=upstream, location=location)
-    )
+    if not location.startswith("location "):
+        location = f"location / {{ proxy_pass http://127.0.0.1:{upstream}; {location} }}"
+    conf.write_text(CONF.format(user=user, prefix=tmp, port=port, server_block=location))
     process = subprocess.Popen(
         [nginx_binary(), "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -80,6 +77,7 @@ def nginx(tmp: Path, upstream: int, location: str) -> Iterator[int]:
 async def app_server(heartbeat: float | None) -> AsyncIterator[int]:
     app = App()
     app.stream("/doctor")(diagnostics_stream(count=5, interval=0.1))
+    app.stream("/events/doctor")(diagnostics_stream(count=5, interval=0.1))
 
     @app.stream("/plain")
     async def plain(request: object, stream: object) -> None:
@@ -187,3 +185,16 @@ async def test_over_tls_the_http_version_is_what_a_browser_would_negotiate(
             shutdown.set()
     assert report.codes() == expected, report.findings
     assert len(report.probes) == 3
+
+
+async def test_the_nginx_config_of_the_deploying_page_is_clean(tmp_path: Path) -> None:
+    page = (ROOT / "docs/deploying.md").read_text(encoding="utf-8")
+    block = page.split("<!-- run-by: tests/test_doctor.py -->\n```nginx\n", 1)[1]
+    block = block.split("```", 1)[0]
+    with trio.fail_after(20):
+        async with app_server(0.5) as upstream:
+            location = block.replace("127.0.0.1:8000", f"127.0.0.1:{upstream}")
+            with nginx(tmp_path, upstream, location) as port:
+                report = await diagnose(f"http://127.0.0.1:{port}/events/doctor", duration=DURATION)
+    assert report.codes() == {"http1"}, report.findings
+    assert len(report.probes) == 5
