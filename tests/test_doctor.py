@@ -47,6 +47,7 @@ BUFFERING = "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;"
 GZIP = CLEAN + " gzip on; gzip_types text/event-stream; gzip_min_length 1;"
 SHORT_READ_TIMEOUT = HTTP11 + " proxy_buffering off; proxy_read_timeout 1s;"
 NO_LAST_EVENT_ID = CLEAN + ' proxy_set_header Last-Event-ID "";'
+CACHED = CLEAN + ' proxy_hide_header Cache-Control; add_header Cache-Control "max-age=60";'
 
 DURATION = 2.5
 
@@ -79,9 +80,9 @@ async def app_server(heartbeat: float | None) -> AsyncIterator[int]:
     app.stream("/doctor")(diagnostics_stream(count=5, interval=0.1))
     app.stream("/events/doctor")(diagnostics_stream(count=5, interval=0.1))
 
-    @app.stream("/plain")
-    async def plain(request: object, stream: object) -> None:
-        await trio.sleep_forever()
+    @app.get("/page")
+    async def page(request: object) -> str:
+        return "not a stream"
 
     config = Config(heartbeat_interval=heartbeat)
     async with trio.open_nursery() as nursery:
@@ -99,8 +100,17 @@ async def app_server(heartbeat: float | None) -> AsyncIterator[int]:
         (SHORT_READ_TIMEOUT, 3.0, {"http1", "cut"}),
         (NO_LAST_EVENT_ID, 0.5, {"http1", "last-event-id"}),
         (CLEAN, None, {"http1", "heartbeat"}),
+        (CACHED, 0.5, {"http1", "cache-control"}),
     ],
-    ids=["clean", "buffering", "gzip", "short-read-timeout", "no-last-event-id", "no-heartbeat"],
+    ids=[
+        "clean",
+        "buffering",
+        "gzip",
+        "short-read-timeout",
+        "no-last-event-id",
+        "no-heartbeat",
+        "cache-control",
+    ],
 )
 async def test_each_finding_appears_exactly_behind_its_nginx_config(
     tmp_path: Path, location: str, heartbeat: float | None, expected: set[str]
@@ -198,3 +208,11 @@ async def test_the_nginx_config_of_the_deploying_page_is_clean(tmp_path: Path) -
                 report = await diagnose(f"http://127.0.0.1:{port}/events/doctor", duration=DURATION)
     assert report.codes() == {"http1"}, report.findings
     assert len(report.probes) == 5
+
+
+async def test_a_page_that_is_not_a_stream_gets_content_type_and_cache_findings() -> None:
+    with trio.fail_after(20):
+        async with app_server(0.5) as port:
+            report = await diagnose(f"http://127.0.0.1:{port}/page", duration=DURATION)
+    assert report.codes() == {"http1", "content-type", "cache-control", "no-probes"}
+    assert [f.code for f in report.problems] == ["content-type", "cache-control"]

@@ -337,7 +337,7 @@ async def diagnose(
                     "proxy_set_header Last-Event-ID or a header allow-list)",
                 )
             )
-    if read.ended and not read.retry_seen:
+    if read.ended and not read.retry_seen and ctype.startswith("text/event-stream"):
         idle = (read.head_at or 0.0) if not read.chunks else read.chunks[-1]
         ended_after = max(read.chunks[-1] if read.chunks else 0.0, idle)
         add(
