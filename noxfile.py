@@ -49,7 +49,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Serve the demo dashboard on http://127.0.0.1:8000 (pass CLI options after ``--``)."""
-    session.install("-e", ".")
+    session.install("-e", ".[prometheus]")
     session.run("trio-sse", "demo", *session.posargs)
 
 
@@ -66,6 +66,14 @@ def typecheck(session: nox.Session) -> None:
     """Mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "trio_sse")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site into ``site/`` with mkdocs; any warning fails the build."""
+    session.install("-e", ".[docs]")
+    # Material prints a notice about its future on every build; only warnings matter here.
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -60,7 +60,7 @@ def test_load_app_errors(tmp_path: object) -> None:
     with pytest.raises(SystemExit, match="has no attribute 'missing'"):
         load_app("trio_sse.demo:missing")
     with pytest.raises(SystemExit, match=r"not a trio_sse\.App"):
-        load_app("trio_sse.demo:index")
+        load_app("trio_sse.demo:make_app")
     assert isinstance(load_app("trio_sse.demo:app"), App)
 
 
@@ -171,7 +171,7 @@ async def test_demo_page_and_stream() -> None:
             assert [(e.type, e.data) for e in again] == [(e.type, e.data) for e in events[2:4]]
             response, body, _ = await _get(port, "/stats")
             assert response.status_code == 200
-            assert set(json.loads(body)) == {"clock", "metrics"}
+            assert set(json.loads(body)) == {"clock", "metrics", "notifications", "bulk"}
             nursery.cancel_scope.cancel()
 
 

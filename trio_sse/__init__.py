@@ -30,6 +30,10 @@ from ._codec import MessageEvent as MessageEvent
 from ._config import Config as Config
 from ._cors import CORS as CORS
 from ._cors import cross_site_refusal as cross_site_refusal
+from ._doctor import Finding as Finding
+from ._doctor import Report as Report
+from ._doctor import diagnose as diagnose
+from ._doctor import diagnostics_stream as diagnostics_stream
 from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
 from ._errors import EventSourceConnectionError as EventSourceConnectionError
 from ._errors import EventSourceError as EventSourceError
@@ -53,6 +57,7 @@ from ._routes import health_endpoint as health_endpoint
 from ._routes import metrics_endpoint as metrics_endpoint
 from ._routes import publish_endpoint as publish_endpoint
 from ._routes import topic_stream as topic_stream
+from ._run import run as run
 from ._server import Server as Server
 from ._server import serve as serve
 from ._server import serve_listeners as serve_listeners
@@ -108,6 +113,7 @@ __all__ = [
     "EventSourceResponseError",
     "EventStream",
     "EventTooLargeError",
+    "Finding",
     "HTMLResponse",
     "HTTPException",
     "Headers",
@@ -122,6 +128,7 @@ __all__ = [
     "ReadyState",
     "RedisBackplane",
     "RemoteProtocolError",
+    "Report",
     "Request",
     "Response",
     "Route",
@@ -140,12 +147,15 @@ __all__ = [
     "broker_metrics_text",
     "cookie_value",
     "cross_site_refusal",
+    "diagnose",
+    "diagnostics_stream",
     "event_frame",
     "health_endpoint",
     "metrics_endpoint",
     "open_event_source",
     "publish_endpoint",
     "query_token",
+    "run",
     "secret_matches",
     "serve",
     "serve_listeners",

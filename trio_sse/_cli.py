@@ -26,6 +26,7 @@ import trio
 
 from ._app import App
 from ._config import Config
+from ._doctor import add_doctor_parser, doctor
 from ._listen import add_listen_parser, listen
 from ._server import serve, serve_listeners
 from ._version import __version__
@@ -256,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     for p in (p_serve, p_demo):
         _config_arguments(p)
     add_listen_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 
@@ -288,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "listen":
         raise SystemExit(listen(args))
+    if args.command == "doctor":
+        raise SystemExit(doctor(args))
     several = args.command == "serve" and (args.workers > 1 or args.listen_fds is not None)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

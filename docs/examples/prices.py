@@ -1,7 +1,7 @@
 """A price ticker: one publisher, any number of browsers, lossless resume.
 
-Run it with ``trio-sse serve docs.examples.prices:app`` from the repository
-root (or ``python docs/examples/prices.py``), then open
+Run it with ``python3 docs/examples/prices.py`` (or ``trio-sse serve
+docs.examples.prices:app``) from the repository root, then open
 http://127.0.0.1:8000/events/prices in a browser or with ``curl -N``.
 """
 
@@ -20,6 +20,7 @@ from trio_sse import (
     TopicOptions,
     bearer_token,
     publish_endpoint,
+    run,
     secret_matches,
     topic_stream,
 )
@@ -52,4 +53,5 @@ async def ticker() -> None:
 
 
 if __name__ == "__main__":
-    trio.run(__import__("trio_sse").serve, app, "127.0.0.1", 8000)
+    # Like `trio-sse serve`: Ctrl-C or SIGTERM ends every stream with `retry:`.
+    run(app, host="127.0.0.1", port=8000)

@@ -25,6 +25,7 @@ from trio_sse import (
     TopicOptions,
     health_endpoint,
     publish_endpoint,
+    run,
     topic_stream,
 )
 
@@ -51,3 +52,8 @@ def is_admin(request: Request, topic: str) -> bool:
 
 # Answers 503 with Retry-After while Redis is unreachable: nothing is published.
 app.add_route("/publish/{topic}", publish_endpoint(broker, authorize=is_admin), ["POST"])
+
+
+if __name__ == "__main__":
+    # One process; `trio-sse serve docs.examples.scaled:app --workers 2` runs two.
+    run(app, host="127.0.0.1", port=8001)
