@@ -256,9 +256,20 @@ class RedisServer:
         """SIGKILL the server (like ``kill -9``) and wait for it to exit."""
         if self._process is not None:
             with contextlib.suppress(OSError):
+                self._process.send_signal(signal.SIGCONT)  # in case it was frozen
                 self._process.kill()
             self._process.wait(STOP_DEADLINE)
         self._forget()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open but nothing answers."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGTERM the server; SIGKILL it if it has not exited within ``STOP_DEADLINE``."""

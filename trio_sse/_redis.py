@@ -145,7 +145,8 @@ class RedisBackplane:
             await in between: keep it below the topics' ``buffer_size`` so
             that a burst cannot overflow subscribers that keep up.
         read_block: seconds one ``XREAD BLOCK`` waits for entries; a read that
-            takes 5 s longer than this counts as a lost connection.
+            takes ``command_timeout`` longer than this counts as a lost
+            connection.
         stream_min_length: streams are never trimmed below this many entries,
             even for topics with a smaller ``history_size``, so that a reader
             that falls behind a burst still finds its entries. A reader that
@@ -155,6 +156,10 @@ class RedisBackplane:
         reconnect_delay: first delay (s) before reconnecting; doubles up to
             *reconnect_max_delay*, each delay jittered by ±50 %.
         reconnect_max_delay: the longest delay between reconnection attempts.
+        command_timeout: seconds one exchange with Redis (a pipeline, a page
+            of a replay, the checks after a reconnect) may take; a server
+            that stops answering without closing the connection (frozen,
+            partitioned) then counts as unreachable, like one that refuses.
         retry_after: the ``Retry-After`` (s) that
             :func:`~trio_sse.publish_endpoint` sends with a ``503`` while
             Redis is unreachable.
@@ -180,6 +185,7 @@ class RedisBackplane:
         stream_min_length: int = 10_000,
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
+        command_timeout: float = 5.0,
         retry_after: int = 1,
     ) -> None:
         try:
@@ -200,6 +206,7 @@ class RedisBackplane:
             ("read_block", read_block),
             ("reconnect_delay", reconnect_delay),
             ("reconnect_max_delay", reconnect_max_delay),
+            ("command_timeout", command_timeout),
         ):
             _check_positive(name, fvalue, integer=False)
         if stream_min_length < read_count:
@@ -219,6 +226,7 @@ class RedisBackplane:
         self.stream_min_length: Final = stream_min_length
         self.reconnect_delay: Final = reconnect_delay
         self.reconnect_max_delay: Final = reconnect_max_delay
+        self.command_timeout: Final = command_timeout
         self.retry_after: Final = retry_after
         # No retries inside coredis: a command that fails must reach us, so
         # that the reconnect check runs (a silently retried XREAD would read
@@ -230,7 +238,10 @@ class RedisBackplane:
         else:
             client = coredis.Redis.from_url(url, decode_responses=False, retry_policy=no_retry)
         self._link = Link(
-            client, reconnect_delay=reconnect_delay, reconnect_max_delay=reconnect_max_delay
+            client,
+            reconnect_delay=reconnect_delay,
+            reconnect_max_delay=reconnect_max_delay,
+            command_timeout=command_timeout,
         )
         self._writer = Writer(
             self._link,

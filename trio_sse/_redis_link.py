@@ -39,9 +39,23 @@ def connection_errors() -> tuple[type[BaseException], ...]:
 class Link:
     """One coredis client plus the connection state everyone agrees on."""
 
-    def __init__(self, client: Any, *, reconnect_delay: float, reconnect_max_delay: float) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        reconnect_delay: float,
+        reconnect_max_delay: float,
+        command_timeout: float,
+    ) -> None:
         self.client: Final = client
-        self.errors: Final = connection_errors()
+        # A server that stops answering without closing (frozen, partitioned)
+        # must look as unavailable as one that refuses: every exchange with it
+        # runs under `command_timeout`, and running out counts as a loss.
+        self.errors: Final[tuple[type[BaseException], ...]] = (
+            *connection_errors(),
+            trio.TooSlowError,
+        )
+        self.command_timeout: Final = command_timeout
         self.reconnect_delay: Final = reconnect_delay
         self.reconnect_max_delay: Final = reconnect_max_delay
         self.connected = False

@@ -218,7 +218,8 @@ class Reader:
             await link.up.wait()
             try:
                 limit = topic.options.history_size
-                return await self._read_range(watch, start[0], first, last, limit)
+                with trio.fail_after(link.command_timeout):
+                    return await self._read_range(watch, start[0], first, last, limit)
             except link.errors as exc:
                 link.lost(exc)
 
@@ -276,13 +277,15 @@ class Reader:
                 link.wake_watcher = trio.Event()
                 try:
                     if not link.connected:
-                        await link.connect()
-                        await self._recover(list(self.watches.values()))
+                        with trio.fail_after(link.command_timeout):
+                            await link.connect()
+                            await self._recover(list(self.watches.values()))
                         link.mark_up()
                         attempt = 0
                         logger.info("Redis backplane: connected")
                     if self._unready:
-                        await self._establish(readers)
+                        with trio.fail_after(link.command_timeout):
+                            await self._establish(readers)
                 except link.errors as exc:
                     link.lost(exc)
                     await link.backoff(attempt)
@@ -361,18 +364,17 @@ class Reader:
     async def _read(self, group: _Group) -> None:
         link = self.link
         block_ms = max(1, int(self.read_block * 1000))
-        read_errors: tuple[type[BaseException], ...] = (*link.errors, trio.TooSlowError)
         while True:
             await link.up.wait()
             streams = {w.key: w.last for w in group.watches}
             result = None
             with trio.CancelScope() as group.scope:
                 try:
-                    with trio.fail_after(self.read_block + 5):
+                    with trio.fail_after(self.read_block + link.command_timeout):
                         result = await link.client.xread(
                             streams, count=self.read_count, block=block_ms
                         )
-                except read_errors as exc:
+                except link.errors as exc:
                     link.lost(exc)
                     continue
             group.scope = None
@@ -383,7 +385,8 @@ class Reader:
                 continue
             generation = link.generation
             try:
-                await self._check_gaps(result, streams)
+                with trio.fail_after(link.command_timeout):
+                    await self._check_gaps(result, streams)
             except link.errors as exc:
                 link.lost(exc)
                 continue

@@ -125,7 +125,8 @@ class Writer:
                 batch = [outbox.popleft() for _ in range(min(len(outbox), self.max_batch))]
                 self._space.unpark_all()
                 try:
-                    await self._send(batch)
+                    with trio.fail_after(link.command_timeout):
+                        await self._send(batch)
                 except link.errors as exc:
                     error = BackplaneUnavailableError(
                         f"Redis backplane: connection lost while publishing ({exc}); "
