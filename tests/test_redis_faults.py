@@ -261,3 +261,25 @@ async def test_a_frozen_redis_is_unavailable_not_healthy(
         # subscriber sees exactly what the stream holds, once, in order.
         assert stream_ids(got) == stream_content(redis_server)
         assert [e.data for e in got] in (["before", "after"], ["before", "frozen", "after"])
+
+
+async def test_a_key_that_is_not_a_stream_fails_visibly_and_recovers(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    """Another program SETs a topic's key: publishes to it fail, nothing crashes."""
+    with trio.fail_after(20):
+        backplane, broker = await start_node(
+            nursery, redis_server.url, ["t", "u"], options=BIG, reconnect_max_delay=0.2
+        )
+        async with broker.subscribe("u") as sub:
+            redis_server.cli("DEL", "trio-sse:{t}")
+            redis_server.cli("SET", "trio-sse:{t}", "not a stream")
+            with pytest.raises(BackplaneUnavailableError, match=r"WRONGTYPE|wrong kind"):
+                await broker.publish("t", Event("refused"))
+            # The reader's XREAD over both keys is refused too: visible, not fatal.
+            await wait_connected(backplane, False)
+            assert "wrong kind" in (backplane.stats().last_error or "")
+            redis_server.cli("DEL", "trio-sse:{t}")
+            await wait_connected(backplane)
+            ok = await publish_retrying(broker, "u", Event("fine"))
+            assert await sub.receive() == ok

@@ -32,7 +32,15 @@ def connection_errors() -> tuple[type[BaseException], ...]:
 
     # OSError covers TimeoutError; cluster errors mean a node is unreachable
     # or the cluster is reconfiguring: both pass, like a lost connection.
-    return (errors.ConnectionError, errors.ClusterDownError, errors.ClusterError, OSError)
+    # READONLY: the node became a replica (failover): unavailable until we
+    # reach the new primary, like a lost connection.
+    return (
+        errors.ConnectionError,
+        errors.ClusterDownError,
+        errors.ClusterError,
+        errors.ReadOnlyError,
+        OSError,
+    )
 
 
 @final
@@ -56,6 +64,16 @@ class Link:
             trio.TooSlowError,
         )
         self.command_timeout: Final = command_timeout
+        # The reader also treats an error reply as an outage (say WRONGTYPE:
+        # another program wrote a non-stream value under a topic's key): one
+        # bad key must not crash the app; it shows as "not connected", with
+        # the reply in `last_error`, and reading resumes once it is fixed.
+        import coredis.exceptions
+
+        self.reader_errors: Final[tuple[type[BaseException], ...]] = (
+            *self.errors,
+            coredis.exceptions.ResponseError,
+        )
         self.reconnect_delay: Final = reconnect_delay
         self.reconnect_max_delay: Final = reconnect_max_delay
         self.connected = False

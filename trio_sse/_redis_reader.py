@@ -220,7 +220,7 @@ class Reader:
                 limit = topic.options.history_size
                 with trio.fail_after(link.command_timeout):
                     return await self._read_range(watch, start[0], first, last, limit)
-            except link.errors as exc:
+            except link.reader_errors as exc:
                 link.lost(exc)
 
     async def _read_range(
@@ -286,7 +286,7 @@ class Reader:
                     if self._unready:
                         with trio.fail_after(link.command_timeout):
                             await self._establish(readers)
-                except link.errors as exc:
+                except link.reader_errors as exc:
                     link.lost(exc)
                     await link.backoff(attempt)
                     attempt += 1
@@ -374,7 +374,7 @@ class Reader:
                         result = await link.client.xread(
                             streams, count=self.read_count, block=block_ms
                         )
-                except link.errors as exc:
+                except link.reader_errors as exc:
                     link.lost(exc)
                     continue
             group.scope = None
@@ -387,7 +387,7 @@ class Reader:
             try:
                 with trio.fail_after(link.command_timeout):
                     await self._check_gaps(result, streams)
-            except link.errors as exc:
+            except link.reader_errors as exc:
                 link.lost(exc)
                 continue
             await self._deliver(result, generation)

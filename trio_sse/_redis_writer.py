@@ -152,7 +152,10 @@ class Writer:
         tag_script = self.link.tag_script
         tagged: set[str] = set()
         requests = []
-        async with self.link.client.pipeline(transaction=False) as pipe:
+        # raise_on_error=False: a command Redis refuses (say WRONGTYPE, a key
+        # that is not a stream) fails its own event, not the whole batch or
+        # the writer task; each request raises its own error when awaited.
+        async with self.link.client.pipeline(transaction=False, raise_on_error=False) as pipe:
             for item in items:
                 topic = item.topic
                 name = topic.name
@@ -176,9 +179,21 @@ class Writer:
                         threshold=threshold,
                     )
                     requests.append((item, False, request))
+        import coredis.exceptions
+
         epochs: dict[str, str] = {}
         for item, is_tagged, request in requests:
-            reply: Any = await request
+            try:
+                reply: Any = await request
+            except coredis.exceptions.ResponseError as exc:
+                if isinstance(exc, self.link.errors):
+                    raise  # READONLY, CLUSTERDOWN...: the connection's problem
+                self._fail(item, BackplaneUnavailableError(f"Redis refused the event: {exc}"))
+                continue
+            if not is_tagged and item.topic.name not in epochs:
+                # Its topic's first (tagging) command failed: so does this one's meaning.
+                self._fail(item, BackplaneUnavailableError("Redis refused this topic's batch"))
+                continue
             if is_tagged:
                 epochs[item.topic.name] = parse_record(reply[0])[0]
                 stream_id = reply[1].decode()
