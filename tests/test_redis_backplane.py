@@ -351,3 +351,19 @@ async def test_a_forged_id_from_the_future_is_reset_after_a_bounded_wait(
         async with b.subscribe("t", f"{epoch}-99999999999999-0") as sub:
             assert (await sub.receive()).event == "reset"
         assert trio.current_time() - start < 2
+
+
+async def test_entries_over_max_entry_size_are_refused_and_skipped(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(10):
+        backplane, broker = await start_node(nursery, redis_server.url, max_entry_size=1000)
+        async with broker.subscribe("t") as sub:
+            with pytest.raises(ValueError, match="max_entry_size"):
+                await broker.publish("t", Event("x" * 1000))
+            with pytest.raises(ValueError, match="max_entry_size"):
+                broker.publish_nowait("t", Event("x" * 1000))
+            redis_server.cli("XADD", "trio-sse:{t}", "*", "data", "y" * 2000)
+            fits = await broker.publish("t", Event("x" * 900))
+            assert await sub.receive() == fits
+        assert backplane.stats().malformed == 1

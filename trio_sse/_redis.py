@@ -160,6 +160,10 @@ class RedisBackplane:
             of a replay, the checks after a reconnect) may take; a server
             that stops answering without closing the connection (frozen,
             partitioned) then counts as unreachable, like one that refuses.
+        max_entry_size: a stream entry whose fields add up to more bytes is
+            skipped (counted as ``malformed``): another producer must not make
+            every process push a huge event to every subscriber. Publishing
+            such an event here raises :class:`ValueError`.
         retry_after: the ``Retry-After`` (s) that
             :func:`~trio_sse.publish_endpoint` sends with a ``503`` while
             Redis is unreachable.
@@ -186,6 +190,7 @@ class RedisBackplane:
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
         command_timeout: float = 5.0,
+        max_entry_size: int = 1 << 20,
         retry_after: int = 1,
     ) -> None:
         try:
@@ -200,6 +205,7 @@ class RedisBackplane:
             ("read_count", read_count),
             ("stream_min_length", stream_min_length),
             ("retry_after", retry_after),
+            ("max_entry_size", max_entry_size),
         ):
             _check_positive(name, value, integer=True)
         for name, fvalue in (
@@ -227,6 +233,7 @@ class RedisBackplane:
         self.reconnect_delay: Final = reconnect_delay
         self.reconnect_max_delay: Final = reconnect_max_delay
         self.command_timeout: Final = command_timeout
+        self.max_entry_size: Final = max_entry_size
         self.retry_after: Final = retry_after
         # No retries inside coredis: a command that fails must reach us, so
         # that the reconnect check runs (a silently retried XREAD would read
@@ -250,6 +257,7 @@ class RedisBackplane:
             outbox_size=outbox_size,
             max_batch=max_batch,
             stream_min_length=stream_min_length,
+            max_entry_size=max_entry_size,
         )
         self._reader = Reader(
             self._link,
@@ -257,6 +265,7 @@ class RedisBackplane:
             cluster=cluster,
             read_count=read_count,
             read_block=read_block,
+            max_entry_size=max_entry_size,
         )
 
     def __repr__(self) -> str:

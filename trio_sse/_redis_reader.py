@@ -115,9 +115,17 @@ class Reader:
     """Delivers every topic of the attached brokers (see the theory of operation)."""
 
     def __init__(
-        self, link: Link, *, key_prefix: str, cluster: bool, read_count: int, read_block: float
+        self,
+        link: Link,
+        *,
+        key_prefix: str,
+        cluster: bool,
+        read_count: int,
+        read_block: float,
+        max_entry_size: int,
     ) -> None:
         self.link: Final = link
+        self.max_entry_size: Final = max_entry_size
         self.key_prefix: Final = key_prefix
         self.cluster: Final = cluster
         self.read_count: Final = read_count
@@ -249,7 +257,7 @@ class Reader:
             if not page:
                 return []
             cursor = page[0].identifier.decode()
-            event = event_from_entry(epoch, cursor, page[0].field_values)
+            event = event_from_entry(epoch, cursor, page[0].field_values, self.max_entry_size)
             if event is not None:
                 events.append(event)
         while True:
@@ -257,7 +265,9 @@ class Reader:
             if not page or page[0].identifier.decode() != cursor:
                 return None  # trimmed past the client's position
             for entry in page[1:]:
-                event = event_from_entry(epoch, entry.identifier.decode(), entry.field_values)
+                event = event_from_entry(
+                    epoch, entry.identifier.decode(), entry.field_values, self.max_entry_size
+                )
                 if event is not None:
                     events.append(event)
             if len(events) > limit:
@@ -463,7 +473,7 @@ class Reader:
                     self._restart(watch, tagged)
                 watch.last = stream_id
                 self.received += 1
-                event = event_from_entry(watch.epoch, stream_id, fields)
+                event = event_from_entry(watch.epoch, stream_id, fields, self.max_entry_size)
                 if event is None:
                     self.malformed += 1
                     logger.warning(

@@ -17,8 +17,9 @@ Fields, all optional but at least one must be there:
   batch; other producers must not set it.
 
 Unknown fields are ignored. An entry that cannot be an event (invalid UTF-8,
-a CR in ``event``, non-digits in ``retry``, no field at all) is skipped by
-every process alike, counted as ``malformed`` and logged.
+a CR in ``event``, non-digits in ``retry``, no field at all, more than
+``max_entry_size`` bytes) is skipped by every process alike, counted as
+``malformed`` and logged.
 
 Ids: the SSE id of an entry is ``f"{epoch}-{stream id}"``, e.g.
 ``3f9a0c1e-1732960000000-0``: the stream id one-to-one, behind the stream's
@@ -117,8 +118,17 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
 
-def event_from_entry(epoch: str, stream_id: str, fields: dict[bytes, bytes]) -> Event | None:
-    """The event of a stream entry, or None if the entry cannot be one."""
+def event_from_entry(
+    epoch: str, stream_id: str, fields: dict[bytes, bytes], max_size: int = 1 << 20
+) -> Event | None:
+    """The event of a stream entry, or None if the entry cannot be one.
+
+    An entry whose fields add up to more than *max_size* bytes is not one
+    either: a producer outside the app must not make every process push a
+    100 MB event to every subscriber.
+    """
+    if sum(len(key) + len(value) for key, value in fields.items()) > max_size:
+        return None
     try:
         data = _text(fields.get(b"data"))
         kind = _text(fields.get(b"event"))

@@ -57,8 +57,10 @@ class Writer:
         outbox_size: int,
         max_batch: int,
         stream_min_length: int,
+        max_entry_size: int,
     ) -> None:
         self.link: Final = link
+        self.max_entry_size: Final = max_entry_size
         self.key_prefix: Final = key_prefix
         self.cluster: Final = cluster
         self.outbox_size: Final = outbox_size
@@ -74,7 +76,7 @@ class Writer:
     def publish_nowait(self, topic: Topic, event: Event) -> Event:
         """Queue *event*; see :meth:`RedisBackplane.publish_nowait`."""
         topic._check_open()
-        fields = fields_for(event)
+        fields = self._fields(event)
         self.link.check_connected()
         if len(self.outbox) >= self.outbox_size:
             raise trio.WouldBlock
@@ -86,7 +88,7 @@ class Writer:
         """Queue *event* and wait for its id; see :meth:`RedisBackplane.publish`."""
         await trio.lowlevel.checkpoint_if_cancelled()
         topic._check_open()
-        fields = fields_for(event)
+        fields = self._fields(event)
         while True:
             self.link.check_connected()
             if len(self.outbox) < self.outbox_size:
@@ -101,6 +103,16 @@ class Writer:
             raise item.error
         assert item.result is not None
         return with_id(event, item.result)
+
+    def _fields(self, event: Event) -> list[str]:
+        fields = fields_for(event)
+        size = sum(len(field.encode("utf-8")) for field in fields)
+        if size > self.max_entry_size:
+            raise ValueError(
+                f"event of {size} bytes is over RedisBackplane max_entry_size "
+                f"({self.max_entry_size}): every reader would skip it"
+            )
+        return fields
 
     def _fail_all(self, reason: str) -> None:
         error = BackplaneUnavailableError(f"Redis backplane unavailable ({reason})")
