@@ -95,7 +95,7 @@ def _curl(command: str, port: int) -> str:
 def test_the_smallest_app_runs_as_shown(tmp_path: Path) -> None:
     section = "### The smallest app"
     [hello] = blocks(section, "python")
-    assert hello == (ROOT / "docs/examples/hello.py").read_text(encoding="utf-8")
+    assert hello == (ROOT / "examples/hello.py").read_text(encoding="utf-8")
     [run_it, curl] = blocks(section, "console")
     [shown] = blocks(section, "text")
     (tmp_path / "hello.py").write_text(hello.replace("port=8000", "port=0"))
@@ -125,8 +125,8 @@ def test_the_smallest_app_runs_as_shown(tmp_path: Path) -> None:
 
 def test_the_topics_example_runs_as_shown(tmp_path: Path) -> None:
     [prices] = blocks("### Topics: one publisher, many subscribers", "python")
-    assert prices == (ROOT / "docs/examples/prices.py").read_text(encoding="utf-8")
-    assert "with `python3 docs/examples/prices.py`" in README
+    assert prices == (ROOT / "examples/prices.py").read_text(encoding="utf-8")
+    assert "with `python3 examples/prices.py`" in README
     script = tmp_path / "prices.py"
     script.write_text(prices.replace("port=8000", "port=0"))
     proc, port = _serve([sys.executable, str(script)], ROOT)

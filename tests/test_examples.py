@@ -12,7 +12,7 @@ from trio_sse import open_event_source, serve
 
 
 async def test_prices_example_streams_resumes_and_guards_publishing() -> None:
-    from docs.examples import prices
+    from examples import prices
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -47,6 +47,6 @@ def test_readme_shows_the_example_and_its_codec_snippet_runs() -> None:
 
     root = Path(__file__).parent.parent
     readme = (root / "README.md").read_text()
-    assert (root / "docs/examples/prices.py").read_text() in readme
+    assert (root / "examples/prices.py").read_text() in readme
     snippet = readme.split("The codec stands alone too (sans-IO):\n\n```python\n")[1]
     exec(compile(snippet.split("```")[0], "README.md", "exec"), {})

@@ -68,7 +68,7 @@ def test_hypercorn_workers_share_topics_through_redis(redis_server: RedisServer)
     with (
         tempfile.TemporaryFile() as log,
         subprocess.Popen(
-            [*command, "--bind", f"127.0.0.1:{port}", "docs.examples.scaled:app"],
+            [*command, "--bind", f"127.0.0.1:{port}", "examples.scaled:app"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

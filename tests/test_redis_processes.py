@@ -1,6 +1,6 @@
 """Real server processes sharing topics through a real redis-server.
 
-Two ``trio-sse serve docs.examples.scaled:app`` processes on their own ports
+Two ``trio-sse serve examples.scaled:app`` processes on their own ports
 (what two hosts behind a load balancer without sticky sessions are): a
 browser-like client moves from one to the other with ``Last-Event-ID``.
 """
@@ -29,13 +29,13 @@ ADMIN = [("authorization", "Bearer admin-token")]
 
 @contextmanager
 def serving(redis_url: str, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``trio-sse serve docs.examples.scaled:app`` on a free port; killed at the end.
+    """``trio-sse serve examples.scaled:app`` on a free port; killed at the end.
 
     Its log goes to a file (a pipe nobody reads could fill up and stall it).
     """
     env = {**os.environ, "TRIO_SSE_REDIS_URL": redis_url}
     with tempfile.TemporaryFile() as log:
-        command = [sys.executable, "-m", "trio_sse", "serve", "docs.examples.scaled:app"]
+        command = [sys.executable, "-m", "trio_sse", "serve", "examples.scaled:app"]
         with subprocess.Popen(
             [*command, "--port", "0", *extra],
             cwd=ROOT,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from docs.examples.hello import app
+from examples.hello import app
 from trio_sse import run
 run(app, port={port})
 """

@@ -567,7 +567,7 @@ async def test_workers_share_topics_through_redis(
     env = {"TRIO_SSE_REDIS_URL": redis_server.url}
     args = ("--workers", "2", "--stream-end-retry-jitter", "2000")
     with trio.fail_after(GUARD):
-        async with start(tmp_path, *args, app="docs.examples.scaled:app", cwd=ROOT, env=env) as r:
+        async with start(tmp_path, *args, app="examples.scaled:app", cwd=ROOT, env=env) as r:
             a, b = [await r.worker_pid(i) for i in range(2)]
             for pid in (a, b):
                 await r.ready(pid)

@@ -4,8 +4,8 @@ Each process serves the same routes; a browser may connect to any of them,
 and reconnect to any other with ``Last-Event-ID``: ids are Redis stream ids,
 the same everywhere. Run two processes on one host::
 
-    TRIO_SSE_REDIS_URL=redis://127.0.0.1:6379 trio-sse serve docs.examples.scaled:app --port 8001
-    TRIO_SSE_REDIS_URL=redis://127.0.0.1:6379 trio-sse serve docs.examples.scaled:app --port 8002
+    TRIO_SSE_REDIS_URL=redis://127.0.0.1:6379 trio-sse serve examples.scaled:app --port 8001
+    TRIO_SSE_REDIS_URL=redis://127.0.0.1:6379 trio-sse serve examples.scaled:app --port 8002
 
 or one command with several workers sharing a port (``--workers 2``). Then
 ``curl -N localhost:8001/events/news`` and, from another shell,
@@ -55,5 +55,5 @@ app.add_route("/publish/{topic}", publish_endpoint(broker, authorize=is_admin), 
 
 
 if __name__ == "__main__":
-    # One process; `trio-sse serve docs.examples.scaled:app --workers 2` runs two.
+    # One process; `trio-sse serve examples.scaled:app --workers 2` runs two.
     run(app, host="127.0.0.1", port=8001)

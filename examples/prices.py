@@ -1,7 +1,7 @@
 """A price ticker: one publisher, any number of browsers, lossless resume.
 
-Run it with ``python3 docs/examples/prices.py`` (or ``trio-sse serve
-docs.examples.prices:app``) from the repository root, then open
+Run it with ``python3 examples/prices.py`` (or ``trio-sse serve
+examples.prices:app``) from the repository root, then open
 http://127.0.0.1:8000/events/prices in a browser or with ``curl -N``.
 """
 

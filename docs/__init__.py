@@ -1,1 +1,0 @@
-"""Documentation sources; ``docs.examples`` holds example apps run by the tests."""
