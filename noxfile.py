@@ -138,6 +138,17 @@ def bench(session: nox.Session) -> None:
         )
     except CommandFailed:
         session.warn("bench: npm install failed; the Express server will be skipped")
+    _build_loadgen(session)
+    invocation = " ".join(
+        ["python3 noxfile.py -s bench", *(["--", *session.posargs] if session.posargs else [])]
+    )
+    session.run(
+        "python", "benchmarks/bench_load.py", *session.posargs, env={"BENCH_INVOCATION": invocation}
+    )
+
+
+def _build_loadgen(session: nox.Session) -> None:
+    """Compile the C load generator into benchmarks/.build/loadgen."""
     build = HERE / "benchmarks" / ".build"
     build.mkdir(parents=True, exist_ok=True)
     session.run(
@@ -148,12 +159,6 @@ def bench(session: nox.Session) -> None:
         str(build / "loadgen"),
         str(HERE / "benchmarks" / "loadgen.c"),
         external=True,
-    )
-    invocation = " ".join(
-        ["python3 noxfile.py -s bench", *(["--", *session.posargs] if session.posargs else [])]
-    )
-    session.run(
-        "python", "benchmarks/bench_load.py", *session.posargs, env={"BENCH_INVOCATION": invocation}
     )
 
 
@@ -166,17 +171,7 @@ def bench_scale(session: nox.Session) -> None:
     """
     session.run("bash", str(HERE / ".ci" / "system-deps"), external=True)
     session.install("-e", ".[redis]")
-    build = HERE / "benchmarks" / ".build"
-    build.mkdir(parents=True, exist_ok=True)
-    session.run(
-        "cc",
-        "-O2",
-        "-Wall",
-        "-o",
-        str(build / "loadgen"),
-        str(HERE / "benchmarks" / "loadgen.c"),
-        external=True,
-    )
+    _build_loadgen(session)
     invocation = " ".join(
         [
             "python3 noxfile.py -s bench-scale",

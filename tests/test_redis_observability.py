@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import trio
 from backplanes import start_node, wait_connected
+from http_requests import request
 from redis_servers import RedisServer, free_port
-from test_redis_processes import open_stream, request, take
+from test_redis_processes import open_stream, take
 
 from trio_sse import Broker, Event, broker_metrics_text
 

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import httpx
 import trio
+from http_requests import request
 from redis_servers import RedisServer
 
 from trio_sse import Decoder, MessageEvent
@@ -59,20 +59,6 @@ def serving(redis_url: str, *extra: str) -> Iterator[tuple[subprocess.Popen[byte
             finally:
                 proc.kill()
                 proc.wait(timeout=10)
-
-
-async def request(
-    port: int,
-    target: str,
-    *,
-    method: str = "GET",
-    headers: list[tuple[str, str]] | None = None,
-    body: bytes = b"",
-) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=None) as client:
-        return await client.request(
-            method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body
-        )
 
 
 class Stream:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 from brokers import make_broker
+from http_requests import request
 
 from trio_sse import App, Config, Event, EventSource, MessageEvent, Request, open_event_source
 from trio_sse._broker import Broker
@@ -54,20 +55,6 @@ def open_stream(port: int, target: str, headers: list[tuple[str, str]] | None = 
 
 async def take(source: EventSource, n: int) -> list[MessageEvent]:
     return [await anext(source) for _ in range(n)]
-
-
-async def request(
-    port: int,
-    target: str,
-    *,
-    method: str = "GET",
-    headers: list[tuple[str, str]] | None = None,
-    body: bytes = b"",
-) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=None) as client:
-        return await client.request(
-            method, f"http://127.0.0.1:{port}{target}", headers=headers, content=body
-        )
 
 
 async def start(nursery: trio.Nursery, app: App, config: Config | None = None) -> int:
