@@ -46,6 +46,7 @@ import trio
 
 from ._config import Config
 from ._edge import json_depth_exceeds
+from ._errors import SSEError, unwrap_groups
 from ._event import Event
 from ._limits import REFUSAL_REASONS
 
@@ -129,8 +130,11 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._list!r})"
 
 
-class HTTPException(Exception):
+class HTTPException(SSEError):
     """Raise from a handler to answer with an HTTP error.
+
+    An :class:`~trio_sse.SSEError`, so that ``except SSEError`` catches every
+    error trio-sse defines.
 
     Args:
         status: the status code.
@@ -564,9 +568,9 @@ class App:
         config: Config | None = None,
         cors: CORS | None = None,
     ) -> None:
-        self.routes: list[Route] = []
+        self._routes: list[Route] = []
         self.cors = cors
-        self.websocket_routes: list[WebSocketRoute] = []
+        self._websocket_routes: list[WebSocketRoute] = []
         self.config = config if config is not None else Config()
         self.state = SimpleNamespace()
         #: Requests and connections refused by the edge limits, by reason
@@ -588,7 +592,7 @@ class App:
 
     def add_route(self, path: str, handler: Handler, methods: Iterable[str] = ("GET",)) -> None:
         """Register ``handler`` for ``methods`` on ``path``."""
-        self.routes.append(Route.build(path, methods, handler))
+        self._routes.append(Route.build(path, methods, handler))
 
     def get(self, path: str) -> Callable[[Handler], Handler]:
         """Decorator: a ``GET`` (and ``HEAD``) route."""
@@ -639,11 +643,11 @@ class App:
 
     def add_websocket_route(self, path: str, handler: WebSocketHandler) -> None:
         """Register a WebSocket ``handler(request, ws)`` on ``path``."""
-        self.websocket_routes.append(WebSocketRoute(path, handler, _compile_path(path)))
+        self._websocket_routes.append(WebSocketRoute(path, handler, _compile_path(path)))
 
-    def resolve_websocket(self, path: str) -> tuple[WebSocketRoute | None, dict[str, str]]:
+    def _resolve_websocket(self, path: str) -> tuple[WebSocketRoute | None, dict[str, str]]:
         """The WebSocket route for ``path`` and its path parameters, or ``(None, {})``."""
-        for route in self.websocket_routes:
+        for route in self._websocket_routes:
             m = route.pattern.match(path)
             if m is not None:
                 return route, m.groupdict()
@@ -662,7 +666,7 @@ class App:
 
     # -- serving ------------------------------------------------------------
 
-    def resolve(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+    def _resolve(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
         """Find the route for ``method`` and ``path``.
 
         Returns:
@@ -672,7 +676,7 @@ class App:
 
         """
         allowed: set[str] = set()
-        for route in self.routes:
+        for route in self._routes:
             m = route.pattern.match(path)
             if m is None:
                 continue
@@ -704,12 +708,13 @@ class App:
 
         Servers call this around serving; tests can call it directly.
         """
-        if self._lifespan is not None:
-            async with self._lifespan(self), _background_nursery(self._background):
-                yield
-        else:
-            async with _background_nursery(self._background):
-                yield
+        with unwrap_groups():
+            if self._lifespan is not None:
+                async with self._lifespan(self), _background_nursery(self._background):
+                    yield
+            else:
+                async with _background_nursery(self._background):
+                    yield
 
 
 @asynccontextmanager

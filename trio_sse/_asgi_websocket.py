@@ -34,7 +34,7 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
         return
     request = request_from_scope(app, scope)
     ws = _ASGIWebSocket(request, scope, receive, send, app.config)
-    route, params = app.resolve_websocket(request.path)
+    route, params = app._resolve_websocket(request.path)
     if route is None:
         await ws._reject(404, "not found", {})
         return

@@ -177,7 +177,7 @@ class Exchange(WriteClock):
         if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
             await self.respond(preflight, False)
             return
-        route, params, allowed = app.resolve(request.method, request.path)
+        route, params, allowed = app._resolve(request.method, request.path)
         if route is None:
             if allowed:
                 missing = PlainTextResponse(

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, final
 
 import h11
 import httpx
-import trio
+
+from ._sockets import map_io_errors
+from ._transport import PeerGone
 
 if TYPE_CHECKING:
     from .testing import _Connection, _MemoryListener
@@ -64,13 +66,14 @@ class MemoryTransport(httpx.AsyncBaseTransport):
         body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
         connection = _Connection(await self._listener.connect())
         try:
-            response = await connection.request(
-                request.method, request.url.raw_path.decode("ascii"), request.headers.raw, body
-            )
+            with map_io_errors:
+                response = await connection.request(
+                    request.method, request.url.raw_path.decode("ascii"), request.headers.raw, body
+                )
         except h11.RemoteProtocolError as exc:
             await connection.aclose()
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except PeerGone as exc:
             await connection.aclose()
             raise httpx.WriteError(str(exc), request=request) from exc
         except BaseException:

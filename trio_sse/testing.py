@@ -40,7 +40,10 @@ import trio.testing
 from ._app import App
 from ._codec import Decoder, MessageEvent
 from ._config import Config
+from ._errors import unwrap_groups
 from ._server import serve_listeners
+from ._sockets import map_io_errors
+from ._transport import PeerGone
 
 if TYPE_CHECKING:
     import httpx
@@ -120,8 +123,9 @@ class _Connection:
             if event is not h11.NEED_DATA:
                 return event
             try:
-                data = bytes(await self.stream.receive_some(_READ))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                with map_io_errors:
+                    data = bytes(await self.stream.receive_some(_READ))
+            except PeerGone:
                 data = b""
             self.conn.receive_data(data)
 
@@ -316,7 +320,9 @@ async def open_test_client(app: App, *, config: Config | None = None) -> AsyncIt
     is logged and answered as in production (a 500, or the end of a stream).
     """
     listener = _MemoryListener()
-    try:
+    # Nested nurseries (server, lifespan, background tasks) wrap an error
+    # once per level: give the one error, if there is one, as itself.
+    with unwrap_groups():
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_listeners, app, [listener], config=config))
             client = TestClient(app, listener)
@@ -325,22 +331,3 @@ async def open_test_client(app: App, *, config: Config | None = None) -> AsyncIt
             finally:
                 await client.aclose()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Nested nurseries (server, lifespan, background tasks) wrap an error
-        # once per level: give the one error, if there is one, as itself.
-        leaf = _only_error(group)
-        if leaf is None:
-            raise  # pragma: no cover - the block and the server both failed
-        raise leaf from None
-
-
-def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending and len(leaves) < 2:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 and not pending else None
