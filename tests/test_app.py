@@ -20,7 +20,8 @@ from trio_sse import (
     Response,
     StreamResponse,
 )
-from trio_sse._app import Route, to_response
+from trio_sse._app import Route
+from trio_sse._http import to_response
 
 
 def request(target: bytes = b"/", body: bytes = b"", **headers: str) -> Request:

@@ -5,20 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._app import App as App
-from ._app import EventStream as EventStream
-from ._app import Handler as Handler
-from ._app import HeaderList as HeaderList
-from ._app import Headers as Headers
-from ._app import HTMLResponse as HTMLResponse
-from ._app import HTTPException as HTTPException
-from ._app import JSONResponse as JSONResponse
-from ._app import Lifespan as Lifespan
-from ._app import PlainTextResponse as PlainTextResponse
-from ._app import Request as Request
-from ._app import Response as Response
-from ._app import StreamHandler as StreamHandler
-from ._app import StreamResponse as StreamResponse
-from ._app import WebSocketHandler as WebSocketHandler
 from ._auth import JWTAuth as JWTAuth
 from ._auth import bearer_token as bearer_token
 from ._auth import cookie_value as cookie_value
@@ -46,6 +32,20 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._http import EventStream as EventStream
+from ._http import Handler as Handler
+from ._http import HeaderList as HeaderList
+from ._http import Headers as Headers
+from ._http import HTMLResponse as HTMLResponse
+from ._http import HTTPException as HTTPException
+from ._http import JSONResponse as JSONResponse
+from ._http import Lifespan as Lifespan
+from ._http import PlainTextResponse as PlainTextResponse
+from ._http import Request as Request
+from ._http import Response as Response
+from ._http import StreamHandler as StreamHandler
+from ._http import StreamResponse as StreamResponse
+from ._http import WebSocketHandler as WebSocketHandler
 from ._limits import ClientLimits as ClientLimits
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector

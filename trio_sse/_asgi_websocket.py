@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._app import App, PlainTextResponse, Request
 from ._asgi_scope import Receive, Scope, Send, request_from_scope
 from ._config import Config
+from ._http import PlainTextResponse, Request
 from ._pacing import write_within
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
+
+if TYPE_CHECKING:
+    from ._app import App
 
 __all__ = ["serve_websocket"]
 

@@ -32,17 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import h11
 import trio
 
-from ._app import (
-    Headers,
-    HTTPException,
-    PlainTextResponse,
-    Request,
-    Response,
-    StreamResponse,
-    WebSocketRoute,
-)
+from ._app import WebSocketRoute
 from ._event import Event
 from ._exchange import Exchange
+from ._http import Headers, HTTPException, PlainTextResponse, Request, Response, StreamResponse
 from ._http11 import declared_length, head_error, response_bytes, stream_head, stream_tail
 from ._sockets import map_io_errors
 from ._transport import BodyTooLarge, PeerGone

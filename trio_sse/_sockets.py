@@ -21,8 +21,8 @@ from typing import Final, final
 
 import trio
 
-from ._app import status_phrase
 from ._config import Config
+from ._http import status_phrase
 from ._transport import PeerGone
 
 __all__ = [
