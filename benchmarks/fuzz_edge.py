@@ -5,7 +5,7 @@ Run with ``python3 noxfile.py -s fuzz`` (``-- --requests N --flood N``).
 
 *Fuzz*: mutated HTTP/1.1 requests (byte flips, cuts, duplications, inserted
 tokens such as ``Transfer-Encoding`` or a folded line) against a
-:class:`trio_sse.Server` over in-memory streams, 16 at a time. Checked for
+:class:`trio_sse._server.Server` over in-memory streams, 16 at a time. Checked for
 every input: the server task survives, the answer (if any) is a parseable
 status line and never ``500``, nothing is logged at ``ERROR`` (a traceback),
 and at the end no connection is left open.
@@ -36,10 +36,10 @@ from trio_sse import (
     Event,
     EventStream,
     Request,
-    Server,
     publish_endpoint,
     topic_stream,
 )
+from trio_sse._server import Server
 
 SEEDS = [
     b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",

@@ -11,7 +11,7 @@ parses what the server sends, every received byte is also kept in
 :attr:`Client.raw` for assertions on framing, and stream bodies are decoded
 with :class:`trio_sse.Decoder`.
 
-:func:`running` starts a :class:`trio_sse.Server` on some listeners and yields
+:func:`running` starts a :class:`trio_sse._server.Server` on some listeners and yields
 it (so a test can watch ``server.connections``); leaving the block shuts it
 down gracefully and waits for it.
 """
@@ -27,7 +27,8 @@ import h11
 import trio
 import trio.testing
 
-from trio_sse import App, Config, Decoder, MessageEvent, Server
+from trio_sse import App, Config, Decoder, MessageEvent
+from trio_sse._server import Server
 
 __all__ = ["Client", "MemoryListener", "Reply", "StreamBody", "running"]
 

@@ -18,10 +18,10 @@ from trio_sse import (
     PlainTextResponse,
     Request,
     Response,
-    Route,
     StreamResponse,
 )
-from trio_sse._app import to_response
+from trio_sse._app import Route
+from trio_sse._http import to_response
 
 
 def request(target: bytes = b"/", body: bytes = b"", **headers: str) -> Request:
@@ -87,18 +87,18 @@ def test_routes_path_parameters_and_resolution() -> None:
     app.add_route("/rooms/{room}", handler)
     app.add_route("/files/{rest:path}", handler, ("GET", "PUT"))
     app.add_route("/only-post", handler, ("post",))
-    route, params, allowed = app.resolve("GET", "/rooms/kitchen")
+    route, params, allowed = app._resolve("GET", "/rooms/kitchen")
     assert route is not None
     assert (params, allowed) == ({"room": "kitchen"}, [])
-    assert app.resolve("HEAD", "/rooms/kitchen")[0] is route  # HEAD comes with GET
-    assert app.resolve("GET", "/rooms/a/b") == (None, {}, [])  # {name} is one segment
-    route, params, _ = app.resolve("PUT", "/files/a/b/c.txt")
+    assert app._resolve("HEAD", "/rooms/kitchen")[0] is route  # HEAD comes with GET
+    assert app._resolve("GET", "/rooms/a/b") == (None, {}, [])  # {name} is one segment
+    route, params, _ = app._resolve("PUT", "/files/a/b/c.txt")
     assert route is not None
     assert params == {"rest": "a/b/c.txt"}
-    assert app.resolve("DELETE", "/files/x") == (None, {}, ["GET", "HEAD", "PUT"])
-    assert app.resolve("GET", "/only-post") == (None, {}, ["POST"])
-    assert app.resolve("GET", "/rooms/x.y")[1] == {"room": "x.y"}  # dots are not regex
-    assert app.resolve("GET", "/roomsXkitchen")[0] is None
+    assert app._resolve("DELETE", "/files/x") == (None, {}, ["GET", "HEAD", "PUT"])
+    assert app._resolve("GET", "/only-post") == (None, {}, ["POST"])
+    assert app._resolve("GET", "/rooms/x.y")[1] == {"room": "x.y"}  # dots are not regex
+    assert app._resolve("GET", "/roomsXkitchen")[0] is None
     with pytest.raises(ValueError, match="must start with '/'"):
         Route.build("rooms", ["GET"], handler)
 

@@ -144,8 +144,13 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}"):
+        with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}") as info:
             main(["demo", "--port", str(port)])
+    # One line naming the cause, not "Exceptions from Trio nursery".
+    message = str(info.value.code)
+    assert "in use" in message.lower(), message
+    assert "\n" not in message
+    assert "sub-exception" not in message
 
 
 async def test_demo_page_and_stream() -> None:

@@ -19,8 +19,8 @@ import trio.lowlevel
 import trio.testing
 
 from trio_sse import App, Config, Event, EventStream, HTTPException, Request, Response
-from trio_sse._app import Headers, StreamResponse
 from trio_sse._exchange import Exchange
+from trio_sse._http import Headers, StreamResponse
 from trio_sse._limits import ClientLimits
 from trio_sse._transport import BodyTooLarge
 

@@ -10,7 +10,7 @@ import h11
 import pytest
 
 from trio_sse import Config, Response
-from trio_sse._app import StreamResponse
+from trio_sse._http import StreamResponse
 from trio_sse._http11 import (
     LAST_CHUNK,
     declared_length,

@@ -18,7 +18,8 @@ import trio.testing
 from h11_client import running
 from servers import RunningServer
 
-from trio_sse import App, Config, Event, EventStream, Request, Server
+from trio_sse import App, Config, Event, EventStream, Request
+from trio_sse._server import Server
 
 
 def stream_app(config: Config) -> App:

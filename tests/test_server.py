@@ -1,6 +1,6 @@
 """The raw h11 server over in-memory streams: HTTP semantics, limits, malformed input.
 
-Each test drives a :class:`trio_sse.Server` with the h11 client of
+Each test drives a :class:`trio_sse._server.Server` with the h11 client of
 ``h11_client.py`` over :func:`trio.testing.memory_stream_pair` (or, to make a
 client that stops reading, :func:`trio.testing.lockstep_stream_pair`). Every
 test runs under a ``fail_after`` guard; the ones about time use the autojump
@@ -29,10 +29,10 @@ from trio_sse import (
     HTTPException,
     Request,
     Response,
-    Server,
     StreamResponse,
     serve_listeners,
 )
+from trio_sse._server import Server
 
 STREAM_HEADERS = [
     ("content-type", "text/event-stream; charset=utf-8"),

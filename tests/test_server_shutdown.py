@@ -1,7 +1,7 @@
 """Graceful shutdown and the lifespan of the raw server, on the autojump clock.
 
 Cancelling :func:`trio_sse.serve` (here: the scope around
-:meth:`trio_sse.Server.run`) must stop accepting, end every stream with the
+:meth:`trio_sse._server.Server.run`) must stop accepting, end every stream with the
 final ``retry:`` event and the terminating chunk, close idle keep-alive
 connections, let in-flight requests finish, and return within
 ``shutdown_grace_period`` whatever the clients do.
@@ -19,7 +19,8 @@ import trio
 import trio.testing
 from h11_client import Client, MemoryListener
 
-from trio_sse import App, Config, Event, EventStream, Request, Server, StreamResponse
+from trio_sse import App, Config, Event, EventStream, Request, StreamResponse
+from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)

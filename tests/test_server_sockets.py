@@ -19,7 +19,8 @@ import trio
 import trio.testing
 from h11_client import Client
 
-from trio_sse import App, Config, Event, EventStream, Request, Server, serve
+from trio_sse import App, Config, Event, EventStream, Request, serve
+from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)

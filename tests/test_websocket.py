@@ -36,10 +36,10 @@ from trio_sse import (
     TopicOptions,
     WebSocket,
     WebSocketClosed,
-    event_frame,
     topic_stream,
     topic_websocket,
 )
+from trio_sse._websocket import event_frame
 
 ServeApp = Callable[[App], Awaitable[RunningServer]]
 

@@ -5,17 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._app import App as App
-from ._app import EventStream as EventStream
-from ._app import Headers as Headers
-from ._app import HTMLResponse as HTMLResponse
-from ._app import HTTPException as HTTPException
-from ._app import JSONResponse as JSONResponse
-from ._app import PlainTextResponse as PlainTextResponse
-from ._app import Request as Request
-from ._app import Response as Response
-from ._app import Route as Route
-from ._app import StreamResponse as StreamResponse
-from ._app import WebSocketRoute as WebSocketRoute
 from ._auth import JWTAuth as JWTAuth
 from ._auth import bearer_token as bearer_token
 from ._auth import cookie_value as cookie_value
@@ -23,6 +12,7 @@ from ._auth import query_token as query_token
 from ._auth import secret_matches as secret_matches
 from ._backplane import Backplane as Backplane
 from ._backplane import LocalBackplane as LocalBackplane
+from ._backplane import RemoteHistory as RemoteHistory
 from ._broker import Broker as Broker
 from ._codec import DEFAULT_MAX_EVENT_SIZE as DEFAULT_MAX_EVENT_SIZE
 from ._codec import Decoder as Decoder
@@ -35,49 +25,76 @@ from ._doctor import Report as Report
 from ._doctor import diagnose as diagnose
 from ._doctor import diagnostics_stream as diagnostics_stream
 from ._errors import BackplaneUnavailableError as BackplaneUnavailableError
+from ._errors import EventFieldTypeError as EventFieldTypeError
 from ._errors import EventSourceConnectionError as EventSourceConnectionError
 from ._errors import EventSourceError as EventSourceError
 from ._errors import EventSourceResponseError as EventSourceResponseError
 from ._errors import EventTooLargeError as EventTooLargeError
+from ._errors import InvalidEventError as InvalidEventError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SSEError as SSEError
 from ._event import Event as Event
+from ._http import EventStream as EventStream
+from ._http import Handler as Handler
+from ._http import HeaderList as HeaderList
+from ._http import Headers as Headers
+from ._http import HTMLResponse as HTMLResponse
+from ._http import HTTPException as HTTPException
+from ._http import JSONResponse as JSONResponse
+from ._http import Lifespan as Lifespan
+from ._http import PlainTextResponse as PlainTextResponse
+from ._http import Request as Request
+from ._http import Response as Response
+from ._http import StreamHandler as StreamHandler
+from ._http import StreamResponse as StreamResponse
+from ._http import WebSocketHandler as WebSocketHandler
 from ._limits import ClientLimits as ClientLimits
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
+from ._options import EndReason as EndReason
 from ._options import OverflowPolicy as OverflowPolicy
+from ._options import PolicyName as PolicyName
 from ._options import TopicOptions as TopicOptions
 from ._options import TopicStats as TopicStats
 from ._redis import BackplaneStats as BackplaneStats
 from ._redis import RedisBackplane as RedisBackplane
+from ._routes import Authorize as Authorize
+from ._routes import PublishAuthorize as PublishAuthorize
+from ._routes import TopicSelector as TopicSelector
 from ._routes import health_endpoint as health_endpoint
 from ._routes import metrics_endpoint as metrics_endpoint
 from ._routes import publish_endpoint as publish_endpoint
 from ._routes import topic_stream as topic_stream
 from ._run import run as run
-from ._server import Server as Server
 from ._server import serve as serve
 from ._server import serve_listeners as serve_listeners
 from ._subscription import Subscription as Subscription
 from ._topic import Topic as Topic
 from ._version import __version__ as __version__
 from ._websocket import CLOSE_EVICTED as CLOSE_EVICTED
+from ._websocket import CLOSE_GOING_AWAY as CLOSE_GOING_AWAY
+from ._websocket import CLOSE_INTERNAL_ERROR as CLOSE_INTERNAL_ERROR
+from ._websocket import CLOSE_NORMAL as CLOSE_NORMAL
+from ._websocket import CLOSE_POLICY_VIOLATION as CLOSE_POLICY_VIOLATION
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketClosed as WebSocketClosed
-from ._websocket import event_frame as event_frame
 from ._websocket import topic_websocket as topic_websocket
 
 if TYPE_CHECKING:
     from ._client import EventSource as EventSource
+    from ._client import OnOpen as OnOpen
+    from ._client import OnReconnect as OnReconnect
     from ._client import ReadyState as ReadyState
     from ._client import open_event_source as open_event_source
 
 #: Names of the client (``trio-sse[client]``), imported on first use so that
 #: the server side does not need httpx.
-_CLIENT_NAMES = frozenset({"EventSource", "ReadyState", "open_event_source"})
+_CLIENT_NAMES = frozenset(
+    {"EventSource", "OnOpen", "OnReconnect", "ReadyState", "open_event_source"}
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -94,10 +111,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CLOSE_EVICTED",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
     "CORS",
     "DEFAULT_MAX_EVENT_SIZE",
     "METRICS_CONTENT_TYPE",
     "App",
+    "Authorize",
     "Backplane",
     "BackplaneStats",
     "BackplaneUnavailableError",
@@ -106,7 +128,9 @@ __all__ = [
     "ClientLimits",
     "Config",
     "Decoder",
+    "EndReason",
     "Event",
+    "EventFieldTypeError",
     "EventSource",
     "EventSourceConnectionError",
     "EventSourceError",
@@ -116,32 +140,41 @@ __all__ = [
     "Finding",
     "HTMLResponse",
     "HTTPException",
+    "Handler",
+    "HeaderList",
     "Headers",
+    "InvalidEventError",
     "JSONResponse",
     "JWTAuth",
+    "Lifespan",
     "LocalBackplane",
     "LocalProtocolError",
     "MessageEvent",
+    "OnOpen",
+    "OnReconnect",
     "OverflowPolicy",
     "PlainTextResponse",
+    "PolicyName",
     "ProtocolError",
+    "PublishAuthorize",
     "ReadyState",
     "RedisBackplane",
+    "RemoteHistory",
     "RemoteProtocolError",
     "Report",
     "Request",
     "Response",
-    "Route",
     "SSEError",
-    "Server",
+    "StreamHandler",
     "StreamResponse",
     "Subscription",
     "Topic",
     "TopicOptions",
+    "TopicSelector",
     "TopicStats",
     "WebSocket",
     "WebSocketClosed",
-    "WebSocketRoute",
+    "WebSocketHandler",
     "__version__",
     "bearer_token",
     "broker_metrics_text",
@@ -149,7 +182,6 @@ __all__ = [
     "cross_site_refusal",
     "diagnose",
     "diagnostics_stream",
-    "event_frame",
     "health_endpoint",
     "metrics_endpoint",
     "open_event_source",

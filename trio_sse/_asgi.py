@@ -52,16 +52,10 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 
-from ._app import (
-    App,
-    PlainTextResponse,
-    Response,
-    StreamResponse,
-)
 from ._asgi_scope import Message as Message
 from ._asgi_scope import Receive as Receive
 from ._asgi_scope import Scope as Scope
@@ -71,8 +65,12 @@ from ._asgi_websocket import serve_websocket
 from ._edge import request_head_error
 from ._event import Event
 from ._exchange import Exchange
+from ._http import PlainTextResponse, Response, StreamResponse
 from ._limits import ClientLimits
 from ._transport import BodyTooLarge, PeerGone
+
+if TYPE_CHECKING:
+    from ._app import App
 
 __all__ = ["Message", "Receive", "Scope", "Send", "serve_asgi"]
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._app import App, BodyReader, Headers, Request, _no_body
+from ._http import BodyReader, Headers, Request, _no_body
+
+if TYPE_CHECKING:
+    from ._app import App
 
 __all__ = ["Message", "Receive", "Scope", "Send", "request_from_scope"]
 

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._app import App, PlainTextResponse, Request
 from ._asgi_scope import Receive, Scope, Send, request_from_scope
 from ._config import Config
+from ._http import PlainTextResponse, Request
 from ._pacing import write_within
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
+
+if TYPE_CHECKING:
+    from ._app import App
 
 __all__ = ["serve_websocket"]
 
@@ -34,7 +37,7 @@ async def serve_websocket(app: App, scope: Scope, receive: Receive, send: Send) 
         return
     request = request_from_scope(app, scope)
     ws = _ASGIWebSocket(request, scope, receive, send, app.config)
-    route, params = app.resolve_websocket(request.path)
+    route, params = app._resolve_websocket(request.path)
     if route is None:
         await ws._reject(404, "not found", {})
         return

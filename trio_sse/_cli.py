@@ -27,6 +27,7 @@ import trio
 from ._app import App
 from ._config import Config
 from ._doctor import add_doctor_parser, doctor
+from ._errors import unwrap_groups
 from ._listen import add_listen_parser, listen
 from ._server import serve, serve_listeners
 from ._version import __version__
@@ -321,9 +322,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if supervisor.failure is not None:
                 raise SystemExit(supervisor.failure)
         else:
-            trio.run(run, app, args.host, args.port, config)
-    except* OSError as group:
-        exc = group.exceptions[0]
+            with unwrap_groups():
+                trio.run(run, app, args.host, args.port, config)
+    except OSError as exc:
         raise SystemExit(f"trio-sse: cannot serve on {args.host}:{args.port}: {exc}") from None
 
 

@@ -17,7 +17,7 @@ import trio
 from ._codec import DEFAULT_MAX_EVENT_SIZE
 from ._event_source import EventSource, OnOpen, OnReconnect, ReadyState
 
-__all__ = ["EventSource", "ReadyState", "open_event_source"]
+__all__ = ["EventSource", "OnOpen", "OnReconnect", "ReadyState", "open_event_source"]
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
-    from ._app import Request, Response
+    from ._http import Request, Response
 
 __all__ = ["CORS", "SIMPLE_CONTENT_TYPES", "cross_site_refusal"]
 
@@ -98,7 +98,7 @@ class CORS:
 
     def preflight(self, request: Request) -> Response | None:
         """The answer to a preflight request, or ``None`` if ``request`` is not one."""
-        from ._app import PlainTextResponse, Response
+        from ._http import PlainTextResponse, Response
 
         origin = request.headers.get("origin")
         method = request.headers.get("access-control-request-method")

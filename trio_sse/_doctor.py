@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from ._app import EventStream, Request, StreamHandler
 from ._codec import Decoder
 from ._event import Event
+from ._http import EventStream, Request, StreamHandler
 
 __all__ = ["PROBE_EVENT", "Finding", "Report", "diagnose", "diagnostics_stream"]
 

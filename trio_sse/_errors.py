@@ -6,20 +6,40 @@ Theory of operation: every error the library raises on purpose derives from
 invalid event) and :class:`RemoteProtocolError` (the peer sent bytes we cannot
 accept). Each carries an ``error_status_hint``: the HTTP status a server should
 answer with when the error reaches the edge.
+
+:class:`InvalidEventError` and :class:`EventFieldTypeError` (raised by
+:class:`~trio_sse.Event`) are local protocol errors that are *also*
+:class:`ValueError` / :class:`TypeError`, so code written against the builtin
+errors keeps working.
+
+Exception groups stop here too: a nursery wraps each error it propagates, once
+per level, so a public function or context manager that runs tasks leaves
+through :func:`unwrap_groups`, which raises the one error of a group as itself
+(trio-websocket's ``open_websocket`` does the same).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = [
     "BackplaneUnavailableError",
+    "EventFieldTypeError",
     "EventSourceConnectionError",
     "EventSourceError",
     "EventSourceResponseError",
     "EventTooLargeError",
+    "InvalidEventError",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
     "SSEError",
+    "single_error",
+    "unwrap_groups",
 ]
 
 
@@ -52,6 +72,28 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow."""
+
+
+class InvalidEventError(LocalProtocolError, ValueError):
+    """An :class:`~trio_sse.Event` field has a value the event stream cannot carry.
+
+    For example a line break in ``event`` or ``id`` (it would inject fields),
+    NUL in ``id``, or a negative ``retry``. The message names the field. Also a
+    :class:`ValueError`, as it was before this class existed.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, error_status_hint=500)
+
+
+class EventFieldTypeError(LocalProtocolError, TypeError):
+    """An :class:`~trio_sse.Event` field has the wrong type (e.g. ``data=3``).
+
+    Also a :class:`TypeError`, as it was before this class existed.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, error_status_hint=500)
 
 
 class EventTooLargeError(RemoteProtocolError):
@@ -134,3 +176,38 @@ class EventSourceConnectionError(EventSourceError):
     request that is not idempotent (``POST``) broke after it was sent and
     ``reconnect=True`` was not given. The underlying error is ``__cause__``.
     """
+
+
+# Shown as trio_sse.InvalidEventError in tracebacks, where users import them.
+InvalidEventError.__module__ = "trio_sse"
+EventFieldTypeError.__module__ = "trio_sse"
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one leaf error of a (nested) exception group, or ``None`` if several."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending and len(leaves) < 2:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 and not pending else None
+
+
+@contextmanager
+def unwrap_groups() -> Iterator[None]:
+    """Raise the one error of an exception group leaving the block as itself.
+
+    A group of several errors (say, the block and a task both failed) is
+    re-raised whole: dropping one would hide it. The leaf keeps its own
+    ``__cause__``; the group is not shown as its context.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = single_error(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__

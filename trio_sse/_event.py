@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn, final
 
+from ._errors import EventFieldTypeError, InvalidEventError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -59,9 +61,11 @@ class Event:
             through proxies. Newlines produce several comment lines.
 
     Raises:
-        ValueError: ``event`` or ``id`` contains CR or LF, ``id`` contains NUL,
-            or ``retry`` is negative (the message names the field).
-        TypeError: a field has the wrong type.
+        InvalidEventError: ``event`` or ``id`` contains CR or LF, ``id``
+            contains NUL, or ``retry`` is negative (the message names the
+            field). A :class:`ValueError` too.
+        EventFieldTypeError: a field has the wrong type. A :class:`TypeError`
+            too.
 
     Example::
 
@@ -137,18 +141,18 @@ class Event:
             if "\n" in id or "\r" in id:
                 _reject_line_break("id", id)
             if "\0" in id:
-                raise ValueError(
+                raise InvalidEventError(
                     "Event id must not contain NUL (U+0000): browsers ignore such "
                     "an id, so the client could never resume from it"
                 )
             head = f"{head}id: {id}\n"
         if retry is not None:
             if type(retry) is not int:
-                raise TypeError(
+                raise EventFieldTypeError(
                     f"Event retry must be an int (milliseconds), got {type(retry).__name__}"
                 )
             if retry < 0:
-                raise ValueError(
+                raise InvalidEventError(
                     f"Event retry must be a non-negative number of milliseconds, got {retry}"
                 )
             head = f"{head}retry: {retry}\n"
@@ -219,12 +223,12 @@ def _as_str(name: str, value: object) -> str:
     # A str subclass (e.g. a StrEnum member) is encoded as its str value:
     # its own __str__ or __format__ could return text we did not check.
     if not isinstance(value, str):
-        raise TypeError(f"Event {name} must be a str, got {type(value).__name__}")
+        raise EventFieldTypeError(f"Event {name} must be a str, got {type(value).__name__}")
     return str.__str__(value)
 
 
 def _reject_line_break(name: str, value: str) -> NoReturn:
-    raise ValueError(
+    raise InvalidEventError(
         f"Event {name} must not contain CR or LF (got {value!r}): a line "
         f"break would end the {name} field and start another one"
     )

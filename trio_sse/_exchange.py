@@ -44,12 +44,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._app import (
-    App,
+from ._config import Config
+from ._cors import add_cors_headers
+from ._event import Event
+from ._http import (
     EventStream,
     HTTPException,
     PlainTextResponse,
@@ -58,12 +60,12 @@ from ._app import (
     StreamResponse,
     to_response,
 )
-from ._config import Config
-from ._cors import add_cors_headers
-from ._event import Event
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
+
+if TYPE_CHECKING:
+    from ._app import App
 
 __all__ = ["Exchange"]
 
@@ -177,7 +179,7 @@ class Exchange(WriteClock):
         if app.cors is not None and (preflight := app.cors.preflight(request)) is not None:
             await self.respond(preflight, False)
             return
-        route, params, allowed = app.resolve(request.method, request.path)
+        route, params, allowed = app._resolve(request.method, request.path)
         if route is None:
             if allowed:
                 missing = PlainTextResponse(

@@ -20,9 +20,9 @@ from typing import Final
 
 import h11
 
-from ._app import Response, StreamResponse, status_phrase
 from ._config import Config
 from ._edge import request_head_error
+from ._http import Response, StreamResponse, status_phrase
 
 __all__ = [
     "LAST_CHUNK",

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from ._errors import unwrap_groups
 from ._event import Event
 from ._redis_link import Link
 from ._redis_reader import Reader
@@ -370,10 +371,11 @@ class RedisBackplane:
             # The client's context only sets up its pool; it connects lazily,
             # so entering it works while Redis is down. Every command's
             # connection error is handled by the task that sent it.
-            async with link.client, trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer.run)
-                nursery.start_soon(self._reader.run)
-                task_status.started()
+            with unwrap_groups():
+                async with link.client, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer.run)
+                    nursery.start_soon(self._reader.run)
+                    task_status.started()
         finally:
             link.running = False
             link.set_down("stopped")

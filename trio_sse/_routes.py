@@ -21,12 +21,12 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
-from ._app import EventStream, Handler, HTTPException, Request, Response, StreamResponse
 from ._broker import Broker
 from ._config import Config
 from ._cors import cross_site_refusal
 from ._errors import BackplaneUnavailableError
 from ._event import Event
+from ._http import EventStream, Handler, HTTPException, Request, Response, StreamResponse
 from ._topic import Topic
 
 __all__ = ["health_endpoint", "metrics_endpoint", "publish_endpoint", "topic_stream"]

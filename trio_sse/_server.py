@@ -41,6 +41,7 @@ and a write first tries the socket directly (``os.write``); see
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Sequence
@@ -51,15 +52,18 @@ import trio
 from ._app import App
 from ._config import Config
 from ._connection import _Connection, linger
+from ._errors import unwrap_groups
 from ._event import Event
 from ._limits import ClientLimits
 from ._sockets import (
     check_descriptor_limit,
+    map_io_errors,
     peer_address,
     refusal_bytes,
     refuse_now,
     set_keepalive,
 )
+from ._transport import PeerGone
 
 __all__ = ["Server", "serve", "serve_listeners"]
 
@@ -115,7 +119,15 @@ async def serve_listeners(
     tests). The listeners are closed when the server stops.
     """
     server = Server(app, config if config is not None else app.config)
-    await server.run(listeners, task_status=task_status)
+    # The server's nested nurseries wrap an error once per level; the caller
+    # gets the one error (e.g. from the lifespan) as itself.
+    try:
+        with unwrap_groups():
+            await server.run(listeners, task_status=task_status)
+    finally:
+        # Also when the lifespan failed before any of them was served.
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
 
 
 @final
@@ -263,11 +275,10 @@ class Server:
 
     async def _send_refusal(self, stream: trio.abc.Stream, data: bytes) -> None:
         try:
-            with trio.move_on_after(self.config.close_linger):
-                await stream.send_all(data)
+            with trio.move_on_after(self.config.close_linger), contextlib.suppress(PeerGone):
+                with map_io_errors:
+                    await stream.send_all(data)
                 await linger(stream, self.config.read_size)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
         finally:
             self._rejecting -= 1
             await trio.aclose_forcefully(stream)

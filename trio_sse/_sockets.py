@@ -16,15 +16,18 @@ import logging
 import os
 import resource
 import socket
-from typing import Final
+from types import TracebackType
+from typing import Final, final
 
 import trio
 
-from ._app import status_phrase
 from ._config import Config
+from ._http import status_phrase
+from ._transport import PeerGone
 
 __all__ = [
     "check_descriptor_limit",
+    "map_io_errors",
     "peer_address",
     "refusal_bytes",
     "refuse_now",
@@ -32,6 +35,42 @@ __all__ = [
 ]
 
 limits_logger = logging.getLogger("trio_sse.limits")
+
+
+@final
+class _MapIOErrors:
+    """Turn the errors of a vanished peer into :class:`PeerGone`, in one place.
+
+    trio reports a reset or closed socket as :class:`trio.BrokenResourceError`
+    (or :class:`OSError` from ``os.write``) and a stream already closed by this
+    side as :class:`trio.ClosedResourceError`; above the socket all of them
+    mean the same thing, the peer cannot be written to or read from any more.
+    Every read and write of the raw server and of the test client goes through
+    ``with map_io_errors:`` (httpcore's ``map_exceptions``). A class, not a
+    generator, because the direct-write path enters it once per event.
+    :class:`BlockingIOError` is not an error of the peer: it passes through,
+    for the non-blocking writer to catch.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, BlockingIOError):
+            return
+        if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
+            raise PeerGone(str(exc) or type(exc).__name__) from exc
+
+
+#: The context manager mapping I/O errors to :class:`PeerGone` (see above).
+map_io_errors: Final = _MapIOErrors()
 
 _REFUSALS: Final = {
     503: b"server at its connection limit; retry later\n",

@@ -1,4 +1,4 @@
-"""An httpx transport onto :mod:`trio_sse.testing`'s in-memory connections.
+"""An httpx transport onto the test kit's in-memory connections (``_memory_wire.py``).
 
 Kept apart from ``testing.py`` so that the test kit's own helpers work
 without httpx. Each request gets a new in-memory connection (no keep-alive:
@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, final
 
 import h11
 import httpx
-import trio
+
+from ._memory_wire import _Connection
+from ._sockets import map_io_errors
+from ._transport import PeerGone
 
 if TYPE_CHECKING:
-    from .testing import _Connection, _MemoryListener
+    from ._memory_wire import _MemoryListener
 
 __all__ = ["MemoryTransport"]
 
@@ -59,18 +62,17 @@ class MemoryTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; return the response with its body still to read."""
-        from .testing import _Connection
-
         body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
         connection = _Connection(await self._listener.connect())
         try:
-            response = await connection.request(
-                request.method, request.url.raw_path.decode("ascii"), request.headers.raw, body
-            )
+            with map_io_errors:
+                response = await connection.request(
+                    request.method, request.url.raw_path.decode("ascii"), request.headers.raw, body
+                )
         except h11.RemoteProtocolError as exc:
             await connection.aclose()
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except PeerGone as exc:
             await connection.aclose()
             raise httpx.WriteError(str(exc), request=request) from exc
         except BaseException:

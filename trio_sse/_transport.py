@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from ._app import Response, StreamResponse
     from ._event import Event
+    from ._http import Response, StreamResponse
 
 __all__ = ["BodyTooLarge", "PeerGone", "Transport", "check_response"]
 

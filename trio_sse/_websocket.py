@@ -54,10 +54,10 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ._app import HTTPException, Request, WebSocketHandler
 from ._broker import Broker
 from ._errors import SSEError
 from ._event import Event
+from ._http import HTTPException, Request, WebSocketHandler
 from ._subscription import Subscription
 
 if TYPE_CHECKING:

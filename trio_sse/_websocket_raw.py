@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
-from ._app import Request, WebSocketRoute
+from ._app import WebSocketRoute
 from ._config import Config
+from ._http import Request
 from ._pacing import WriteClock, write_within
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 

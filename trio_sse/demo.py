@@ -42,11 +42,12 @@ from typing import Any, Final, final
 
 import trio
 
-from ._app import App, EventStream, HTMLResponse, HTTPException, Request, StreamResponse
+from ._app import App
 from ._auth import bearer_token, secret_matches
 from ._broker import Broker
 from ._config import Config
 from ._event import Event
+from ._http import EventStream, HTMLResponse, HTTPException, Request, StreamResponse
 from ._options import TopicOptions
 from ._routes import metrics_endpoint, publish_endpoint, topic_stream
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, final
 
 import h11
 import trio
@@ -40,93 +40,14 @@ import trio.testing
 from ._app import App
 from ._codec import Decoder, MessageEvent
 from ._config import Config
+from ._errors import unwrap_groups
+from ._memory_wire import _Connection, _MemoryListener
 from ._server import serve_listeners
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["TestClient", "TestStream", "open_test_client"]
-
-_READ: Final = 65536
-
-
-class _MemoryListener(trio.abc.Listener[trio.abc.Stream]):
-    # connect() hands the server half of a new stream pair to accept().
-
-    def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](0)
-
-    async def connect(self, *, unbuffered: bool = False) -> trio.abc.Stream:
-        pair = trio.testing.lockstep_stream_pair if unbuffered else trio.testing.memory_stream_pair
-        client, server = pair()
-        await self._send.send(server)
-        return client
-
-    async def accept(self) -> trio.abc.Stream:
-        return await self._receive.receive()
-
-    async def aclose(self) -> None:
-        await self._receive.aclose()
-
-
-class _Connection:
-    # One HTTP/1.1 exchange on an in-memory stream, with h11.
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.conn = h11.Connection(h11.CLIENT)
-        self.finished = False  # the body ended, one way or another
-        self.complete = False  # the body ended with its terminator
-
-    async def request(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> h11.Response:
-        if not any(name.lower() == b"host" for name, _ in headers):
-            headers = [(b"host", b"testserver"), *headers]
-        headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
-        if body or method not in ("GET", "HEAD"):
-            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-        data = self.conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
-        if body:
-            data += self.conn.send(h11.Data(data=body)) or b""
-        data += self.conn.send(h11.EndOfMessage()) or b""
-        await self.stream.send_all(data)
-        while True:
-            event = await self._next()
-            if isinstance(event, h11.Response):
-                return event
-            if not isinstance(event, h11.InformationalResponse):
-                raise h11.RemoteProtocolError(f"connection closed before a response ({event!r})")
-
-    async def receive(self) -> bytes:
-        """The next piece of the body; ``b""`` at its end (or when the connection broke)."""
-        while not self.finished:
-            try:
-                event = await self._next()
-            except h11.RemoteProtocolError:
-                event = None  # e.g. closed in the middle of the body
-            if isinstance(event, h11.Data):
-                if event.data:
-                    return bytes(event.data)
-                continue
-            self.finished = True
-            self.complete = isinstance(event, h11.EndOfMessage)
-        return b""
-
-    async def _next(self) -> Any:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                data = bytes(await self.stream.receive_some(_READ))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            self.conn.receive_data(data)
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 @final
@@ -316,7 +237,9 @@ async def open_test_client(app: App, *, config: Config | None = None) -> AsyncIt
     is logged and answered as in production (a 500, or the end of a stream).
     """
     listener = _MemoryListener()
-    try:
+    # Nested nurseries (server, lifespan, background tasks) wrap an error
+    # once per level: give the one error, if there is one, as itself.
+    with unwrap_groups():
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_listeners, app, [listener], config=config))
             client = TestClient(app, listener)
@@ -325,22 +248,3 @@ async def open_test_client(app: App, *, config: Config | None = None) -> AsyncIt
             finally:
                 await client.aclose()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Nested nurseries (server, lifespan, background tasks) wrap an error
-        # once per level: give the one error, if there is one, as itself.
-        leaf = _only_error(group)
-        if leaf is None:
-            raise  # pragma: no cover - the block and the server both failed
-        raise leaf from None
-
-
-def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending and len(leaves) < 2:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 and not pending else None
