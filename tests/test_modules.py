@@ -33,6 +33,8 @@ TOPIC_MODULES = [
     "_redis",
     "_redis_reader",
     "_redis_writer",
+    "_redis_replay",
+    "_redis_watch",
 ]
 
 # Import one module of the package without running trio_sse/__init__.py

@@ -27,7 +27,6 @@ subscription registered: see :meth:`Reader.replay`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, final
@@ -37,16 +36,15 @@ import trio
 from ._backplane import new_epoch
 from ._event import Event
 from ._options import OverflowPolicy
+from ._redis_replay import read_range
 from ._redis_streams import (
     START,
-    epoch_key,
     event_from_entry,
-    key_slot,
     parse_record,
     split_id,
-    stream_key,
     stream_order,
 )
+from ._redis_watch import Group, Watch
 
 if TYPE_CHECKING:
     from ._broker import Broker
@@ -59,55 +57,6 @@ logger = logging.getLogger("trio_sse.redis")
 
 #: Seconds between two "fell behind" warnings for one topic.
 GAP_LOG_INTERVAL: Final = 10.0
-
-
-@final
-class _Watch:
-    """What this process knows of one topic's stream."""
-
-    __slots__ = (
-        "by_age",
-        "epoch",
-        "epoch_key",
-        "gap_logged",
-        "gaps_unlogged",
-        "key",
-        "last",
-        "moved",
-        "name",
-        "ready",
-        "record",
-        "slot",
-    )
-
-    def __init__(self, name: str, prefix: str, cluster: bool) -> None:
-        self.name = name
-        self.key = stream_key(prefix, name)
-        self.epoch_key = epoch_key(prefix, name)
-        self.slot = key_slot(self.key) if cluster else 0
-        self.epoch = ""
-        self.record = b""  # the epoch key's value this process follows
-        self.last = START  # the newest stream id delivered (or the boundary)
-        self.ready = trio.Event()
-        self.by_age = False  # some local topic of this name trims by age
-        self.moved = trio.Event()  # set (and replaced) whenever `last` advances
-        self.gap_logged = -math.inf
-        self.gaps_unlogged = 0
-
-    @property
-    def position(self) -> str:
-        return f"{self.epoch}-{self.last}"
-
-
-@final
-class _Group:
-    """The streams read by one ``XREAD``."""
-
-    __slots__ = ("scope", "watches")
-
-    def __init__(self) -> None:
-        self.watches: list[_Watch] = []
-        self.scope: trio.CancelScope | None = None
 
 
 @final
@@ -131,9 +80,9 @@ class Reader:
         self.read_count: Final = read_count
         self.read_block: Final = read_block
         self.brokers: list[Broker] = []
-        self.watches: dict[str, _Watch] = {}
-        self._unready: list[_Watch] = []
-        self._groups: dict[int, _Group] = {}
+        self.watches: dict[str, Watch] = {}
+        self._unready: list[Watch] = []
+        self._groups: dict[int, Group] = {}
         self.received = 0
         self.malformed = 0
         self.epoch_resets = 0
@@ -153,7 +102,7 @@ class Reader:
         """Read *topic*'s stream from now on."""
         watch = self.watches.get(topic.name)
         if watch is None:
-            watch = self.watches[topic.name] = _Watch(topic.name, self.key_prefix, self.cluster)
+            watch = self.watches[topic.name] = Watch(topic.name, self.key_prefix, self.cluster)
             self._unready.append(watch)
             self.link.wake_watcher.set()
         if topic.options.history_max_age is not None:
@@ -169,7 +118,7 @@ class Reader:
                 found.append(topic)
         return found
 
-    def _by_key(self, key: str) -> _Watch:
+    def _by_key(self, key: str) -> Watch:
         return self.watches[key[len(self.key_prefix) + 1 : -1]]
 
     # -- resume (RemoteHistory) --------------------------------------------------
@@ -227,54 +176,18 @@ class Reader:
             try:
                 limit = topic.options.history_size
                 with trio.fail_after(link.command_timeout):
-                    return await self._read_range(watch, start[0], first, last, limit)
+                    return await read_range(
+                        self.link.client,
+                        watch.key,
+                        start[0],
+                        first,
+                        last,
+                        limit=limit,
+                        page_size=self.read_count,
+                        max_entry_size=self.max_entry_size,
+                    )
             except link.reader_errors as exc:
                 link.lost(exc)
-
-    async def _read_range(
-        self, watch: _Watch, epoch: str, first: str, last: str, limit: int
-    ) -> list[Event] | None:
-        """XRANGE from *first* (exclusive) to *last*; None if it cannot be exact.
-
-        Each page starts *at* the previous page's last entry and checks that
-        it is still there: trimming removes the oldest entries first, so its
-        presence proves nothing after it was trimmed between pages.
-        """
-        client = self.link.client
-        events: list[Event] = []
-        cursor = first
-        if first == START:
-            # "Before the first entry": exact only if nothing was trimmed.
-            import coredis.exceptions
-
-            try:
-                info = await client.xinfo_stream(watch.key)
-            except coredis.exceptions.ResponseError:
-                return []  # no stream: nothing was ever published
-            if info["entries-added"] != info["length"]:
-                return None
-            page = await client.xrange(watch.key, "-", last, count=self.read_count)
-            if not page:
-                return []
-            cursor = page[0].identifier.decode()
-            event = event_from_entry(epoch, cursor, page[0].field_values, self.max_entry_size)
-            if event is not None:
-                events.append(event)
-        while True:
-            page = await client.xrange(watch.key, cursor, last, count=self.read_count + 1)
-            if not page or page[0].identifier.decode() != cursor:
-                return None  # trimmed past the client's position
-            for entry in page[1:]:
-                event = event_from_entry(
-                    epoch, entry.identifier.decode(), entry.field_values, self.max_entry_size
-                )
-                if event is not None:
-                    events.append(event)
-            if len(events) > limit:
-                return None  # further behind than the topic's history_size
-            if len(page) <= self.read_count:
-                return events
-            cursor = page[-1].identifier.decode()
 
     # -- the watcher: connect, check, establish ------------------------------------
 
@@ -327,13 +240,13 @@ class Reader:
             watch.ready.set()
             group = self._groups.get(watch.slot)
             if group is None:
-                group = self._groups[watch.slot] = _Group()
+                group = self._groups[watch.slot] = Group()
                 readers.start_soon(self._read, group)
             group.watches.append(watch)
             if group.scope is not None:
                 group.scope.cancel()  # re-issue XREAD with the new stream
 
-    async def _recover(self, watches: Iterable[_Watch]) -> None:
+    async def _recover(self, watches: Iterable[Watch]) -> None:
         """After a reconnect: find data Redis lost, reset those topics (Rule 3)."""
         client = self.link.client
         for watch in watches:
@@ -353,7 +266,7 @@ class Reader:
                 )
             self._restart(watch, record)
 
-    def _restart(self, watch: _Watch, record: bytes) -> None:
+    def _restart(self, watch: Watch, record: bytes) -> None:
         """Follow the epoch *record*: reset the topic's subscribers."""
         epoch, start = parse_record(record)
         logger.warning(
@@ -371,7 +284,7 @@ class Reader:
 
     # -- reading -------------------------------------------------------------------
 
-    async def _read(self, group: _Group) -> None:
+    async def _read(self, group: Group) -> None:
         link = self.link
         block_ms = max(1, int(self.read_block * 1000))
         while True:
@@ -437,7 +350,7 @@ class Reader:
                 for topic in self._topics(watch.name):
                     topic._restart(watch.position)
 
-    def _warn_gap(self, watch: _Watch) -> None:
+    def _warn_gap(self, watch: Watch) -> None:
         """Log a gap, at most once per topic every ``GAP_LOG_INTERVAL`` seconds.
 
         A reader that stays behind gaps on every read: one line per read would
