@@ -42,7 +42,9 @@ subscriber receives the topic's reset event as a live event.
 The pieces: :mod:`._redis_streams` (sans-IO: keys, ids, the entry format,
 epoch records and their Lua scripts), :mod:`._redis_link` (the connection
 state everyone agrees on), :mod:`._redis_writer` (Rule 1),
-:mod:`._redis_reader` (Rules 2-4); this module is the public face.
+:mod:`._redis_reader` (Rules 2-4, with :mod:`._redis_watch` for the
+per-topic state and :mod:`._redis_replay` for the exact history read); this
+module is the public face.
 """
 
 from __future__ import annotations
