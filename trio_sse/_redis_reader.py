@@ -107,7 +107,7 @@ class Reader:
             self.link.wake_watcher.set()
         if topic.options.history_max_age is not None:
             watch.by_age = True
-        elif watch.ready.is_set() and topic._last_id is None:
+        if watch.ready.is_set() and topic._last_id is None:
             topic._last_id = watch.position
 
     def _topics(self, name: str) -> list[Topic]:
