@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.metrics_core import Metric
 
     from ._broker import Broker
@@ -137,7 +138,8 @@ class BrokerCollector:
     def describe(self) -> Iterator[Metric]:
         """Yield the metric families without samples (for registration)."""
         yield from self._families({}, {})
-        yield from self._backplane_families(None)
+        if hasattr(self._broker.backplane, "stats"):
+            yield from self._backplane_families(None)
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families with one sample per topic."""
@@ -146,18 +148,17 @@ class BrokerCollector:
         if stats is not None:
             yield from self._backplane_families(stats())
 
-    def _backplane_families(self, stats: object) -> Iterator[Metric]:
+    def _family(
+        self, suffix: str, help_text: str, kind: str, labels: list[str]
+    ) -> CounterMetricFamily | GaugeMetricFamily:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        if stats is None and not hasattr(self._broker.backplane, "stats"):
-            return
+        factory = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        return factory(f"{self._namespace}_{suffix}", help_text, labels=labels)
+
+    def _backplane_families(self, stats: object) -> Iterator[Metric]:
         for suffix, help_text, kind, field in _BACKPLANE_FAMILIES:
-            name = f"{self._namespace}_{suffix}"
-            family: CounterMetricFamily | GaugeMetricFamily
-            if kind == "counter":
-                family = CounterMetricFamily(name, help_text)
-            else:
-                family = GaugeMetricFamily(name, help_text)
+            family = self._family(suffix, help_text, kind, [])
             value = None if stats is None else getattr(stats, field)
             if value is not None:
                 family.add_metric([], float(value))
@@ -166,25 +167,18 @@ class BrokerCollector:
     def _families(
         self, stats: dict[str, TopicStats], refusals: Mapping[str, int] | None
     ) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
         if refusals is not None:
-            refused = CounterMetricFamily(
-                f"{self._namespace}_refusals",
+            refused = self._family(
+                "refusals",
                 "Connections and requests refused by the edge limits, by reason.",
-                labels=["reason"],
+                "counter",
+                ["reason"],
             )
             for reason, count in refusals.items():
                 refused.add_metric([reason], count)
             yield refused
-
         for suffix, help_text, kind, field in _FAMILIES:
-            name = f"{self._namespace}_{suffix}"
-            family: CounterMetricFamily | GaugeMetricFamily
-            if kind == "counter":
-                family = CounterMetricFamily(name, help_text, labels=["topic"])
-            else:
-                family = GaugeMetricFamily(name, help_text, labels=["topic"])
+            family = self._family(suffix, help_text, kind, ["topic"])
             for topic, topic_stats in stats.items():
                 family.add_metric([topic], getattr(topic_stats, field))
             yield family
