@@ -20,8 +20,9 @@ import trio.testing
 
 from trio_sse import App, Config, Event, EventStream, HTTPException, Request, Response
 from trio_sse._exchange import Exchange
-from trio_sse._http import Headers, StreamResponse
+from trio_sse._http import StreamResponse
 from trio_sse._limits import ClientLimits
+from trio_sse._request import Headers
 from trio_sse._transport import BodyTooLarge
 
 HEARTBEAT = b":\n\n"

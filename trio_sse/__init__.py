@@ -39,13 +39,11 @@ from ._event import Event as Event
 from ._http import EventStream as EventStream
 from ._http import Handler as Handler
 from ._http import HeaderList as HeaderList
-from ._http import Headers as Headers
 from ._http import HTMLResponse as HTMLResponse
 from ._http import HTTPException as HTTPException
 from ._http import JSONResponse as JSONResponse
 from ._http import Lifespan as Lifespan
 from ._http import PlainTextResponse as PlainTextResponse
-from ._http import Request as Request
 from ._http import Response as Response
 from ._http import StreamHandler as StreamHandler
 from ._http import StreamResponse as StreamResponse
@@ -61,6 +59,8 @@ from ._options import TopicOptions as TopicOptions
 from ._options import TopicStats as TopicStats
 from ._redis import BackplaneStats as BackplaneStats
 from ._redis import RedisBackplane as RedisBackplane
+from ._request import Headers as Headers
+from ._request import Request as Request
 from ._routes import Authorize as Authorize
 from ._routes import PublishAuthorize as PublishAuthorize
 from ._routes import TopicSelector as TopicSelector

@@ -3,7 +3,7 @@
 Theory of operation: an :class:`App` never touches sockets. A server (the raw
 h11 server in ``_server.py``, or an ASGI server calling the App, which
 delegates to ``_asgi.py``) turns bytes into a :class:`~trio_sse.Request`
-(``_http.py``), asks :meth:`App._resolve` for the route, awaits the handler,
+(``_request.py``), asks :meth:`App._resolve` for the route, awaits the handler,
 and turns what it returns into bytes.
 
 One mechanism serves both styles of stream route: :meth:`App.stream` is sugar
@@ -11,7 +11,7 @@ for a route returning :class:`~trio_sse.StreamResponse`, which is also what a
 handler returns when it must check something (authorization, say) before
 deciding to stream.
 
-Layering: requests, responses and streams live in ``_http.py``, below this
+Layering: requests (``_request.py``), responses and streams (``_http.py``) live below this
 module and below every transport; this module imports the ASGI adapter (for
 :meth:`App.__call__`), never the reverse, so the package has no import cycle.
 """
@@ -30,20 +30,13 @@ import trio
 from ._asgi import serve_asgi
 from ._config import Config
 from ._errors import unwrap_groups
-from ._http import (
-    EventStream,
-    Handler,
-    Lifespan,
-    StreamHandler,
-    StreamResponse,
-    WebSocketHandler,
-)
+from ._http import EventStream, Handler, Lifespan, StreamHandler, StreamResponse, WebSocketHandler
 from ._limits import REFUSAL_REASONS
 
 if TYPE_CHECKING:
     from ._asgi import Receive, Scope, Send
     from ._cors import CORS
-    from ._http import Request
+    from ._request import Request
 
 __all__ = ["App", "Route", "WebSocketRoute"]
 

@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._http import BodyReader, Headers, Request, _no_body
+from ._request import BodyReader, Headers, Request, _no_body
 
 if TYPE_CHECKING:
     from ._app import App

@@ -18,8 +18,9 @@ import trio
 
 from ._asgi_scope import Receive, Scope, Send, request_from_scope
 from ._config import Config
-from ._http import PlainTextResponse, Request
+from ._http import PlainTextResponse
 from ._pacing import write_within
+from ._request import Request
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 if TYPE_CHECKING:

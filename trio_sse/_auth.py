@@ -28,7 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, final
 
-from ._http import HTTPException, Request
+from ._http import HTTPException
+from ._request import Request
 
 __all__ = ["JWTAuth", "bearer_token", "cookie_value", "query_token", "secret_matches"]
 

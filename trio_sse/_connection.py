@@ -35,8 +35,9 @@ import trio
 from ._app import WebSocketRoute
 from ._event import Event
 from ._exchange import Exchange
-from ._http import Headers, HTTPException, PlainTextResponse, Request, Response, StreamResponse
+from ._http import HTTPException, PlainTextResponse, Response, StreamResponse
 from ._http11 import declared_length, head_error, response_bytes, stream_head, stream_tail
+from ._request import Headers, Request
 from ._sockets import map_io_errors
 from ._transport import BodyTooLarge, PeerGone
 from ._websocket import is_websocket_upgrade

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
-    from ._http import Request, Response
+    from ._http import Response
+    from ._request import Request
 
 __all__ = ["CORS", "SIMPLE_CONTENT_TYPES", "cross_site_refusal"]
 

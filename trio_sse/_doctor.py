@@ -39,7 +39,8 @@ import trio
 
 from ._codec import Decoder
 from ._event import Event
-from ._http import EventStream, Request, StreamHandler
+from ._http import EventStream, StreamHandler
+from ._request import Request
 
 __all__ = ["PROBE_EVENT", "Finding", "Report", "diagnose", "diagnostics_stream"]
 

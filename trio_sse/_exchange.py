@@ -55,13 +55,13 @@ from ._http import (
     EventStream,
     HTTPException,
     PlainTextResponse,
-    Request,
     Response,
     StreamResponse,
     to_response,
 )
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
+from ._request import Request
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final, final
 from ._config import Config
 
 if TYPE_CHECKING:
-    from ._http import Headers
+    from ._request import Headers
 
 __all__ = ["REFUSAL_REASONS", "ClientLimits"]
 

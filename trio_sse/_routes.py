@@ -26,7 +26,8 @@ from ._config import Config
 from ._cors import cross_site_refusal
 from ._errors import BackplaneUnavailableError
 from ._event import Event
-from ._http import EventStream, Handler, HTTPException, Request, Response, StreamResponse
+from ._http import EventStream, Handler, HTTPException, Response, StreamResponse
+from ._request import Request
 from ._topic import Topic
 
 __all__ = ["health_endpoint", "metrics_endpoint", "publish_endpoint", "topic_stream"]

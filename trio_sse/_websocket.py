@@ -57,7 +57,8 @@ import trio
 from ._broker import Broker
 from ._errors import SSEError
 from ._event import Event
-from ._http import HTTPException, Request, WebSocketHandler
+from ._http import HTTPException, WebSocketHandler
+from ._request import Request
 from ._subscription import Subscription
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ import trio
 
 from ._app import WebSocketRoute
 from ._config import Config
-from ._http import Request
 from ._pacing import WriteClock, write_within
+from ._request import Request
 from ._websocket import CLOSE_NORMAL, WebSocket, WebSocketClosed, run_websocket_handler
 
 if TYPE_CHECKING:

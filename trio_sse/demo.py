@@ -47,8 +47,9 @@ from ._auth import bearer_token, secret_matches
 from ._broker import Broker
 from ._config import Config
 from ._event import Event
-from ._http import EventStream, HTMLResponse, HTTPException, Request, StreamResponse
+from ._http import EventStream, HTMLResponse, HTTPException, StreamResponse
 from ._options import TopicOptions
+from ._request import Request
 from ._routes import metrics_endpoint, publish_endpoint, topic_stream
 
 __all__ = ["DemoOptions", "app", "broker", "make_app"]
