@@ -192,7 +192,10 @@ class Server:
         # clean-up not interrupted by the cancellation that stopped us.
         with trio.CancelScope() as shield:
             async with self.app.run_lifespan(), trio.open_nursery() as nursery:
-                await nursery.start(self._serve, listeners)
+                # Not nursery.start(): _serve shields itself at once, so a
+                # start cancelled by a task failing meanwhile would wait on
+                # it forever; the finally below ends it in every case.
+                nursery.start_soon(self._serve, listeners)
                 task_status.started()
                 shield.shield = True
                 try:
@@ -201,12 +204,7 @@ class Server:
                 finally:
                     self._begin_shutdown()
 
-    async def _serve(
-        self,
-        listeners: Sequence[trio.abc.Listener[Any]],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _serve(self, listeners: Sequence[trio.abc.Listener[Any]]) -> None:
         with self._conns_scope:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -214,7 +212,6 @@ class Server:
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
                             accepting.start_soon(self._accept_loop, listener)
-                        task_status.started()
 
     def _begin_shutdown(self) -> None:
         if self.stopping:
