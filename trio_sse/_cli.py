@@ -26,7 +26,7 @@ import trio
 
 from ._app import App
 from ._config import Config
-from ._doctor import add_doctor_parser, doctor
+from ._doctor_cli import add_doctor_parser, doctor
 from ._errors import unwrap_groups
 from ._listen import add_listen_parser, listen
 from ._server import serve, serve_listeners

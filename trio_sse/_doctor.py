@@ -20,24 +20,23 @@ only). From those, each check below either finds nothing or makes a
 Against a stream that is not a diagnostics stream, only the header, cut-off
 and HTTP version checks apply (the report says so). Probe latencies are
 compared with the smallest one, so clocks need not agree across hosts.
+
+The pieces: ``_doctor_read.py`` reads a stream as a browser does and times
+it; this module turns what was read into findings; ``_doctor_cli.py`` is the
+``trio-sse doctor`` subcommand.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
-import sys
 import time
-import zlib
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Literal, final
-from urllib.parse import urlsplit
+from typing import Literal, final
 
-import h11
 import trio
 
-from ._codec import Decoder
+from ._doctor_read import Read, negotiated_h2, read_stream
 from ._event import Event
 from ._http import EventStream, StreamHandler
 from ._request import Request
@@ -116,110 +115,6 @@ class Report:
         return {f.code for f in self.findings}
 
 
-@dataclass(slots=True)
-class _Read:
-    status: int = 0
-    http_version: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    head_at: float | None = None
-    chunks: list[float] = field(default_factory=list)  # arrival of each body chunk
-    events: list[tuple[float, str, str]] = field(default_factory=list)  # (at, type, data)
-    ended: bool = False  # the server or a proxy ended the body
-    retry_seen: bool = False
-
-
-async def _open(url: str, context: ssl.SSLContext | None, alpn: list[str]) -> trio.abc.Stream:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
-    if parts.scheme == "https":
-        context = context or ssl.create_default_context()
-        context.set_alpn_protocols(alpn)
-        stream = trio.SSLStream(stream, context, server_hostname=parts.hostname)
-    return stream
-
-
-async def _negotiated_h2(url: str, context: ssl.SSLContext | None) -> bool:
-    """Whether the server would speak HTTP/2 to a browser (TLS with ALPN ``h2``)."""
-    stream = await _open(url, context, ["h2", "http/1.1"])
-    async with stream:
-        if not isinstance(stream, trio.SSLStream):
-            return False
-        await stream.do_handshake()
-        return bool(stream.selected_alpn_protocol() == "h2")
-
-
-async def _read_stream(
-    url: str,
-    duration: float,
-    last_event_id: str | None,
-    *,
-    first_event: bool = False,
-    context: ssl.SSLContext | None = None,
-) -> _Read:
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    read = _Read()
-    start = trio.current_time()
-    stream = await _open(url, context, ["http/1.1"])
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        headers = [
-            ("host", parts.netloc),
-            ("accept", "text/event-stream"),
-            ("cache-control", "no-cache"),
-            ("accept-encoding", "gzip, deflate, br"),
-            ("user-agent", "trio-sse-doctor"),
-        ]
-        if last_event_id is not None:
-            headers.append(("last-event-id", last_event_id))
-        await stream.send_all(conn.send(h11.Request(method="GET", target=target, headers=headers)))
-        await stream.send_all(conn.send(h11.EndOfMessage()))
-        decoder = Decoder()
-        inflate: zlib._Decompress | None = None
-        undecodable = False
-        with trio.move_on_after(duration):
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    conn.receive_data(bytes(data))
-                    if not data and conn.their_state is not h11.DONE:
-                        read.ended = True
-                        return read
-                    continue
-                now = trio.current_time() - start
-                if isinstance(event, h11.Response):
-                    read.status = event.status_code
-                    read.http_version = event.http_version.decode()
-                    read.headers = {k.decode(): v.decode() for k, v in event.headers}
-                    read.head_at = now
-                    encoding = read.headers.get("content-encoding", "identity")
-                    if encoding in ("gzip", "x-gzip", "deflate"):
-                        inflate = zlib.decompressobj(wbits=47)  # gzip or zlib header
-                    elif encoding != "identity":
-                        undecodable = True  # br, say: arrival times still count
-                elif isinstance(event, h11.Data):
-                    read.chunks.append(now)
-                    body = bytes(event.data)
-                    if inflate is not None:
-                        body = inflate.decompress(body)
-                    if b"\nretry:" in b"\n" + body:
-                        read.retry_seen = True
-                    if undecodable:
-                        continue
-                    for message in decoder.feed(body):
-                        read.events.append((now, message.type, message.data))
-                    if first_event and read.events:
-                        return read
-                else:  # EndOfMessage, ConnectionClosed
-                    read.ended = True
-                    return read
-    return read
-
-
 async def diagnose(
     url: str, *, duration: float = 20.0, ssl_context: ssl.SSLContext | None = None
 ) -> Report:
@@ -238,7 +133,7 @@ async def diagnose(
         ValueError: ``url`` is not an http(s) URL.
     """
     report = Report(url)
-    read = await _read_stream(url, duration, None, context=ssl_context)
+    read = await read_stream(url, duration, None, context=ssl_context)
     report.status, report.http_version, report.headers = (
         read.status,
         read.http_version,
@@ -324,7 +219,7 @@ async def diagnose(
             )
     if probes:
         _check_probes(report, probes, read, duration)
-        resumed = await _read_stream(
+        resumed = await read_stream(
             url, min(duration, 5.0), RESUME_ID, first_event=True, context=ssl_context
         )
         first = [json.loads(d) for _, kind, d in resumed.events if kind == PROBE_EVENT][:1]
@@ -352,7 +247,7 @@ async def diagnose(
             )
         )
     if read.http_version == "1.1" and not (
-        url.startswith("https:") and await _negotiated_h2(url, ssl_context)
+        url.startswith("https:") and await negotiated_h2(url, ssl_context)
     ):
         add(
             Finding(
@@ -374,7 +269,7 @@ _BUFFER_FIX = (
 
 
 def _check_probes(
-    report: Report, probes: list[tuple[float, dict[str, object]]], read: _Read, duration: float
+    report: Report, probes: list[tuple[float, dict[str, object]]], read: Read, duration: float
 ) -> None:
     add = report.findings.append
     first = probes[0][1]
@@ -432,52 +327,3 @@ def _check_probes(
                 "set Config.heartbeat_interval below every idle timeout on the way",
             )
         )
-
-
-def add_doctor_parser(sub: Any) -> None:
-    """Add the ``doctor`` subcommand to the ``trio-sse`` parser's subparsers."""
-    p = sub.add_parser(
-        "doctor",
-        help="check what stands between a stream and browsers: trio-sse doctor URL",
-        description=(
-            "Connect to an event stream as a browser does and report what a proxy or "
-            "the server does to it (buffering, compression, headers, idle cut-offs, "
-            "heartbeats, Last-Event-ID, HTTP version), with a fix for each finding. "
-            "Point it at a diagnostics_stream() route for the full check."
-        ),
-    )
-    p.add_argument("url", metavar="URL", help="the stream's URL")
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=20.0,
-        metavar="S",
-        help="seconds to watch the stream (default 20; longer than the heartbeat interval)",
-    )
-
-
-def doctor(args: Any) -> int:
-    """Run ``trio-sse doctor``; the exit status is 1 when it found a problem, 2 on no answer."""
-    try:
-        report = trio.run(partial(diagnose, args.url, duration=args.duration))
-    except ValueError as exc:
-        print(f"trio-sse doctor: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"trio-sse doctor: cannot connect to {args.url}: {exc}", file=sys.stderr)
-        return 2
-    print(f"trio-sse doctor {report.url}")
-    print(f"  HTTP/{report.http_version or '?'} {report.status}", end="")
-    if report.time_to_headers is not None:
-        print(f", headers after {report.time_to_headers * 1000:.0f} ms", end="")
-    if report.time_to_first_event is not None:
-        print(f", first event {report.time_to_first_event * 1000:.0f} ms later", end="")
-    print()
-    if report.probes:
-        print(f"  {len(report.probes)} probes, latency spread {max(report.probes) * 1000:.0f} ms")
-    for finding in report.findings:
-        print(f"{finding.severity.upper()} {finding.code}: {finding.summary}")
-        print(f"    fix: {finding.fix}")
-    if not report.problems:
-        print("no problems found")
-    return 1 if report.problems else 0
