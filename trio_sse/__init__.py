@@ -81,7 +81,7 @@ from ._websocket import CLOSE_NORMAL as CLOSE_NORMAL
 from ._websocket import CLOSE_POLICY_VIOLATION as CLOSE_POLICY_VIOLATION
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketClosed as WebSocketClosed
-from ._websocket import topic_websocket as topic_websocket
+from ._websocket_topics import topic_websocket as topic_websocket
 
 if TYPE_CHECKING:
     from ._client import EventSource as EventSource
