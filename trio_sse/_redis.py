@@ -40,7 +40,8 @@ data) or the stream behind what was delivered -> a new epoch, and every local
 subscriber receives the topic's reset event as a live event.
 
 The pieces: :mod:`._redis_streams` (sans-IO: keys, ids, the entry format,
-epoch records and their Lua scripts), :mod:`._redis_link` (the connection
+epoch records and their Lua scripts), :mod:`._redis_client` (the settings'
+checks and the coredis client), :mod:`._redis_link` (the connection
 state everyone agrees on), :mod:`._redis_writer` (Rule 1),
 :mod:`._redis_reader` (Rules 2-4, with :mod:`._redis_watch` for the
 per-topic state and :mod:`._redis_replay` for the exact history read); this
@@ -50,12 +51,13 @@ module is the public face.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 
 from ._errors import unwrap_groups
 from ._event import Event
+from ._redis_client import check_settings, redis_client, require_coredis
 from ._redis_link import Link
 from ._redis_reader import Reader
 from ._redis_streams import order_key
@@ -108,13 +110,6 @@ class BackplaneStats:
     topics: int
     lag: float | None
     last_read_age: float | None
-
-
-def _check_positive(name: str, value: object, *, integer: bool) -> None:
-    kinds = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        kind = "int" if integer else "number"
-        raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
 
 
 @final
@@ -196,35 +191,24 @@ class RedisBackplane:
         max_entry_size: int = 1 << 20,
         retry_after: int = 1,
     ) -> None:
-        try:
-            import coredis
-        except ModuleNotFoundError:  # pragma: no cover - depends on the install
-            raise ModuleNotFoundError(
-                "RedisBackplane needs coredis: pip install 'trio-sse[redis]'"
-            ) from None
-        for name, value in (
-            ("outbox_size", outbox_size),
-            ("max_batch", max_batch),
-            ("read_count", read_count),
-            ("stream_min_length", stream_min_length),
-            ("retry_after", retry_after),
-            ("max_entry_size", max_entry_size),
-        ):
-            _check_positive(name, value, integer=True)
-        for name, fvalue in (
-            ("read_block", read_block),
-            ("reconnect_delay", reconnect_delay),
-            ("reconnect_max_delay", reconnect_max_delay),
-            ("command_timeout", command_timeout),
-        ):
-            _check_positive(name, fvalue, integer=False)
-        if stream_min_length < read_count:
-            raise ValueError(
-                f"stream_min_length ({stream_min_length}) must be at least "
-                f"read_count ({read_count})"
-            )
-        if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
-            raise ValueError(f"key_prefix must be a str without braces, got {key_prefix!r}")
+        require_coredis()
+        check_settings(
+            key_prefix=key_prefix,
+            integers={
+                "outbox_size": outbox_size,
+                "max_batch": max_batch,
+                "read_count": read_count,
+                "stream_min_length": stream_min_length,
+                "retry_after": retry_after,
+                "max_entry_size": max_entry_size,
+            },
+            numbers={
+                "read_block": read_block,
+                "reconnect_delay": reconnect_delay,
+                "reconnect_max_delay": reconnect_max_delay,
+                "command_timeout": command_timeout,
+            },
+        )
         self.url: Final = url
         self.cluster: Final = cluster
         self.key_prefix: Final = key_prefix
@@ -238,17 +222,8 @@ class RedisBackplane:
         self.command_timeout: Final = command_timeout
         self.max_entry_size: Final = max_entry_size
         self.retry_after: Final = retry_after
-        # No retries inside coredis: a command that fails must reach us, so
-        # that the reconnect check runs (a silently retried XREAD would read
-        # on from a server that came back without its data).
-        no_retry = coredis.retry.NoRetryPolicy()
-        client: Any
-        if cluster:
-            client = _cluster_client(url, no_retry)
-        else:
-            client = coredis.Redis.from_url(url, decode_responses=False, retry_policy=no_retry)
         self._link = Link(
-            client,
+            redis_client(url, cluster=cluster),
             reconnect_delay=reconnect_delay,
             reconnect_max_delay=reconnect_max_delay,
             command_timeout=command_timeout,
@@ -404,23 +379,3 @@ class RedisBackplane:
             lag=reader.lag,
             last_read_age=age,
         )
-
-
-def _cluster_client(url: str, retry_policy: Any) -> Any:
-    """A RedisCluster from ``redis[s]://[user:password@]host:port``."""
-    from urllib.parse import unquote, urlsplit
-
-    import coredis
-    from coredis.connection import TCPLocation
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ValueError(f"expected a redis:// or rediss:// URL, got {url!r}")
-    return coredis.RedisCluster(
-        startup_nodes=[TCPLocation(parts.hostname, parts.port or 6379)],
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        ssl=parts.scheme == "rediss",
-        decode_responses=False,
-        retry_policy=retry_policy,
-    )
