@@ -32,6 +32,8 @@ TOPIC_MODULES = [
     "_metrics",
     "_redis",
     "_redis_reader",
+    "_redis_gaps",
+    "_redis_client",
     "_redis_writer",
     "_redis_replay",
     "_redis_watch",

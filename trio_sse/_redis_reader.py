@@ -22,6 +22,10 @@ same. A read that finds its last position trimmed away resets too.
 Rule 4: resuming beyond the local history reads ``XRANGE`` from the client's
 id (which must still be in the stream) to the boundary fixed when the
 subscription registered: see :meth:`Reader.replay`.
+
+The pieces: :mod:`._redis_watch` (what is known of each topic's stream),
+:mod:`._redis_gaps` (Rule 3's check of a read against trimming),
+:mod:`._redis_replay` (Rule 4's exact read).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import trio
 from ._backplane import new_epoch
 from ._event import Event
 from ._options import OverflowPolicy
+from ._redis_gaps import trimmed_keys, warn_gap
 from ._redis_replay import read_range
 from ._redis_streams import (
     START,
@@ -54,9 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["Reader"]
 
 logger = logging.getLogger("trio_sse.redis")
-
-#: Seconds between two "fell behind" warnings for one topic.
-GAP_LOG_INTERVAL: Final = 10.0
 
 
 @final
@@ -316,60 +318,20 @@ class Reader:
             await self._deliver(result, generation)
 
     async def _check_gaps(self, result: dict[bytes, Any], streams: dict[str, str]) -> None:
-        """Reset topics whose stream was trimmed past what we had read.
-
-        Trimming removes a stream's oldest entries first, so if the last
-        entry we delivered is still there *after* the ``XREAD``, nothing
-        after it was trimmed before the ``XREAD`` read on from it. If it is
-        gone, the reader fell more than the stream's length behind and may
-        have missed entries: its subscribers get the reset event rather than
-        a silent gap.
-
-        Only full reads need the check: streams trimmed by count keep at least
-        ``stream_min_length >= read_count`` entries, all newer than a trimmed
-        position, so a read that returned fewer than ``read_count`` entries
-        cannot have skipped any. Age-trimmed streams are always checked.
-        """
-        checks = []
-        for raw_key, entries in result.items():
-            key = raw_key.decode()
-            last = streams[key]
-            if last == START:
-                continue
-            if len(entries) >= self.read_count or self._by_key(key).by_age:
-                checks.append((key, last))
-        if not checks:
-            return
-        async with self.link.client.pipeline(transaction=False) as pipe:
-            requests = [(key, pipe.xrange(key, last, last, count=1)) for key, last in checks]
-        for key, request in requests:
-            if not await request:
-                watch = self._by_key(key)
-                self.gaps += 1
-                self._warn_gap(watch)
-                for topic in self._topics(watch.name):
-                    topic._restart(watch.position)
-
-    def _warn_gap(self, watch: Watch) -> None:
-        """Log a gap, at most once per topic every ``GAP_LOG_INTERVAL`` seconds.
-
-        A reader that stays behind gaps on every read: one line per read would
-        flood the log. The ``gaps`` counter has them all.
-        """
-        now = trio.current_time()
-        if now < watch.gap_logged + GAP_LOG_INTERVAL:
-            watch.gaps_unlogged += 1
-            return
-        more = (
-            f" ({watch.gaps_unlogged} more since the last warning)" if watch.gaps_unlogged else ""
+        """Reset the topics whose stream was trimmed past what we had read (Rule 3)."""
+        keys = await trimmed_keys(
+            self.link.client,
+            result,
+            streams,
+            read_count=self.read_count,
+            by_age=lambda key: self._by_key(key).by_age,
         )
-        watch.gap_logged = now
-        watch.gaps_unlogged = 0
-        logger.warning(
-            "Redis backplane: the reader fell behind %s by more than its length; sending reset%s",
-            watch.key,
-            more,
-        )
+        for key in keys:
+            watch = self._by_key(key)
+            self.gaps += 1
+            warn_gap(watch)
+            for topic in self._topics(watch.name):
+                topic._restart(watch.position)
 
     async def _deliver(self, result: dict[bytes, Any], generation: int) -> None:
         link = self.link
