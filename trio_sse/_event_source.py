@@ -32,6 +32,10 @@ Rule 4, RFC 9110 section 9.2.2: a request that is not idempotent (``POST``,
 ``PATCH``) is not sent again once it may have reached the server, unless the
 caller says ``reconnect=True``; a connection that could not even be opened
 is always retried.
+
+One connection's HTTP (the request headers, the checks of the response, an
+error's excerpt of the body, and closing a response mid-body) is in
+``_event_source_http.py``.
 """
 
 from __future__ import annotations
@@ -49,16 +53,12 @@ import trio
 
 from ._codec import Decoder, MessageEvent
 from ._errors import EventSourceConnectionError, EventSourceResponseError, EventTooLargeError
+from ._event_source_http import close_response, excerpt, is_event_stream, request_headers
 
 __all__ = ["IDEMPOTENT_METHODS", "EventSource", "OnOpen", "OnReconnect", "ReadyState"]
 
 #: Methods RFC 9110 section 9.2.2 calls idempotent: safe to send again.
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-
-#: How much of a refused response's body an error carries, in bytes, and
-#: how long to wait for it, in seconds (a slow body must not hang the error).
-_EXCERPT: Final = 1024
-_EXCERPT_WAIT: Final = 1.0
 
 #: The least first step of the backoff, in seconds: a server's ``retry: 0``
 #: would otherwise make every step 0.
@@ -66,9 +66,6 @@ _MIN_BACKOFF: Final = 0.001
 
 _INF: Final = float("inf")
 _NO_SCOPE: Final = contextlib.nullcontext()
-
-#: Bound on the chunks read from a closed response's buffers (see _close).
-_DRAIN_LIMIT: Final = 10_000
 
 
 class ReadyState(enum.IntEnum):
@@ -257,18 +254,13 @@ class EventSource:
         # One attempt; on return, the stream is open, closed, or (after a
         # failure) waited out and ready for the next attempt.
         self.ready_state = ReadyState.CONNECTING
-        # As bytes: header values are sent as UTF-8, as browsers send
-        # Last-Event-ID (httpx would encode a str as ASCII).
-        headers = {
-            b"accept": b"text/event-stream",
-            b"cache-control": b"no-cache",
-            **self._headers,
-        }
-        if self._decoder.last_event_id:
-            headers[b"last-event-id"] = self._decoder.last_event_id.encode()
         try:
             request = self._client.build_request(
-                self.method, self.url, headers=headers, json=self._json, content=self._content
+                self.method,
+                self.url,
+                headers=request_headers(self._headers, self._decoder.last_event_id),
+                json=self._json,
+                content=self._content,
             )
         except httpx.InvalidURL as exc:
             self.close()
@@ -300,15 +292,14 @@ class EventSource:
             await response.aclose()
             self.close()
             return
-        media_type = response.headers.get("content-type", "")
-        if (
-            response.status_code != 200
-            or media_type.partition(";")[0].strip().lower() != "text/event-stream"
-        ):
-            body = await self._excerpt(response)
+        if not is_event_stream(response):
+            body = await excerpt(response, self._stall)
             self.close()
             raise EventSourceResponseError(
-                response.status_code, media_type, body, str(response.url)
+                response.status_code,
+                response.headers.get("content-type", ""),
+                body,
+                str(response.url),
             )
         self.response = response
         self._chunks = response.aiter_bytes()
@@ -319,18 +310,6 @@ class EventSource:
         self.ready_state = ReadyState.OPEN
         if self._on_open is not None:
             self._on_open(response)
-
-    async def _excerpt(self, response: httpx.Response) -> bytes:
-        body = b""
-        chunks = response.aiter_bytes()
-        with trio.move_on_after(min(self._stall, _EXCERPT_WAIT)):
-            try:
-                while len(body) < _EXCERPT:
-                    body += await anext(chunks)
-            except (StopAsyncIteration, httpx.HTTPError):
-                pass
-        await _close(response, chunks)
-        return body[:_EXCERPT]
 
     async def _lost(self, error: Exception | None, *, sent: bool) -> None:
         # The connection ended (error None: cleanly) or could not be opened.
@@ -380,24 +359,4 @@ class EventSource:
         chunks, response = self._chunks, self.response
         self._chunks = self.response = None
         if response is not None:
-            await _close(response, chunks)
-
-
-async def _close(response: httpx.Response, chunks: AsyncIterator[bytes] | None) -> None:
-    # Close the response, then end its body iterator. httpx and httpcore read
-    # the body through a chain of async generators; closing the outermost one
-    # would leave the inner ones to the garbage collector (trio warns about
-    # each). So the chain is run once more in a cancelled scope: the first
-    # checkpoint, in the innermost generator, raises Cancelled, which ends
-    # every generator of the chain on its way out. (Without the cancelled
-    # scope, the read could wait: an HTTP/2 stream's does, for the server.)
-    with trio.CancelScope(shield=True):
-        await response.aclose()
-        if chunks is not None:
-            with trio.CancelScope() as drain, contextlib.suppress(Exception):
-                drain.cancel()
-                for _ in range(_DRAIN_LIMIT):
-                    await anext(chunks)
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_response(response, chunks)
