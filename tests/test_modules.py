@@ -164,3 +164,24 @@ def test_every_module_imports_first() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+#: The most lines a module of the package may have (issue 10: files small
+#: enough to read in one sitting).
+MAX_LINES = 400
+#: Modules allowed over MAX_LINES, and why.
+OVER_LIMIT = {
+    "_codec": "the sans-IO codec stays whole",
+    # Temporary: _topic.py (401 lines) is being reworked on another branch,
+    # which owns it; drop this entry when that work is merged.
+    "_topic": "owned by the delivery-path rework",
+}
+
+
+def test_no_module_is_longer_than_max_lines() -> None:
+    lengths = {p.stem: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    assert len(lengths) > 40
+    too_long = {m: n for m, n in lengths.items() if n > MAX_LINES and m not in OVER_LIMIT}
+    assert not too_long, f"split these modules (at most {MAX_LINES} lines each): {too_long}"
+    stale = {m: lengths.get(m) for m in OVER_LIMIT if lengths.get(m, 0) <= MAX_LINES}
+    assert not stale, f"remove these from OVER_LIMIT, they fit now: {stale}"
