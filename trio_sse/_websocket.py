@@ -6,10 +6,11 @@ Theory of operation
 A :class:`WebSocket` is what a WebSocket route handler
 (``async def handler(request, ws)``, registered with :meth:`App.websocket`)
 talks to. Two transports implement it: on the raw server, trio-websocket
-(``_RawWebSocket`` in ``_websocket_raw.py``) takes over the upgraded connection; under an ASGI
-server, the ``websocket`` scope (``_ASGIWebSocket`` in ``_asgi.py``). One
-driver, :func:`run_websocket_handler`, runs every handler, so refusing,
-errors, shutdown and closing behave the same on both.
+(``_RawWebSocket`` in ``_websocket_raw.py``) takes over the upgraded
+connection; under an ASGI server, the ``websocket`` scope
+(``_ASGIWebSocket`` in ``_asgi_websocket.py``). One driver,
+:func:`run_websocket_handler`, runs every handler, so refusing, errors,
+shutdown and closing behave the same on both.
 
 Rule 1, the handshake is the handler's: it calls :meth:`WebSocket.accept`,
 or raises :class:`~trio_sse.HTTPException` first to refuse with that status.
