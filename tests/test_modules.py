@@ -185,3 +185,76 @@ def test_no_module_is_longer_than_max_lines() -> None:
     assert not too_long, f"split these modules (at most {MAX_LINES} lines each): {too_long}"
     stale = {m: lengths.get(m) for m in OVER_LIMIT if lengths.get(m, 0) <= MAX_LINES}
     assert not stale, f"remove these from OVER_LIMIT, they fit now: {stale}"
+
+
+#: Import cycles that exist only through ``TYPE_CHECKING`` imports (annotations
+#: naming a higher module), as groups of modules that reach each other. None
+#: of them runs; each is to be dissolved with small Protocols in the lower
+#: module. No module may join one, and no new one may form.
+KNOWN_TYPE_ONLY_CYCLES = [
+    # Topics: _topic <-> _broker, _topic <-> _delivery, _subscription -> _topic,
+    # _resume -> _topic, _backplane -> _broker/_topic (the public Backplane
+    # and RemoteHistory protocols name Topic and Broker in their signatures).
+    {"_backplane", "_broker", "_delivery", "_resume", "_subscription", "_topic"},
+    # The application: _http, _request, _exchange, _asgi* name App; _http
+    # names WebSocket; _limits, _cors name Request.
+    {
+        "_app",
+        "_asgi",
+        "_asgi_scope",
+        "_asgi_websocket",
+        "_cors",
+        "_exchange",
+        "_http",
+        "_limits",
+        "_request",
+        "_transport",
+        "_websocket",
+    },
+]
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The groups of two or more modules that import each other, maybe indirectly."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for child in sorted(graph.get(module, ())):
+            if child not in index:
+                visit(child)
+                low[module] = min(low[module], low[child])
+            elif child in stack:
+                low[module] = min(low[module], index[child])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return groups
+
+
+def test_strongly_connected_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert strongly_connected(graph) == [{"a", "b", "c"}]
+
+
+def test_type_only_cycles_do_not_grow() -> None:
+    graph = {p.stem: imports(p, typing_too=True, in_functions=True) for p in PACKAGE.glob("*.py")}
+    for group in strongly_connected(graph):
+        assert any(group <= known for known in KNOWN_TYPE_ONLY_CYCLES), (
+            f"new import cycle through TYPE_CHECKING imports: {sorted(group)}; "
+            "name the lower module's needs with a Protocol there instead"
+        )
