@@ -21,6 +21,7 @@ ROUNDS = 60
 SCRIPT = """
 import os, sys
 from contextlib import asynccontextmanager
+from functools import partial
 import trio
 from trio_sse import App, Config, serve_listeners
 
@@ -53,19 +54,40 @@ async def watchdog(state: list[int]) -> None:
     print(f"serve_listeners hung at round {state[0]}", flush=True)
     os._exit(3)
 
+def idle_background() -> App:
+    app = App()
+
+    @app.background
+    async def idle() -> None:
+        await trio.sleep_forever()
+
+    return app
+
+async def cancelled_at_start_up(round: int, listeners) -> None:
+    # Cancelled after 0 to 6 checkpoints: before the server task ran, while
+    # it starts the lifespan, while it starts serving, or once it serves.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(serve_listeners, idle_background(), listeners, config=Config()))
+        for _ in range(round % 7):
+            await trio.lowlevel.checkpoint()
+        nursery.cancel_scope.cancel()
+
 async def main(case: str, rounds: int) -> None:
     state = [0]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watchdog, state)
         for state[0] in range(rounds):
-            app = {"background": failing_background, "lifespan": failing_lifespan_task}[case]()
             listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            try:
-                await serve_listeners(app, listeners, config=Config())
-            except Boom:
-                pass
+            if case == "cancelled":
+                await cancelled_at_start_up(state[0], listeners)
             else:
-                raise AssertionError("serve_listeners returned")
+                app = {"background": failing_background, "lifespan": failing_lifespan_task}[case]()
+                try:
+                    await serve_listeners(app, listeners, config=Config())
+                except Boom:
+                    pass
+                else:
+                    raise AssertionError("serve_listeners returned")
             assert all(listener.socket.fileno() == -1 for listener in listeners)
         nursery.cancel_scope.cancel()
     print("ok")
@@ -76,6 +98,14 @@ trio.run(main, sys.argv[1], int(sys.argv[2]))
 
 @pytest.mark.parametrize("case", ["background", "lifespan"])
 def test_serve_listeners_ends_with_the_error_of_a_task_failing_at_start_up(case: str) -> None:
+    run_rounds(case)
+
+
+def test_serve_listeners_can_be_cancelled_at_any_point_of_start_up() -> None:
+    run_rounds("cancelled")
+
+
+def run_rounds(case: str) -> None:
     # Any other error than Boom (an ExceptionGroup, say) escapes main() and
     # shows in stderr; a hang is reported by the watchdog.
     result = subprocess.run(

@@ -190,15 +190,18 @@ class Server:
         # requests keep the background tasks they may need until the
         # connections are done, and the lifespan exits normally, its
         # clean-up not interrupted by the cancellation that stopped us.
+        # A start cancelled meanwhile (our caller's, or a task failing at
+        # once) makes started() a no-op: trio then waits for the starting
+        # task to end on its own. So _serve, shielded at once, is not awaited
+        # with nursery.start(); we check for that cancellation before
+        # shielding; and the finally ends _serve whatever happened.
         with trio.CancelScope() as shield:
             async with self.app.run_lifespan(), trio.open_nursery() as nursery:
-                # Not nursery.start(): _serve shields itself at once, so a
-                # start cancelled by a task failing meanwhile would wait on
-                # it forever; the finally below ends it in every case.
-                nursery.start_soon(self._serve, listeners)
-                task_status.started()
-                shield.shield = True
                 try:
+                    nursery.start_soon(self._serve, listeners)
+                    task_status.started()
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    shield.shield = True
                     with self._running_scope:
                         await trio.sleep_forever()
                 finally:
