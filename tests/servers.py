@@ -24,19 +24,21 @@ cancels whatever is left at the end)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import h11
 import httpx
 import hypercorn.config
 import hypercorn.trio
 import pytest
 import trio
+from clients import Client, MemoryListener
 
 import trio_sse
+from trio_sse._server import Server
 
 SERVER_KINDS = ["raw", "hypercorn"]
 
@@ -64,77 +66,29 @@ class RunningServer:
         """A raw TCP connection to the server."""
         return await trio.open_tcp_stream(self.host, self.port)
 
+    async def connect(self) -> Client:
+        """A :class:`~clients.Client` on a new TCP connection to the server."""
+        return await Client.connect(self.host, self.port)
+
     async def request(
         self,
         method: str,
         target: str,
         headers: dict[str, str] | None = None,
         chunks: list[bytes] | None = None,
-    ) -> H11Response:
-        """Send one request on a new connection; read the body with ``data()``.
+    ) -> Client:
+        """Send one request on a new connection and read the response head.
 
-        For streams left open: unlike httpx, nothing to finalize. Close it
-        with ``aclose()``.
+        The body is read with the :class:`~clients.Client`'s stream methods
+        (``events``, ``pump``, ``rest``). Close it with ``aclose()``.
         """
-        response = H11Response(await self.open_stream())
-        await response.send_request(method, target, headers or {}, chunks)
-        return response
+        client = await self.connect()
+        return await client.open(method, target, list((headers or {}).items()), chunks=chunks)
 
     async def stop(self) -> None:
         """Shut the server down gracefully and wait until it has stopped."""
         self._stop()
         await self._done.wait()
-
-
-class H11Response:
-    """A minimal HTTP/1.1 client connection (h11) for reading streams."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.conn = h11.Connection(h11.CLIENT)
-        self.status = 0
-        self.headers: dict[str, str] = {}
-
-    async def send_request(
-        self,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-        chunks: list[bytes] | None = None,
-    ) -> None:
-        head = [("host", "test"), *headers.items()]
-        if chunks is not None:
-            head.append(("transfer-encoding", "chunked"))
-        data = self.conn.send(h11.Request(method=method, target=target, headers=head)) or b""
-        for chunk in chunks or []:
-            data += self.conn.send(h11.Data(data=chunk)) or b""
-        data += self.conn.send(h11.EndOfMessage()) or b""
-        await self.stream.send_all(data)
-        event = await self._next_event()
-        assert isinstance(event, h11.Response), event
-        self.status = event.status_code
-        self.headers = {k.decode(): v.decode() for k, v in event.headers}
-
-    async def _next_event(self) -> Any:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            self.conn.receive_data(await self.stream.receive_some(65536))
-
-    async def data(self) -> bytes:
-        """The next piece of the body; ``b""`` at its end."""
-        while True:
-            event = await self._next_event()
-            if isinstance(event, h11.Data):
-                if event.data:
-                    return bytes(event.data)
-                continue
-            assert isinstance(event, h11.EndOfMessage | h11.ConnectionClosed), event
-            return b""
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 def hypercorn_config(**overrides: Any) -> hypercorn.config.Config:
@@ -147,6 +101,50 @@ def hypercorn_config(**overrides: Any) -> hypercorn.config.Config:
     for name, value in overrides.items():
         setattr(config, name, value)
     return config
+
+
+@asynccontextmanager
+async def running(
+    app: trio_sse.App,
+    config: trio_sse.Config | None = None,
+    listeners: Sequence[trio.abc.Listener[Any]] | None = None,
+) -> AsyncIterator[tuple[Server, MemoryListener]]:
+    """Run the raw :class:`Server` for ``app`` in memory, on a fresh :class:`MemoryListener`.
+
+    Yields ``(server, listener)`` (a test can watch ``server.connections``;
+    ``await listener.client()`` connects). On exit the server is shut down
+    gracefully (as cancelling :func:`trio_sse.serve` would) and awaited.
+    """
+    listener = MemoryListener()
+    server = Server(app, config if config is not None else app.config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run, [listener, *(listeners or [])])
+        yield server, listener
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running_tcp(
+    app: trio_sse.App, config: trio_sse.Config | None = None
+) -> AsyncIterator[tuple[Server, int, trio.CancelScope]]:
+    """Run the raw :class:`Server` for ``app`` on a real ``127.0.0.1`` listener.
+
+    Yields ``(server, port, scope)``: cancelling ``scope`` shuts the server
+    down gracefully, as leaving the block does.
+    """
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    server = Server(app, config if config is not None else app.config)
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def run(*, task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                await server.run(listeners, task_status=task_status)
+
+        await nursery.start(run)
+        yield server, port, scope
+        scope.cancel()
 
 
 async def start_raw(nursery: trio.Nursery, app: trio_sse.App) -> RunningServer:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from h11_client import Client
+from clients import Client
 
 from trio_sse import App, Config
 from trio_sse.demo import DemoOptions, Sampler, cpu_seconds, make_app, rss_bytes

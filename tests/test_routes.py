@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 from brokers import make_broker
-from http_requests import request
+from clients import http_request as request
 
 from trio_sse import App, Config, Event, EventSource, MessageEvent, Request, open_event_source
 from trio_sse._broker import Broker

@@ -14,8 +14,8 @@ import logging
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, running
-from servers import RunningServer
+from clients import Client
+from servers import RunningServer, running
 
 from trio_sse import App, Broker, Config, Event, Request, publish_endpoint, topic_stream
 
@@ -87,11 +87,9 @@ async def test_smuggled_request_is_not_executed_on_either_server(
     app, seen = counting_app()
     server: RunningServer = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
-        stream = await server.open_stream()
-        await stream.send_all(head + b"GET /secret HTTP/1.1\r\nhost: x\r\n\r\n")
-        raw = b""
-        while data := await stream.receive_some(65536):
-            raw += data
+        stream = await server.connect()
+        await stream.send_raw(head + b"GET /secret HTTP/1.1\r\nhost: x\r\n\r\n")
+        raw = await stream.wait_closed()
         await stream.aclose()
     if server.kind == "raw":
         assert raw.lower().startswith(b"http/1.1 400"), raw
@@ -137,16 +135,14 @@ async def test_repeated_security_header_is_400_on_either_server(
     app, seen = counting_app()
     server: RunningServer = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
-        stream = await server.open_stream()
+        stream = await server.connect()
         extra = b"" if name == "Host" else b"host: x\r\n"
-        await stream.send_all(
+        await stream.send_raw(
             b"GET / HTTP/1.1\r\n"
             + extra
             + b"%s: a\r\n%s: b\r\n\r\n" % (name.encode(), name.encode())
         )
-        raw = b""
-        while data := await stream.receive_some(65536):
-            raw += data
+        raw = await stream.wait_closed()
         await stream.aclose()
     assert raw.lower().startswith(b"http/1.1 400"), raw
     assert seen == []

@@ -17,7 +17,7 @@ import h11
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, MemoryListener
+from clients import Client, MemoryListener
 
 from trio_sse import App, Config, Event, EventStream, Request, StreamResponse
 from trio_sse._server import Server

@@ -12,7 +12,8 @@ import h11
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, MemoryListener, running
+from clients import Client, MemoryListener
+from servers import running
 
 from trio_sse import App, Config, Event, EventStream, Request
 
