@@ -24,11 +24,18 @@ cancels whatever is left at the end)::
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import hypercorn.config
@@ -182,6 +189,66 @@ async def start_hypercorn(
     binds: list[str] = await nursery.start(run)
     host, _, port = binds[0].removeprefix("http://").rpartition(":")
     return RunningServer("hypercorn", host, int(port), shutdown.set, done)
+
+
+@dataclass
+class ServerProcess:
+    """A server in a child process, started by :func:`serving_process`."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    _log: IO[bytes] = field(repr=False)
+
+    def log(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self, signum: int = signal.SIGINT) -> str:
+        """Signal the process (Ctrl-C by default), wait for it; return its log.
+
+        Asserts a clean exit: status 0 and no traceback.
+        """
+        self.proc.send_signal(signum)
+        returncode = self.proc.wait(timeout=20)
+        log = self.log()
+        assert returncode == 0, log
+        assert "Traceback" not in log, log
+        return log
+
+
+@contextmanager
+def serving_process(
+    command: Sequence[str], *, cwd: Path | str | None = None, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Run a server ``command``; yield once it logged ``serving on http://127.0.0.1:PORT/``.
+
+    Its output goes to a file (a pipe nobody reads could fill up and stall
+    it). The process is killed at the end if it still runs.
+    """
+    with tempfile.TemporaryFile() as log, subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                log.seek(0)
+                found = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", log.read())
+                if found:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise AssertionError(f"{command} did not serve:\n{log.read().decode()}")
+                time.sleep(0.02)
+            yield ServerProcess(proc, int(found.group(1)), log)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(params=SERVER_KINDS)

@@ -13,6 +13,7 @@ from functools import partial
 import pytest
 import trio
 from clients import Client
+from servers import serving_process
 
 from trio_sse import App, Config, Decoder, Event, EventStream, MessageEvent, Request
 from trio_sse._cli import _build_config, _parser, load_app, main, run
@@ -187,26 +188,10 @@ async def test_signal_shuts_down_gracefully() -> None:
 
 def test_command_line_end_to_end(tmp_path: object) -> None:
     """``python -m trio_sse demo`` serves, logs its address, and exits 0 on SIGTERM."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "trio_sse", "demo", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stderr is not None
-            # Start-up may log about the descriptor limit first.
-            lines = [proc.stderr.readline() for _ in range(1)]
-            while "serving on" not in lines[-1] and len(lines) < 5 and lines[-1]:
-                lines.append(proc.stderr.readline())
-            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", lines[-1])
-            assert m, lines
-            port = int(m.group(1))
-            response, _, _ = trio.run(partial(_get, port, "/"))
-            assert response.status == 200
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
-        finally:
-            proc.kill()
+    with serving_process([sys.executable, "-m", "trio_sse", "demo", "--port", "0"]) as server:
+        response, _, _ = trio.run(partial(_get, server.port, "/"))
+        assert response.status == 200
+        server.stop(signal.SIGTERM)
     assert (
         subprocess.run(
             [sys.executable, "-m", "trio_sse", "--help"], capture_output=True, check=False

@@ -7,57 +7,26 @@ browser-like client moves from one to the other with ``Last-Event-ID``.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 
 import trio
 from clients import Client, open_event_stream
 from clients import http_request as request
 from redis_servers import RedisServer
+from servers import ServerProcess, serving_process
 
 ROOT = Path(__file__).parent.parent
 ADMIN = [("authorization", "Bearer admin-token")]
 
 
-@contextmanager
-def serving(redis_url: str, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``trio-sse serve examples.scaled:app`` on a free port; killed at the end.
-
-    Its log goes to a file (a pipe nobody reads could fill up and stall it).
-    """
-    env = {**os.environ, "TRIO_SSE_REDIS_URL": redis_url}
-    with tempfile.TemporaryFile() as log:
-        command = [sys.executable, "-m", "trio_sse", "serve", "examples.scaled:app"]
-        with subprocess.Popen(
-            [*command, "--port", "0", *extra],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        ) as proc:
-            try:
-                deadline = time.monotonic() + 20
-                while True:
-                    log.seek(0)
-                    found = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", log.read())
-                    if found:
-                        break
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise AssertionError(f"the server did not start:\n{log.read().decode()}")
-                    time.sleep(0.02)
-                yield proc, int(found.group(1))
-            finally:
-                proc.kill()
-                proc.wait(timeout=10)
+def serving(redis_url: str, *extra: str) -> AbstractContextManager[ServerProcess]:
+    """``trio-sse serve examples.scaled:app`` on a free port; killed at the end."""
+    command = [sys.executable, "-m", "trio_sse", "serve", "examples.scaled:app"]
+    env = {"TRIO_SSE_REDIS_URL": redis_url}
+    return serving_process([*command, "--port", "0", *extra], cwd=ROOT, env=env)
 
 
 @asynccontextmanager
@@ -91,7 +60,8 @@ async def wait_healthy(port: int) -> None:
 def test_a_client_moves_between_processes_without_losing_an_event(
     redis_server: RedisServer,
 ) -> None:
-    with serving(redis_server.url) as (_, port_a), serving(redis_server.url) as (_, port_b):
+    with serving(redis_server.url) as a, serving(redis_server.url) as b:
+        port_a, port_b = a.port, b.port
 
         async def scenario() -> None:
             with trio.fail_after(20):
@@ -121,7 +91,8 @@ def test_a_client_moves_between_processes_without_losing_an_event(
 
 
 def test_health_and_publishing_follow_redis(redis_server: RedisServer) -> None:
-    with serving(redis_server.url) as (_, port):
+    with serving(redis_server.url) as server:
+        port = server.port
 
         async def scenario() -> None:
             with trio.fail_after(20):
