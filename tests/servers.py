@@ -226,14 +226,17 @@ def serving_process(
     Its output goes to a file (a pipe nobody reads could fill up and stall
     it). The process is killed at the end if it still runs.
     """
-    with tempfile.TemporaryFile() as log, subprocess.Popen(
-        command,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    ) as proc:
+    with (
+        tempfile.TemporaryFile() as log,
+        subprocess.Popen(
+            command,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        ) as proc,
+    ):
         try:
             deadline = time.monotonic() + 20
             while True:

@@ -8,8 +8,6 @@ each test names. Each finding must appear exactly when its fault is there
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
@@ -17,26 +15,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from proxies import ROOT, free_port, nginx_binary, stop, wait_listening
+from proxies import ROOT, free_port, start_nginx, stop
 
 from trio_sse import App, Config, diagnose, diagnostics_stream, serve
 from trio_sse._cli import main
-
-CONF = """\
-{user}worker_processes 1;
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    server {{
-        listen 127.0.0.1:{port};
-        {server_block}
-    }}
-}}
-"""
 
 HTTP11 = 'proxy_http_version 1.1; proxy_set_header Connection "";'
 CLEAN = HTTP11 + " proxy_buffering off; proxy_read_timeout 1h;"
@@ -54,21 +36,10 @@ DURATION = 2.5
 
 @contextmanager
 def nginx(tmp: Path, upstream: int, location: str) -> Iterator[int]:
-    port = free_port()
-    for name in ("body", "proxy"):
-        (tmp / name).mkdir()
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    conf = tmp / "nginx.conf"
     if not location.startswith("location "):
         location = f"location / {{ proxy_pass http://127.0.0.1:{upstream}; {location} }}"
-    conf.write_text(CONF.format(user=user, prefix=tmp, port=port, server_block=location))
-    process = subprocess.Popen(
-        [nginx_binary(), "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, port = start_nginx(tmp, upstream, location)
     try:
-        wait_listening(port, process, "nginx")
         yield port
     finally:
         stop(process)
