@@ -154,6 +154,17 @@ async def running_tcp(
         scope.cancel()
 
 
+@asynccontextmanager
+async def connected(
+    app: trio_sse.App,
+    config: trio_sse.Config | None = None,
+    listeners: Sequence[trio.abc.Listener[Any]] | None = None,
+) -> AsyncIterator[tuple[Server, Client]]:
+    """:func:`running`, with a :class:`~clients.Client` already connected: ``(server, client)``."""
+    async with running(app, config, listeners) as (server, listener):
+        yield server, await listener.client()
+
+
 async def start_raw(nursery: trio.Nursery, app: trio_sse.App) -> RunningServer:
     done = trio.Event()
     cancel = trio.CancelScope()

@@ -14,8 +14,7 @@ import logging
 import pytest
 import trio
 import trio.testing
-from clients import Client
-from servers import RunningServer, running
+from servers import RunningServer, connected
 
 from trio_sse import App, Broker, Config, Event, Request, publish_endpoint, topic_stream
 
@@ -69,8 +68,7 @@ async def test_content_length_with_transfer_encoding_is_400_and_close(
 ) -> None:
     app, seen = counting_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             await client.send_raw(head + b"GET /secret HTTP/1.1\r\nhost: x\r\n\r\n")
             raw = await client.wait_closed()
             assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n"), raw
@@ -117,8 +115,7 @@ async def test_head_error_gets_a_status_line_and_no_body(
 ) -> None:
     app, _ = counting_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             await client.send_raw(data)
             raw = await client.wait_closed()
     assert raw.startswith(b"HTTP/1.1 " + status + b" "), raw
@@ -200,8 +197,7 @@ async def test_bad_publish_input_is_a_one_line_400(
 ) -> None:
     app, broker = publish_app(Config(heartbeat_interval=None, max_body_size=2**20))
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("POST", "/publish/news", headers, body)
     assert reply.status == 400, reply
     assert reason in reply.body, reply.body
@@ -214,8 +210,7 @@ async def test_publish_limits_are_configurable(autojump_clock: trio.testing.Mock
     cfg = Config(heartbeat_interval=None, max_event_id_length=4, max_retry=10, max_json_depth=3)
     app, broker = publish_app(cfg)
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             ok = await client.request("POST", "/publish/news", JSON, b'{"data":[[1]],"id":"abcd"}')
             assert ok.status == 200, ok.body
             for body in (
@@ -246,8 +241,7 @@ async def test_request_json_depth_is_bounded(autojump_clock: trio.testing.MockCl
         return {"got": await request.json()}
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             ok = await client.request("POST", "/j", (), b'[[["[[[[[[", {"a": "]]]"}]]]')
             assert ok.status == 200, ok.body
             assert json.loads(ok.body) == {"got": [[["[[[[[[", {"a": "]]]"}]]]}
@@ -264,8 +258,7 @@ async def test_publish_authorizes_before_revealing_existence(
 ) -> None:
     app, _ = publish_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("POST", target, (), b"x")
     assert reply.status == 403, reply
 
@@ -278,8 +271,7 @@ async def test_stream_authorizes_before_revealing_existence(
 ) -> None:
     app, _ = publish_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("GET", target)
     assert reply.status == 403, reply
 
@@ -287,8 +279,7 @@ async def test_stream_authorizes_before_revealing_existence(
 async def test_limits_come_from_the_server_config(autojump_clock: trio.testing.MockClock) -> None:
     app, _ = publish_app(Config(heartbeat_interval=None))
     with trio.fail_after(5):
-        async with running(app, Config(max_event_id_length=2)) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, Config(max_event_id_length=2)) as (_, client):
             reply = await client.request("POST", "/publish/news", JSON, b'{"data":"x","id":"abc"}')
     assert reply.status == 400
     assert b"max_event_id_length" in reply.body

@@ -91,7 +91,7 @@ def make_app() -> tuple[App, dict[str, int]]:
 
 
 async def open_stream(listener: MemoryListener) -> Client:
-    client = Client(await listener.connect())
+    client = await listener.client()
     await client.send_request("GET", "/stream")
     assert (await client.head()).status_code == 200
     assert [e.data for e in await client.events(1)] == ["hi"]
@@ -182,7 +182,7 @@ async def test_idle_keep_alive_connections_close_at_once(
     cfg = Config(shutdown_grace_period=5, keep_alive_timeout=60)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
-            clients = [Client(await running.listener.connect()) for _ in range(10)]
+            clients = [await running.listener.client() for _ in range(10)]
             for client in clients[:5]:
                 assert (await client.request()).status == 200  # now idle, kept alive
             # clients[5:] never sent anything: also idle.
@@ -199,7 +199,7 @@ async def test_in_flight_request_finishes_within_the_grace_period(
     cfg = Config(shutdown_grace_period=5)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_request("GET", "/slow/3")
             await trio.sleep(1)
             async with trio.open_nursery() as nursery:
@@ -219,7 +219,7 @@ async def test_request_slower_than_the_grace_period_is_cut(
     cfg = Config(shutdown_grace_period=5)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_request("GET", "/slow/100")
             await trio.sleep(1)
             took = await running.shutdown()
@@ -234,7 +234,7 @@ async def test_partial_head_at_shutdown_is_cut_at_the_grace_deadline(
     cfg = Config(shutdown_grace_period=5, header_timeout=60)
     with trio.fail_after(120):
         async with serving(app, cfg) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_raw(b"GET / HTTP/1.1\r\n")
             await trio.sleep(1)
             took = await running.shutdown()
@@ -262,7 +262,7 @@ async def test_stream_opened_during_shutdown_ends_at_once(
 
     with trio.fail_after(60):
         async with serving(app, Config(stream_end_retry_jitter=0)) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_request("GET", "/late")
             await trio.testing.wait_all_tasks_blocked()
             running.scope.cancel()
@@ -337,7 +337,7 @@ async def test_lifespan_wraps_serving_and_background_tasks_are_cancelled(
         start = trio.current_time()
         async with serving(app, Config()) as running:
             assert log == ["enter"]
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             assert (await client.request()).body == b"hello from lifespan"
             await trio.sleep(3.5)
             await client.aclose()
@@ -371,7 +371,7 @@ async def test_background_tasks_outlive_in_flight_requests(
 
     with trio.fail_after(60):
         async with serving(app, Config(shutdown_grace_period=5)) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             assert (await client.request("GET", "/double/2")).body == b"4"
             await client.send_request("GET", "/double/21")
             await trio.sleep(0.5)
@@ -395,7 +395,7 @@ async def test_chunked_request_body_in_flight_at_shutdown(
 
     with trio.fail_after(60):
         async with serving(app, Config(shutdown_grace_period=5)) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send(
                 h11.Request(
                     method="POST",
