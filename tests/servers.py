@@ -110,48 +110,85 @@ def hypercorn_config(**overrides: Any) -> hypercorn.config.Config:
     return config
 
 
+@dataclass
+class Running:
+    """The raw :class:`Server` started by :func:`serving`, in the test's trio loop."""
+
+    server: Server
+    listener: MemoryListener  # in memory; takes no connection when ``tcp=True``
+    port: int  # the loopback TCP port with ``tcp=True``, else 0
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    stopped: trio.Event = field(default_factory=trio.Event)
+    stopped_at: float | None = None
+
+    async def client(self) -> Client:
+        """A :class:`~clients.Client` on a new connection (TCP with ``tcp=True``)."""
+        if self.port:
+            return await Client.connect("127.0.0.1", self.port)
+        return await self.listener.client()
+
+    async def shutdown(self) -> float:
+        """Cancel the server as cancelling ``serve`` would; return how long it took to return."""
+        start = trio.current_time()
+        self.scope.cancel()
+        await self.stopped.wait()
+        assert self.stopped_at is not None
+        return self.stopped_at - start
+
+
+@asynccontextmanager
+async def serving(
+    app: trio_sse.App,
+    config: trio_sse.Config | None = None,
+    *more: trio.abc.Listener[Any],
+    tcp: bool = False,
+) -> AsyncIterator[Running]:
+    """Run the raw :class:`Server` for ``app``: the one in-process server of the tests.
+
+    It listens on a :class:`~clients.MemoryListener` (and ``more``), or with
+    ``tcp=True`` on a real ``127.0.0.1`` port instead. Leaving the block shuts
+    it down gracefully (as cancelling :func:`trio_sse.serve` would) and waits
+    for it.
+    """
+    listener = MemoryListener()
+    listeners: list[trio.abc.Listener[Any]] = [listener, *more]
+    port = 0
+    if tcp:
+        listeners = [*await trio.open_tcp_listeners(0, host="127.0.0.1"), *more]
+        port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+    server = Server(app, config if config is not None else app.config)
+    running = Running(server, listener, port)
+
+    async def run(*, task_status: trio.TaskStatus[None]) -> None:
+        with running.scope:
+            await server.run(listeners, task_status=task_status)
+        running.stopped_at = trio.current_time()
+        running.stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run)
+        yield running
+        running.scope.cancel()
+
+
 @asynccontextmanager
 async def running(
     app: trio_sse.App,
     config: trio_sse.Config | None = None,
     listeners: Sequence[trio.abc.Listener[Any]] | None = None,
 ) -> AsyncIterator[tuple[Server, MemoryListener]]:
-    """Run the raw :class:`Server` for ``app`` in memory, on a fresh :class:`MemoryListener`.
-
-    Yields ``(server, listener)`` (a test can watch ``server.connections``;
-    ``await listener.client()`` connects). On exit the server is shut down
-    gracefully (as cancelling :func:`trio_sse.serve` would) and awaited.
-    """
-    listener = MemoryListener()
-    server = Server(app, config if config is not None else app.config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run, [listener, *(listeners or [])])
-        yield server, listener
-        nursery.cancel_scope.cancel()
+    """:func:`serving` in memory: ``(server, listener)``."""
+    async with serving(app, config, *(listeners or ())) as r:
+        yield r.server, r.listener
 
 
 @asynccontextmanager
 async def running_tcp(
     app: trio_sse.App, config: trio_sse.Config | None = None
 ) -> AsyncIterator[tuple[Server, int, trio.CancelScope]]:
-    """Run the raw :class:`Server` for ``app`` on a real ``127.0.0.1`` listener.
-
-    Yields ``(server, port, scope)``: cancelling ``scope`` shuts the server
-    down gracefully, as leaving the block does.
-    """
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    server = Server(app, config if config is not None else app.config)
-    async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def run(*, task_status: trio.TaskStatus[None]) -> None:
-            with scope:
-                await server.run(listeners, task_status=task_status)
-
-        await nursery.start(run)
-        yield server, port, scope
-        scope.cancel()
+    """:func:`serving` on loopback TCP: ``(server, port, scope)``; cancel ``scope`` to shut down."""
+    async with serving(app, config, tcp=True) as r:
+        yield r.server, r.port, r.scope
 
 
 @asynccontextmanager

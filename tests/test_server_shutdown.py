@@ -11,58 +11,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import h11
 import pytest
 import trio
 import trio.testing
 from clients import Client, MemoryListener
+from servers import serving
 
 from trio_sse import App, Config, Event, EventStream, Request, StreamResponse
 from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)
-
-
-@dataclass
-class Running:
-    """A server started by :func:`serving`; :meth:`shutdown` cancels it like ``serve``."""
-
-    server: Server
-    listener: MemoryListener
-    scope: trio.CancelScope
-    stopped: trio.Event = field(default_factory=trio.Event)
-    stopped_at: float | None = None
-
-    async def shutdown(self) -> float:
-        """Cancel the server; return how long it took to return."""
-        start = trio.current_time()
-        self.scope.cancel()
-        await self.stopped.wait()
-        assert self.stopped_at is not None
-        return self.stopped_at - start
-
-
-@asynccontextmanager
-async def serving(
-    app: App, config: Config, *more: trio.abc.Listener[trio.abc.Stream]
-) -> AsyncIterator[Running]:
-    listener = MemoryListener()
-    server = Server(app, config)
-    async with trio.open_nursery() as nursery:
-        running = Running(server, listener, trio.CancelScope())
-
-        async def run(*, task_status: trio.TaskStatus[None]) -> None:
-            with running.scope:
-                await server.run([listener, *more], task_status=task_status)
-            running.stopped_at = trio.current_time()
-            running.stopped.set()
-
-        await nursery.start(run)
-        yield running
-        running.scope.cancel()
 
 
 def make_app() -> tuple[App, dict[str, int]]:
