@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 from proxies import ROOT, free_port, start_nginx, stop
+from servers import serving
 
-from trio_sse import App, Config, diagnose, diagnostics_stream, serve
+from trio_sse import App, Config, diagnose, diagnostics_stream
 from trio_sse._cli import main
 
 HTTP11 = 'proxy_http_version 1.1; proxy_set_header Connection "";'
@@ -55,11 +56,8 @@ async def app_server(heartbeat: float | None) -> AsyncIterator[int]:
     async def page(request: object) -> str:
         return "not a stream"
 
-    config = Config(heartbeat_interval=heartbeat)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(serve, app, "127.0.0.1", 0, config=config))
-        yield listeners[0].socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
+    async with serving(app, Config(heartbeat_interval=heartbeat), tcp=True) as running:
+        yield running.port
 
 
 @pytest.mark.parametrize(

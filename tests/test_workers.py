@@ -143,6 +143,13 @@ class Running:
         """Wait until worker ``pid`` serves (it logs its listeners)."""
         await self.log.wait_for(rf"\[{pid}\] INFO trio_sse: trio-sse serving on")
 
+    async def serving_workers(self, count: int) -> list[int]:
+        """The pids of workers ``0..count-1``, once each of them serves."""
+        pids = [await self.worker_pid(i) for i in range(count)]
+        for pid in pids:
+            await self.ready(pid)
+        return pids
+
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its parent does not)."""
@@ -292,9 +299,7 @@ async def test_sigterm_ends_streams_with_jittered_retry_and_exits_0(tmp_path: Pa
     args = ("--workers", "2", "--stream-end-retry", "1000", "--stream-end-retry-jitter", "2000")
     with trio.fail_after(GUARD):
         async with start(tmp_path, *args) as running:
-            pids = [await running.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await running.ready(pid)
+            pids = await running.serving_workers(2)
             streams = []
             for pid in pids:  # one stream on each worker at least
                 with stopped(*(p for p in pids if p != pid)):
@@ -323,9 +328,7 @@ async def test_ctrl_c_to_the_process_group_is_one_graceful_shutdown(tmp_path: Pa
     """A terminal's Ctrl-C signals the whole foreground group, not just the supervisor."""
     with trio.fail_after(GUARD):
         async with start(tmp_path, "--workers", "2") as running:
-            pids = [await running.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await running.ready(pid)
+            pids = await running.serving_workers(2)
             stream = await open_sse(running.port)
             os.killpg(running.proc.pid, signal.SIGINT)
             await stream.rest()
@@ -341,9 +344,7 @@ async def test_workers_that_hang_at_exit_are_killed_after_the_bound(tmp_path: Pa
     args = ("--workers", "2", "--shutdown-grace-period", "0.5", "--close-linger", "0.1")
     with trio.fail_after(GUARD):
         async with start(tmp_path, *args, "--worker-kill-margin", "0.5", mode="slow_exit") as r:
-            pids = [await r.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await r.ready(pid)
+            pids = await r.serving_workers(2)
             sent = trio.current_time()
             r.proc.send_signal(signal.SIGTERM)
             assert await r.proc.wait() == 0
@@ -356,9 +357,7 @@ async def test_workers_that_hang_at_exit_are_killed_after_the_bound(tmp_path: Pa
 async def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     with trio.fail_after(GUARD):
         async with start(tmp_path, "--workers", "2", mode="slow_exit") as r:
-            pids = [await r.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await r.ready(pid)
+            pids = await r.serving_workers(2)
             r.proc.send_signal(signal.SIGTERM)
             await r.log.wait_for(r"SIGTERM: stopping 2 workers")
             sent = trio.current_time()
@@ -373,9 +372,7 @@ async def test_workers_of_a_killed_supervisor_shut_down(tmp_path: Path) -> None:
     """No orphans: even a SIGKILLed supervisor takes its workers with it."""
     with trio.fail_after(GUARD):
         async with start(tmp_path, "--workers", "2") as running:
-            pids = [await running.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await running.ready(pid)
+            pids = await running.serving_workers(2)
             stream = await open_sse(running.port)
             running.proc.kill()
             await stream.rest()  # ended by the worker's graceful shutdown
@@ -526,9 +523,7 @@ async def test_workers_share_topics_through_redis(
     args = ("--workers", "2", "--stream-end-retry-jitter", "2000")
     with trio.fail_after(GUARD):
         async with start(tmp_path, *args, app="examples.scaled:app", cwd=ROOT, env=env) as r:
-            a, b = [await r.worker_pid(i) for i in range(2)]
-            for pid in (a, b):
-                await r.ready(pid)
+            a, b = await r.serving_workers(2)
             for other in (b, a):  # each worker's backplane is connected
                 with stopped(other):
                     while (await get(r.port, "/health")).status != 200:
