@@ -16,63 +16,18 @@ import pytest
 import trio
 import trio.testing
 from clients import Client
+from probe_app import Probe, probe_app
 from servers import running_tcp
 
-from trio_sse import App, Config, Event, EventStream, Request, serve
+from trio_sse import App, Config, Event, serve
 from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)
 
 
-class Probe:
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.finished = trio.Event()
-        self.cancelled = False
-        self.sent = 0
-
-
 def make_app() -> tuple[App, Probe]:
-    app = App()
-    probe = Probe()
-
-    @app.get("/")
-    async def index(request: Request) -> str:
-        return "hello"
-
-    @app.stream("/events")
-    async def events(request: Request, stream: EventStream) -> None:
-        await stream.send(Event("one", id="1"))
-        await stream.send(Event("two", event="x"))
-
-    @app.stream("/idle")
-    async def idle(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        try:
-            await stream.send("ready")
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.finished.set()
-
-    @app.stream("/firehose")
-    async def firehose(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        big = Event("x" * 16_000)
-        try:
-            while True:
-                await stream.send(big)
-                probe.sent += 1
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.finished.set()
-
-    return app, probe
+    return probe_app(event_size=16_000, greet=True)
 
 
 async def connect(port: int, *, rcvbuf: int | None = None) -> Client:
@@ -166,7 +121,7 @@ async def test_disconnect_cancels_the_handler(how: str) -> None:
             await client.aclose()
             with trio.fail_after(1):
                 await probe.finished.wait()
-            assert probe.cancelled
+            assert probe.cancelled.is_set()
             with trio.fail_after(1):
                 await wait_for_no_connections(server)
             # The server goes on.
@@ -188,7 +143,7 @@ async def test_write_stall_on_a_real_socket_cuts_the_connection(
             start = trio.current_time()
             # Stop reading: the socket buffers fill, then the write stalls.
             await probe.finished.wait()
-            assert probe.cancelled
+            assert probe.cancelled.is_set()
             assert probe.sent > 0
             assert trio.current_time() - start >= 30
             await wait_for_no_connections(server)
@@ -282,7 +237,7 @@ async def test_reset_while_the_server_writes() -> None:
             with trio.fail_after(2):
                 await probe.finished.wait()
                 await wait_for_no_connections(server)
-            assert probe.cancelled
+            assert probe.cancelled.is_set()
 
 
 async def test_reset_of_an_idle_keep_alive_connection() -> None:

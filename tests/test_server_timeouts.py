@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 from clients import Client, MemoryListener
+from probe_app import Probe, probe_app
 from servers import connected, running
 
 from trio_sse import App, Config, Event, EventStream, Request
@@ -24,71 +25,8 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-class Probe:
-    """What a stream handler went through."""
-
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.cancelled = trio.Event()
-        self.finished = trio.Event()
-        self.cancelled_at: float | None = None
-
-
 def make_app(config: Config | None = None) -> tuple[App, Probe]:
-    app = App(config=config)
-    probe = Probe()
-
-    @app.get("/")
-    async def index(request: Request) -> str:
-        return "hello"
-
-    @app.post("/echo")
-    async def echo(request: Request) -> bytes:
-        return await request.body()
-
-    @app.stream("/idle")
-    async def idle(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            probe.cancelled_at = trio.current_time()
-            probe.cancelled.set()
-            raise
-        finally:
-            probe.finished.set()
-
-    @app.stream("/firehose")
-    async def firehose(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        big = Event("x" * 1000)
-        try:
-            while True:
-                await stream.send(big)
-        except trio.Cancelled:
-            probe.cancelled_at = trio.current_time()
-            probe.cancelled.set()
-            raise
-        finally:
-            probe.finished.set()
-
-    @app.stream("/ticks")
-    async def ticks(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        n = 0
-        try:
-            while True:
-                await stream.send(Event(str(n), id=str(n)))
-                n += 1
-                await trio.sleep(1)
-        except trio.Cancelled:
-            probe.cancelled_at = trio.current_time()
-            probe.cancelled.set()
-            raise
-        finally:
-            probe.finished.set()
-
-    return app, probe
+    return probe_app(config)
 
 
 # -- request head: header_timeout and keep_alive_timeout -----------------------------
