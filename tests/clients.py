@@ -139,9 +139,20 @@ class Client:
         self.ended: str | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, **kwargs: Any) -> Client:
-        """A client on a new TCP connection to ``host:port``."""
-        return cls(await trio.open_tcp_stream(host, port), **kwargs)
+    async def connect(
+        cls, host: str, port: int, *, rcvbuf: int | None = None, **kwargs: Any
+    ) -> Client:
+        """A client on a new TCP connection to ``host:port``.
+
+        ``rcvbuf``: a small ``SO_RCVBUF``, set before connecting so that the
+        window advertised to the server is small (a slow reader fills it soon).
+        """
+        if rcvbuf is None:
+            return cls(await trio.open_tcp_stream(host, port), **kwargs)
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+        await sock.connect((host, port))
+        return cls(trio.SocketStream(sock), **kwargs)
 
     async def __aenter__(self) -> Client:
         return self

@@ -202,14 +202,17 @@ async def connected(
         yield server, await listener.client()
 
 
-async def start_raw(nursery: trio.Nursery, app: trio_sse.App) -> RunningServer:
+async def start_raw(
+    nursery: trio.Nursery, app: trio_sse.App, config: trio_sse.Config | None = None
+) -> RunningServer:
+    """Serve ``app`` with :func:`trio_sse.serve` on ``127.0.0.1`` in ``nursery``."""
     done = trio.Event()
     cancel = trio.CancelScope()
 
     async def run(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
         try:
             with cancel:
-                await trio_sse.serve(app, "127.0.0.1", 0, task_status=task_status)
+                await trio_sse.serve(app, "127.0.0.1", 0, config=config, task_status=task_status)
         finally:
             done.set()
 

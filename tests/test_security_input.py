@@ -2,7 +2,7 @@
 
 Each test is the regression test of one finding of the adversarial pass
 (docs/security.md). The raw server is driven over memory streams (h11 client
-of ``h11_client.py``); what must also hold under hypercorn goes through the
+of ``clients.py``); what must also hold under hypercorn goes through the
 ``serve_app`` fixture on real loopback sockets.
 """
 

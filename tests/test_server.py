@@ -1,7 +1,7 @@
 """The raw h11 server over in-memory streams: HTTP semantics, limits, malformed input.
 
 Each test drives a :class:`trio_sse._server.Server` with the h11 client of
-``h11_client.py`` over :func:`trio.testing.memory_stream_pair` (or, to make a
+``clients.py`` over :func:`trio.testing.memory_stream_pair` (or, to make a
 client that stops reading, :func:`trio.testing.lockstep_stream_pair`). Every
 test runs under a ``fail_after`` guard; the ones about time use the autojump
 clock, so a deadline of minutes costs nothing and is checked to the exact

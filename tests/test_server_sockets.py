@@ -32,12 +32,8 @@ def make_app() -> tuple[App, Probe]:
 
 async def connect(port: int, *, rcvbuf: int | None = None) -> Client:
     if rcvbuf is None:
-        return Client(await trio.open_tcp_stream("127.0.0.1", port))
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    # Before connect(), so the window advertised to the server is small.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    await sock.connect(("127.0.0.1", port))
-    return Client(trio.SocketStream(sock), read_size=1024)
+        return await Client.connect("127.0.0.1", port)
+    return await Client.connect("127.0.0.1", port, rcvbuf=rcvbuf, read_size=1024)
 
 
 async def wait_for_no_connections(server: Server) -> None:
