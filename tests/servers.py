@@ -203,22 +203,22 @@ async def connected(
 
 
 async def start_raw(
-    nursery: trio.Nursery, app: trio_sse.App, config: trio_sse.Config | None = None
+    nursery: trio.Nursery, app: trio_sse.App, config: trio_sse.Config | None = None, port: int = 0
 ) -> RunningServer:
-    """Serve ``app`` with :func:`trio_sse.serve` on ``127.0.0.1`` in ``nursery``."""
+    """Serve ``app`` with :func:`trio_sse.serve` on ``127.0.0.1:port`` in ``nursery``."""
     done = trio.Event()
     cancel = trio.CancelScope()
 
     async def run(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
         try:
             with cancel:
-                await trio_sse.serve(app, "127.0.0.1", 0, config=config, task_status=task_status)
+                await trio_sse.serve(app, "127.0.0.1", port, config=config, task_status=task_status)
         finally:
             done.set()
 
     listeners: list[trio.SocketListener] = await nursery.start(run)
-    port = listeners[0].socket.getsockname()[1]
-    return RunningServer("raw", "127.0.0.1", port, cancel.cancel, done)
+    bound = listeners[0].socket.getsockname()[1]
+    return RunningServer("raw", "127.0.0.1", bound, cancel.cancel, done)
 
 
 async def start_hypercorn(
@@ -238,7 +238,7 @@ async def start_hypercorn(
             done.set()
 
     binds: list[str] = await nursery.start(run)
-    host, _, port = binds[0].removeprefix("http://").rpartition(":")
+    host, _, port = binds[0].partition("://")[2].rpartition(":")
     return RunningServer("hypercorn", host, int(port), shutdown.set, done)
 
 

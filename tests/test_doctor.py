@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 from proxies import ROOT, free_port, start_nginx, stop
-from servers import serving
+from servers import hypercorn_config, serving, start_hypercorn
 
 from trio_sse import App, Config, diagnose, diagnostics_stream
 from trio_sse._cli import main
@@ -135,8 +134,6 @@ async def test_over_tls_the_http_version_is_what_a_browser_would_negotiate(
 ) -> None:
     import ssl
 
-    import hypercorn.config
-    import hypercorn.trio
     import trustme
 
     ca = trustme.CA()
@@ -146,22 +143,14 @@ async def test_over_tls_the_http_version_is_what_a_browser_would_negotiate(
     ca.configure_trust(client)
     app = App(config=Config(heartbeat_interval=0.5))
     app.stream("/doctor")(diagnostics_stream(count=3, interval=0.1))
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    config.certfile = config.keyfile = str(pem)
-    config.alpn_protocols = alpn
-    config.accesslog = None
+    config = hypercorn_config(certfile=str(pem), keyfile=str(pem), alpn_protocols=alpn)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            shutdown = trio.Event()
-            binds = await nursery.start(
-                partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
-            )
-            port = int(binds[0].rpartition(":")[2])
+            server = await start_hypercorn(nursery, app, config)
             report = await diagnose(
-                f"https://127.0.0.1:{port}/doctor", duration=1.5, ssl_context=client
+                f"https://127.0.0.1:{server.port}/doctor", duration=1.5, ssl_context=client
             )
-            shutdown.set()
+            await server.stop()
     assert report.codes() == expected, report.findings
     assert len(report.probes) == 3
 
