@@ -501,13 +501,9 @@ async def test_every_address_of_the_host_is_served(
             assert {len(a) for a in addresses} == {2, 4}  # IPv4 and IPv6
             for address in addresses:
                 loopback = "127.0.0.1" if len(address) == 2 else "::1"
-                stream = await trio.open_tcp_stream(loopback, address[1])
-                async with stream:
-                    await stream.send_all(b"GET /pid HTTP/1.0\r\n\r\n")
-                    data = b""
-                    async for chunk in stream:
-                        data += chunk
-                assert int(data.partition(b"\r\n\r\n")[2]) in supervisor.pids.values()
+                async with await Client.connect(loopback, address[1]) as client:
+                    reply = await client.request("GET", "/pid", http_version="1.0")
+                assert int(reply.body) in supervisor.pids.values()
             pids = list(supervisor.pids.values())
             supervisor.stop()
     assert supervisor.failure is None
