@@ -229,33 +229,20 @@ class Client:
             )
         )
 
-    async def request(
-        self,
-        method: str = "GET",
-        target: str = "/",
-        headers: Sequence[tuple[str, str]] = (),
-        body: bytes | None = None,
-        *,
-        http_version: str = "1.1",
-    ) -> Reply:
-        """Send a request and read the whole response; ready for the next one."""
-        await self.send_request(method, target, headers, body, http_version=http_version)
+    async def request(self, *args: Any, **kwargs: Any) -> Reply:
+        """Send a request (:meth:`send_request`'s arguments), read the whole response.
+
+        The connection is then ready for the next request, if it stays open.
+        """
+        await self.send_request(*args, **kwargs)
         return await self.reply()
 
-    async def open(
-        self,
-        method: str = "GET",
-        target: str = "/",
-        headers: Sequence[tuple[str, str]] = (),
-        body: bytes | None = None,
-        *,
-        chunks: Sequence[bytes] | None = None,
-        http_version: str = "1.1",
-    ) -> Client:
-        """Send a request and read the response head; the body is read as a stream."""
-        await self.send_request(
-            method, target, headers, body, chunks=chunks, http_version=http_version
-        )
+    async def open(self, *args: Any, **kwargs: Any) -> Client:
+        """Send a request (:meth:`send_request`'s arguments), read the response head.
+
+        The body is then read as a stream (:meth:`events`, :meth:`pump`, :meth:`rest`).
+        """
+        await self.send_request(*args, **kwargs)
         await self.head()
         return self
 

@@ -1,24 +1,35 @@
-"""Run one App on either server, for tests that must hold on both.
+"""The one place the tests start servers: in process, on either server, or as a process.
 
-The ``serve_app`` fixture is parametrized over ``["raw", "hypercorn"]``: a
-test that takes it runs twice, once against :func:`trio_sse.serve` and once
-against ``hypercorn.trio.serve`` with the App as an ASGI application. Both
-listen on ``127.0.0.1`` on a free port and run in the test's ``nursery``;
-:meth:`RunningServer.stop` shuts either down gracefully (the test nursery
-cancels whatever is left at the end)::
+* :func:`serving` runs the raw :class:`~trio_sse._server.Server` in the
+  test's trio loop, on a :class:`~clients.MemoryListener` (the autojump clock
+  works) or with ``tcp=True`` on a loopback port; :func:`running`,
+  :func:`running_tcp` and :func:`connected` are its shorter views.
+* The ``serve_app`` fixture is parametrized over ``["raw", "hypercorn"]``: a
+  test that takes it runs twice, once against :func:`trio_sse.serve`
+  (:func:`start_raw`) and once against ``hypercorn.trio.serve`` with the App
+  as an ASGI application (:func:`start_hypercorn`). Both listen on
+  ``127.0.0.1`` on a free port and run in the test's ``nursery``;
+  :meth:`RunningServer.stop` shuts either down gracefully (the test nursery
+  cancels whatever is left at the end)::
 
-    async def test_hello(serve_app):
-        app = App()
+      async def test_hello(serve_app):
+          app = App()
 
-        @app.get("/")
-        async def index(request):
-            return "hi"
+          @app.get("/")
+          async def index(request):
+              return "hi"
 
-        server = await serve_app(app)
-        async with server.client() as client:
-            assert (await client.get("/")).text == "hi"
+          server = await serve_app(app)
+          async with server.client() as client:
+              assert (await client.get("/")).text == "hi"
 
-``tests/conftest.py`` imports the fixtures, so any test module can use them.
+* :func:`serving_process` runs a server command (``trio-sse serve ...``, a
+  script calling :func:`trio_sse.run`) as a child process and waits for its
+  ``serving on`` line.
+
+Every server is spoken to with the one client of ``tests/clients.py`` (or
+httpx, :meth:`RunningServer.client`). ``tests/conftest.py`` imports the
+fixtures, so any test module can use them.
 """
 
 from __future__ import annotations
