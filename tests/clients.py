@@ -213,24 +213,12 @@ class Client:
         data += conn.send(h11.EndOfMessage()) or b""
         return data
 
-    async def send_request(
-        self,
-        method: str = "GET",
-        target: str = "/",
-        headers: Sequence[tuple[str, str]] = (),
-        body: bytes | None = None,
-        *,
-        chunks: Sequence[bytes] | None = None,
-        http_version: str = "1.1",
-    ) -> None:
-        await self.send_raw(
-            self.request_bytes(
-                method, target, headers, body, chunks=chunks, http_version=http_version
-            )
-        )
+    async def send_request(self, *args: Any, **kwargs: Any) -> None:
+        """Send one request (:meth:`request_bytes`'s arguments)."""
+        await self.send_raw(self.request_bytes(*args, **kwargs))
 
     async def request(self, *args: Any, **kwargs: Any) -> Reply:
-        """Send a request (:meth:`send_request`'s arguments), read the whole response.
+        """Send a request (:meth:`request_bytes`'s arguments), read the whole response.
 
         The connection is then ready for the next request, if it stays open.
         """
@@ -238,7 +226,7 @@ class Client:
         return await self.reply()
 
     async def open(self, *args: Any, **kwargs: Any) -> Client:
-        """Send a request (:meth:`send_request`'s arguments), read the response head.
+        """Send a request (:meth:`request_bytes`'s arguments), read the response head.
 
         The body is then read as a stream (:meth:`events`, :meth:`pump`, :meth:`rest`).
         """
