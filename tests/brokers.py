@@ -1,4 +1,4 @@
-"""Brokers for tests that assert exact ids.
+"""Brokers for tests that assert exact ids, and reading subscriptions without waiting.
 
 The default backplane prefixes every id with a per-run epoch
 (``3f9a0c1e-1``); tests that compare ids with literals use bare numbers.
@@ -9,10 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from trio_sse import Broker, LocalBackplane
+import trio
+
+from trio_sse import Broker, Event, LocalBackplane, Subscription
 
 
 def make_broker(*args: Any, **kwargs: Any) -> Broker:
     """``Broker(...)`` whose ids are ``1``, ``2``, ... unless a backplane is given."""
     kwargs.setdefault("backplane", LocalBackplane(id_prefix=""))
     return Broker(*args, **kwargs)
+
+
+def drain(sub: Subscription) -> list[Event]:
+    """Everything receivable right now, without waiting."""
+    out: list[Event] = []
+    while True:
+        try:
+            out.append(sub.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return out
+
+
+def data(events: list[Event]) -> list[str | None]:
+    """The data of each event."""
+    return [e.data for e in events]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import queue
 import shutil
 import tempfile
@@ -21,18 +20,16 @@ import threading
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import hypercorn.config
-import hypercorn.trio
 import pytest
 import trio
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import BrowserContext, sync_playwright
+from servers import hypercorn_config, start_hypercorn, start_raw
 
 import trio_sse
 
@@ -138,37 +135,24 @@ def raw_server(
     async def serve(*, task_status: trio.TaskStatus[int]) -> None:
         if prepare is not None:
             prepare()
-
-        async def started(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-            await trio_sse.serve(
-                app, "127.0.0.1", port, config=config or app.config, task_status=task_status
-            )
-
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(started)
-            task_status.started(listeners[0].socket.getsockname()[1])
+            server = await start_raw(nursery, app, config, port)
+            task_status.started(server.port)
 
     return ServerThread(serve)
 
 
 def hypercorn_server(app: Any, tls: LoopbackCertificate | None = None) -> ServerThread:
     """The App under hypercorn: HTTP/2 over TLS with ``tls``, else plain HTTP/1.1."""
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1.0
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.accesslog = None
+    config = hypercorn_config()
     if tls is not None:
         config.certfile = str(tls.pem)
         config.keyfile = str(tls.pem)
 
     async def serve(*, task_status: trio.TaskStatus[int]) -> None:
-        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(
-                partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
-            )
-            task_status.started(int(binds[0].rpartition(":")[2]))
+            server = await start_hypercorn(nursery, app, config)
+            task_status.started(server.port)
 
     return ServerThread(serve)
 

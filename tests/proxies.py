@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clients import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,17 +35,20 @@ http {{
     upstream app {{ server 127.0.0.1:{upstream}; keepalive 8; }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
+        {location}
+    }}
+}}
+"""
+
+# The deployment of docs/hypercorn.md: HTTP/1.1 upstream, no buffering.
+APP_LOCATION = """location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_buffering off;
             proxy_read_timeout 1h;
-        }}
-    }}
-}}
-"""
+        }"""
 
 
 def free_port() -> int:
@@ -66,24 +70,14 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> No
     raise RuntimeError(f"{what} did not listen on {port} within 15 s")
 
 
-def http_get(port: int, target: str = "/hello") -> bytes:
-    """One HTTP/1.0 GET; the whole reply (b"" if the connection failed)."""
+async def http_get(port: int, target: str = "/hello") -> bytes:
+    """One HTTP/1.0 GET; the whole reply, raw (b"" if the connection failed)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET %s HTTP/1.0\r\nhost: x\r\n\r\n" % target.encode())
-            return receive_all(s)
+        async with await Client.connect("127.0.0.1", port) as client:
+            await client.send_request("GET", target, http_version="1.0")
+            return await client.wait_closed()
     except OSError:
         return b""
-
-
-def receive_all(s: socket.socket) -> bytes:
-    out = b""
-    try:
-        while data := s.recv(65536):
-            out += data
-    except OSError:
-        pass
-    return out
 
 
 @dataclass
@@ -115,14 +109,19 @@ def start_hypercorn(app: str) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def start_nginx(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_nginx(
+    tmp: Path, upstream: int, location: str = APP_LOCATION
+) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx on a free port, proxying to ``upstream`` (named ``app``) with ``location``."""
     binary = nginx_binary()
     port = free_port()
     (tmp / "body").mkdir()
     (tmp / "proxy").mkdir()
     user = "user root root;\n" if os.geteuid() == 0 else ""
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, prefix=tmp, upstream=upstream, port=port))
+    conf.write_text(
+        NGINX_CONF.format(user=user, prefix=tmp, upstream=upstream, port=port, location=location)
+    )
     process = subprocess.Popen(
         [binary, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,

@@ -17,18 +17,17 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 from brokers import make_broker
-from servers import H11Response, RunningServer
+from clients import Client
+from servers import RunningServer
 
 from trio_sse import (
     App,
     Broker,
     Config,
-    Decoder,
     Event,
     EventStream,
     HTTPException,
     JSONResponse,
-    MessageEvent,
     Request,
     Response,
     StreamResponse,
@@ -44,44 +43,13 @@ GUARD = 5  # seconds: every test finishes far sooner
 @asynccontextmanager
 async def sse(
     server: RunningServer, path: str, headers: dict[str, str] | None = None
-) -> AsyncIterator[tuple[H11Response, SSEReader]]:
-    response = await server.request("GET", path, headers)
+) -> AsyncIterator[Client]:
+    """GET ``path`` on a new connection; the client has read the response head."""
+    client = await server.request("GET", path, headers)
     try:
-        yield response, SSEReader(response)
+        yield client
     finally:
-        await response.aclose()
-
-
-class SSEReader:
-    """Decodes a streamed response; keeps the raw bytes for comment checks."""
-
-    def __init__(self, response: H11Response) -> None:
-        self.response = response
-        self.decoder = Decoder()
-        self.raw = b""
-        self._pending: list[MessageEvent] = []
-
-    async def more(self) -> bytes:
-        """Read the next chunk of bytes (b"" at the end of the body)."""
-        chunk = await self.response.data()
-        self.raw += chunk
-        self._pending.extend(self.decoder.feed(chunk))
-        return chunk
-
-    async def next(self) -> MessageEvent:
-        while not self._pending:
-            if not await self.more():
-                raise EOFError("stream ended")
-        return self._pending.pop(0)
-
-    async def take(self, n: int) -> list[MessageEvent]:
-        return [await self.next() for _ in range(n)]
-
-    async def rest(self) -> bytes:
-        """Read to the end of the body."""
-        while await self.more():
-            pass
-        return self.raw
+        await client.aclose()
 
 
 # -- routes and plain responses -------------------------------------------------
@@ -321,13 +289,13 @@ def stream_app(config: Config | None = None) -> App:
 async def test_stream_headers_and_events(serve_app: ServeApp) -> None:
     server = await serve_app(stream_app())
     with trio.fail_after(GUARD):
-        async with sse(server, "/count?n=3") as (response, reader):
-            assert response.status == 200
-            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-            assert response.headers["cache-control"] == "no-cache"
-            assert response.headers["x-accel-buffering"] == "no"
-            assert "content-length" not in response.headers
-            events = await reader.take(5)
+        async with sse(server, "/count?n=3") as reader:
+            assert reader.status == 200
+            assert reader.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert reader.headers["cache-control"] == "no-cache"
+            assert reader.headers["x-accel-buffering"] == "no"
+            assert "content-length" not in reader.headers
+            events = await reader.events(5)
             assert [(e.type, e.data, e.last_event_id) for e in events] == [
                 ("message", "plain", ""),
                 ("tick", "0", "0"),
@@ -335,7 +303,7 @@ async def test_stream_headers_and_events(serve_app: ServeApp) -> None:
                 ("tick", "2", "2"),
                 ("end", "bye", "2"),
             ]
-            assert await reader.more() == b""  # the stream ended with the handler
+            assert not await reader.pump()  # the stream ended with the handler
 
 
 async def test_stream_head_and_guarded_stream(serve_app: ServeApp) -> None:
@@ -381,11 +349,11 @@ async def test_heartbeats_on_a_silent_stream(serve_app: ServeApp) -> None:
     app = stream_app(Config(heartbeat_interval=0.2, heartbeat_comment="hb"))
     server = await serve_app(app)
     with trio.fail_after(GUARD):
-        async with sse(server, "/forever") as (_, reader):
-            assert (await reader.next()).data == "first"
+        async with sse(server, "/forever") as reader:
+            assert (await reader.event()).data == "first"
             start = trio.current_time()
-            while reader.raw.count(b": hb\n\n") < 2:
-                assert await reader.more()
+            while reader.body.count(b": hb\n\n") < 2:
+                assert await reader.pump()
             # Two heartbeats, each after ~0.2 s of silence.
             assert trio.current_time() - start >= 0.3
 
@@ -400,8 +368,8 @@ async def test_max_stream_lifetime_ends_with_retry_hint(serve_app: ServeApp) -> 
     app = stream_app(config)
     server = await serve_app(app)
     with trio.fail_after(GUARD):
-        async with sse(server, "/forever") as (_, reader):
-            raw = await reader.rest()
+        async with sse(server, "/forever") as reader:
+            raw = (await reader.rest()).body
             assert raw == b"id: 1\ndata: first\n\nretry: 2500\n\n"
             assert reader.decoder.retry == 2500
         assert app.state.cancelled.is_set()
@@ -419,8 +387,8 @@ async def test_stream_end_retry_is_jittered(serve_app: ServeApp) -> None:
     retries: list[int | None] = []
 
     async def one() -> None:
-        async with sse(server, "/forever") as (_, reader):
-            raw = await reader.rest()
+        async with sse(server, "/forever") as reader:
+            raw = (await reader.rest()).body
             assert re.fullmatch(rb"id: 1\ndata: first\n\nretry: \d+\n\n", raw), raw
             retries.append(reader.decoder.retry)
 
@@ -437,8 +405,8 @@ async def test_disconnect_cancels_the_handler(serve_app: ServeApp) -> None:
     app = stream_app(Config(heartbeat_interval=None))
     server = await serve_app(app)
     with trio.fail_after(GUARD):
-        stream = await server.open_stream()
-        await stream.send_all(b"GET /forever HTTP/1.1\r\nhost: x\r\n\r\n")
+        stream = await server.connect()
+        await stream.send_raw(b"GET /forever HTTP/1.1\r\nhost: x\r\n\r\n")
         await app.state.started.wait()
         assert not app.state.cancelled.is_set()
         await stream.aclose()
@@ -463,8 +431,8 @@ async def test_disconnect_while_reading_body_cancels_the_handler(serve_app: Serv
 
     server = await serve_app(app)
     with trio.fail_after(GUARD):
-        stream = await server.open_stream()
-        await stream.send_all(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab")
+        stream = await server.connect()
+        await stream.send_raw(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab")
         await reading.wait()
         await stream.aclose()
         await cancelled.wait()
@@ -544,10 +512,10 @@ async def test_topic_stream_resumes_from_last_event_id(serve_app: ServeApp) -> N
     server = await serve_app(app)
     first, _, _ = (broker.publish_nowait("news", Event(f"n{i}")) for i in range(1, 4))
     with trio.fail_after(GUARD):
-        async with sse(server, "/events/news", {"Last-Event-ID": first.id or ""}) as (_, reader):
-            assert [e.data for e in await reader.take(2)] == ["n2", "n3"]
+        async with sse(server, "/events/news", {"Last-Event-ID": first.id or ""}) as reader:
+            assert [e.data for e in await reader.events(2)] == ["n2", "n3"]
             live = broker.publish_nowait("news", Event("n4"))
-            event = await reader.next()
+            event = await reader.event()
             assert (event.data, event.last_event_id) == ("n4", live.id)
 
 
@@ -555,17 +523,17 @@ async def test_topic_stream_composite_cursor(serve_app: ServeApp) -> None:
     app, broker = topics_app(TopicOptions())
     server = await serve_app(app)
     with trio.fail_after(GUARD):
-        async with sse(server, "/multi") as (_, reader):
-            await reader.more()  # the id-only event with the starting cursor
+        async with sse(server, "/multi") as reader:
+            await reader.pump()  # the id-only event with the starting cursor
             broker.publish_nowait("news", Event("a"))
             broker.publish_nowait("prices", Event("b"))
-            events = await reader.take(2)
+            events = await reader.events(2)
             assert [e.data for e in events] == ["a", "b"]
             cursor = events[1].last_event_id
         broker.publish_nowait("prices", Event("c"))
         broker.publish_nowait("news", Event("d"))
-        async with sse(server, "/multi", {"Last-Event-ID": cursor}) as (_, reader):
-            assert [e.data for e in await reader.take(2)] == ["c", "d"]
+        async with sse(server, "/multi", {"Last-Event-ID": cursor}) as reader:
+            assert [e.data for e in await reader.events(2)] == ["c", "d"]
 
 
 async def test_topic_evicts_a_client_that_stops_reading(serve_app: ServeApp) -> None:
@@ -584,9 +552,8 @@ async def test_topic_evicts_a_client_that_stops_reading(serve_app: ServeApp) -> 
             await trio.sleep(0.001)
         assert broker.topic("news").stats().subscribers == 0
         # Once it reads again it finds what was written, then the eviction event, then the end.
-        reader = SSEReader(slow)
-        raw = await reader.rest()
+        raw = (await slow.rest()).body
         await slow.aclose()
         assert raw.endswith(b"\n\nretry: 1500\n\n")
-        assert reader.decoder.retry == 1500
+        assert slow.decoder.retry == 1500
         assert 0 < raw.count(b"data: x") < sent

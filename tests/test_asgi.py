@@ -456,11 +456,9 @@ async def test_http10_stream_under_hypercorn(nursery: trio.Nursery) -> None:
 
     server = await start_hypercorn(nursery, app)
     with trio.fail_after(GUARD):
-        stream = await server.open_stream()
-        await stream.send_all(b"GET /s HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
+        stream = await server.connect()
+        await stream.send_raw(b"GET /s HTTP/1.0\r\n\r\n")
+        data = await stream.wait_closed()
         await stream.aclose()
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")  # h11 answers 1.0 clients as 1.1, close-delimited

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from h11_client import Client
+from clients import Client
+from servers import start_raw
 
 from trio_sse import App, Config
 from trio_sse.demo import DemoOptions, Sampler, cpu_seconds, make_app, rss_bytes
@@ -22,16 +23,9 @@ from trio_sse.demo import DemoOptions, Sampler, cpu_seconds, make_app, rss_bytes
 
 @asynccontextmanager
 async def served(app: App) -> AsyncIterator[httpx.AsyncClient]:
-    import trio_sse
-
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            lambda task_status: trio_sse.serve(
-                app, "127.0.0.1", 0, config=app.config, task_status=task_status
-            )
-        )
-        port = listeners[0].socket.getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        server = await start_raw(nursery, app)
+        async with server.client() as client:
             yield client
         nursery.cancel_scope.cancel()
 
@@ -106,9 +100,9 @@ async def test_figures_are_the_process_own() -> None:
     with trio.fail_after(10):
         async with served(app) as client:
             port = int(str(client.base_url).rpartition(":")[2].strip("/"))
-            h11_client = Client(await trio.open_tcp_stream("127.0.0.1", port))
-            await h11_client.send_request("GET", "/events")
-            assert (await h11_client.head()).status_code == 200
+            h11_client = await Client.connect("127.0.0.1", port)
+            await h11_client.open("GET", "/events")
+            assert h11_client.status == 200
             figures: dict[str, Any] = {"delivered_per_s": 0}
             while figures["delivered_per_s"] == 0:
                 [event] = await h11_client.events(1)

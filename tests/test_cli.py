@@ -10,9 +10,10 @@ import subprocess
 import sys
 from functools import partial
 
-import h11
 import pytest
 import trio
+from clients import Client
+from servers import serving_process
 
 from trio_sse import App, Config, Decoder, Event, EventStream, MessageEvent, Request
 from trio_sse._cli import _build_config, _parser, load_app, main, run
@@ -20,36 +21,12 @@ from trio_sse._cli import _build_config, _parser, load_app, main, run
 
 async def _get(
     port: int, target: str, headers: list[tuple[str, str]] | None = None, *, events: int = 0
-) -> tuple[h11.Response, bytes, list[MessageEvent]]:
+) -> tuple[Client, bytes, list[MessageEvent]]:
     """GET ``target``; read the whole body, or until ``events`` events arrived."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    conn = h11.Connection(h11.CLIENT)
-    hdrs = [("host", "test"), *(headers or [])]
-    await stream.send_all(conn.send(h11.Request(method="GET", target=target, headers=hdrs)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
-    response: h11.Response | None = None
-    body = b""
-    decoder = Decoder()
-    got: list[MessageEvent] = []
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                got += decoder.feed(bytes(event.data))
-                if events and len(got) >= events:
-                    break
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    finally:
-        await stream.aclose()
-    assert response is not None
-    return response, body, got
+    async with await Client.connect("127.0.0.1", port) as client:
+        await client.open("GET", target, headers or [])
+        got = await client.events(events) if events else (await client.rest()).events
+    return client, bytes(client.body), got
 
 
 def test_load_app_errors(tmp_path: object) -> None:
@@ -162,10 +139,10 @@ async def test_demo_page_and_stream() -> None:
             listeners = await nursery.start(partial(run, app, "127.0.0.1", 0, Config()))
             port = listeners[0].socket.getsockname()[1]
             response, body, _ = await _get(port, "/")
-            assert response.status_code == 200
+            assert response.status == 200
             assert b"new EventSource" in body
             response, _, events = await _get(port, "/events", events=4)
-            assert dict(response.headers)[b"content-type"] == b"text/event-stream; charset=utf-8"
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
             types = [e.type for e in events]
             assert set(types) == {"clock", "metrics"}
             clock = next(e for e in events if e.type == "clock")
@@ -175,7 +152,7 @@ async def test_demo_page_and_stream() -> None:
             _, _, again = await _get(port, "/events", [("last-event-id", cursor)], events=2)
             assert [(e.type, e.data) for e in again] == [(e.type, e.data) for e in events[2:4]]
             response, body, _ = await _get(port, "/stats")
-            assert response.status_code == 200
+            assert response.status == 200
             assert set(json.loads(body)) == {"clock", "metrics", "notifications", "bulk"}
             nursery.cancel_scope.cancel()
 
@@ -211,26 +188,10 @@ async def test_signal_shuts_down_gracefully() -> None:
 
 def test_command_line_end_to_end(tmp_path: object) -> None:
     """``python -m trio_sse demo`` serves, logs its address, and exits 0 on SIGTERM."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "trio_sse", "demo", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stderr is not None
-            # Start-up may log about the descriptor limit first.
-            lines = [proc.stderr.readline() for _ in range(1)]
-            while "serving on" not in lines[-1] and len(lines) < 5 and lines[-1]:
-                lines.append(proc.stderr.readline())
-            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", lines[-1])
-            assert m, lines
-            port = int(m.group(1))
-            response, _, _ = trio.run(partial(_get, port, "/"))
-            assert response.status_code == 200
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
-        finally:
-            proc.kill()
+    with serving_process([sys.executable, "-m", "trio_sse", "demo", "--port", "0"]) as server:
+        response, _, _ = trio.run(partial(_get, server.port, "/"))
+        assert response.status == 200
+        server.stop(signal.SIGTERM)
     assert (
         subprocess.run(
             [sys.executable, "-m", "trio_sse", "--help"], capture_output=True, check=False

@@ -28,6 +28,17 @@ def numbers_app(seen: list[tuple[str | None, str | None]]) -> App:
     return app
 
 
+async def run_listen(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m trio_sse listen ARGS`` to its end (20 s at most); output captured."""
+    with trio.fail_after(20):
+        return await trio.run_process(
+            [sys.executable, "-m", "trio_sse", "listen", *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
 class Listener:
     """``python -m trio_sse listen ...`` with its stdout read line by line."""
 
@@ -100,13 +111,7 @@ async def test_listen_json_and_last_event_id(nursery: trio.Nursery) -> None:
 
 async def test_listen_refused_stream_exits_with_a_reason(nursery: trio.Nursery) -> None:
     server = await serve(nursery, [])
-    with trio.fail_after(20):
-        result = await trio.run_process(
-            [sys.executable, "-m", "trio_sse", "listen", f"{server.url}/nowhere"],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await run_listen(f"{server.url}/nowhere")
     assert result.returncode == 1
     err = result.stderr.decode()
     assert "status 404" in err
@@ -115,12 +120,7 @@ async def test_listen_refused_stream_exits_with_a_reason(nursery: trio.Nursery) 
 
 
 async def test_listen_bad_header_option() -> None:
-    with trio.fail_after(20):
-        result = await trio.run_process(
-            [sys.executable, "-m", "trio_sse", "listen", "http://127.0.0.1:9/", "-H", "nocolon"],
-            capture_stderr=True,
-            check=False,
-        )
+    result = await run_listen("http://127.0.0.1:9/", "-H", "nocolon")
     assert result.returncode == 1
     assert b"expected --header 'Name: value'" in result.stderr
 
@@ -157,35 +157,16 @@ async def test_listen_post_json_with_a_sentinel(nursery: trio.Nursery) -> None:
         return StreamResponse(run)
 
     server = await start_raw(nursery, app)
-    with trio.fail_after(20):
-        result = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "trio_sse",
-                "listen",
-                f"{server.url}/chat",
-                "--data",
-                '{"prompt": "hi"}',
-                "--sentinel",
-                "[DONE]",
-            ],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await run_listen(
+        f"{server.url}/chat", "--data", '{"prompt": "hi"}', "--sentinel", "[DONE]"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == ["Hello", "there"]
     assert [json.loads(b) for b in bodies] == [{"prompt": "hi"}]
 
 
 async def test_listen_data_must_be_json() -> None:
-    with trio.fail_after(20):
-        result = await trio.run_process(
-            [sys.executable, "-m", "trio_sse", "listen", "http://127.0.0.1:9/", "--data", "{x"],
-            capture_stderr=True,
-            check=False,
-        )
+    result = await run_listen("http://127.0.0.1:9/", "--data", "{x")
     assert result.returncode == 1
     assert b"--data is not valid JSON" in result.stderr
     assert b"Traceback" not in result.stderr

@@ -360,6 +360,16 @@ async def test_post_sentinel_ends_the_stream(serve_app: Serve) -> None:
     assert data == ['{"token": "x"}', '{"token": "y"}']
 
 
+async def read_head(stream: trio.SocketStream, requests: list[bytes]) -> bytes:
+    """A fake server's side: read a request head (5 s at most); record and return it."""
+    data = b""
+    with trio.move_on_after(5):
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+    requests.append(data)
+    return data
+
+
 async def start_breaking_server(nursery: trio.Nursery, requests: list[bytes]) -> int:
     """A TCP server that answers each request with one event, then drops the connection.
 
@@ -367,11 +377,7 @@ async def start_breaking_server(nursery: trio.Nursery, requests: list[bytes]) ->
     """
 
     async def handle(stream: trio.SocketStream) -> None:
-        data = b""
-        with trio.move_on_after(5):
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive_some(65536)
-        requests.append(data)
+        await read_head(stream, requests)
         event = b'data: {"token": "p"}\n\n'
         await stream.send_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -502,11 +508,7 @@ async def test_unicode_id_is_resent_as_utf8(nursery: trio.Nursery) -> None:
     requests: list[bytes] = []
 
     async def handle(stream: trio.SocketStream) -> None:
-        data = b""
-        with trio.move_on_after(5):
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive_some(65536)
-        requests.append(data)
+        await read_head(stream, requests)
         body = "id: café ☕\ndata: x\n\n".encode()
         await stream.send_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -590,11 +592,7 @@ async def test_an_event_cut_by_a_drop_is_not_dispatched(nursery: trio.Nursery) -
     requests: list[bytes] = []
 
     async def handle(stream: trio.SocketStream) -> None:
-        data = b""
-        with trio.move_on_after(5):
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive_some(65536)
-        requests.append(data)
+        data = await read_head(stream, requests)
         first = b"last-event-id: 1" not in data.lower()
         body = b"id: 1\ndata: one\n\nid: 2\ndata: cut" if first else b"id: 2\ndata: two\n\n"
         await stream.send_all(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
+
+from servers import serving_process
 
 from trio_sse._cli import _parser
 
@@ -54,32 +54,6 @@ def test_the_install_command_names_extras_that_exist() -> None:
     assert project["scripts"]["trio-sse"]  # the command the README then uses
 
 
-def _serve(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(args, cwd=cwd, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        found = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
-        if found:
-            return proc, int(found.group(1))
-        if not line:
-            break
-    proc.kill()
-    raise AssertionError(f"{args} did not serve: {proc.communicate()[1]}")
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    try:
-        _, stderr = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
-    assert "Traceback" not in stderr
-    return stderr
-
-
 def _curl(command: str, port: int) -> str:
     """Run the README's curl command against ``port`` (urllib if there is no curl)."""
     argv = shlex.split(command.replace(":8000", f":{port}"))
@@ -100,13 +74,11 @@ def test_the_smallest_app_runs_as_shown(tmp_path: Path) -> None:
     [shown] = blocks(section, "text")
     (tmp_path / "hello.py").write_text(hello.replace("port=8000", "port=0"))
     assert run_it.strip() == "python3 hello.py"
-    proc, port = _serve([sys.executable, "hello.py"], tmp_path)
-    try:
-        output = _curl(curl.strip(), port)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+    with serving_process([sys.executable, "hello.py"], cwd=tmp_path) as server:
+        output = _curl(curl.strip(), server.port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=10) as page:
             html = page.read().decode()
-    finally:
-        stderr = _stop(proc)
+        stderr = server.stop()
     assert "SIGINT: shutting down" in stderr
     pattern = r"data: \d\d:\d\d:\d\d\n\n"
     assert re.fullmatch(f"({pattern})+", shown + "\n"), shown
@@ -114,13 +86,10 @@ def test_the_smallest_app_runs_as_shown(tmp_path: Path) -> None:
     assert "new EventSource('/clock')" in html
     # The prose's command line serves the same file.
     assert "`trio-sse serve hello:app\n--port 8000`" in README
-    proc, port = _serve(
-        [sys.executable, "-m", "trio_sse", "serve", "hello:app", "--port", "0"], tmp_path
-    )
-    try:
-        assert re.match(pattern, _curl(curl.strip(), port))
-    finally:
-        _stop(proc)
+    command = [sys.executable, "-m", "trio_sse", "serve", "hello:app", "--port", "0"]
+    with serving_process(command, cwd=tmp_path) as server:
+        assert re.match(pattern, _curl(curl.strip(), server.port))
+        server.stop()
 
 
 def test_the_topics_example_runs_as_shown(tmp_path: Path) -> None:
@@ -129,11 +98,9 @@ def test_the_topics_example_runs_as_shown(tmp_path: Path) -> None:
     assert "with `python3 examples/prices.py`" in README
     script = tmp_path / "prices.py"
     script.write_text(prices.replace("port=8000", "port=0"))
-    proc, port = _serve([sys.executable, str(script)], ROOT)
-    try:
-        output = _curl("curl -N -m 2 http://127.0.0.1:8000/events/prices", port)
-    finally:
-        _stop(proc)
+    with serving_process([sys.executable, str(script)], cwd=ROOT) as server:
+        output = _curl("curl -N -m 2 http://127.0.0.1:8000/events/prices", server.port)
+        server.stop()
     # An id-only event first (the topic's position), then prices.
     assert re.search(r"\n\nevent: price\nid: \S+\ndata: \{\"AAPL\": [\d.]+\}\n\n", output), output
 

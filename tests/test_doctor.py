@@ -8,35 +8,17 @@ each test names. Each finding must appear exactly when its fault is there
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
-from proxies import ROOT, free_port, nginx_binary, stop, wait_listening
+from proxies import ROOT, free_port, start_nginx, stop
+from servers import hypercorn_config, serving, start_hypercorn
 
-from trio_sse import App, Config, diagnose, diagnostics_stream, serve
+from trio_sse import App, Config, diagnose, diagnostics_stream
 from trio_sse._cli import main
-
-CONF = """\
-{user}worker_processes 1;
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    server {{
-        listen 127.0.0.1:{port};
-        {server_block}
-    }}
-}}
-"""
 
 HTTP11 = 'proxy_http_version 1.1; proxy_set_header Connection "";'
 CLEAN = HTTP11 + " proxy_buffering off; proxy_read_timeout 1h;"
@@ -54,21 +36,10 @@ DURATION = 2.5
 
 @contextmanager
 def nginx(tmp: Path, upstream: int, location: str) -> Iterator[int]:
-    port = free_port()
-    for name in ("body", "proxy"):
-        (tmp / name).mkdir()
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    conf = tmp / "nginx.conf"
     if not location.startswith("location "):
         location = f"location / {{ proxy_pass http://127.0.0.1:{upstream}; {location} }}"
-    conf.write_text(CONF.format(user=user, prefix=tmp, port=port, server_block=location))
-    process = subprocess.Popen(
-        [nginx_binary(), "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, port = start_nginx(tmp, upstream, location)
     try:
-        wait_listening(port, process, "nginx")
         yield port
     finally:
         stop(process)
@@ -84,11 +55,8 @@ async def app_server(heartbeat: float | None) -> AsyncIterator[int]:
     async def page(request: object) -> str:
         return "not a stream"
 
-    config = Config(heartbeat_interval=heartbeat)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(serve, app, "127.0.0.1", 0, config=config))
-        yield listeners[0].socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
+    async with serving(app, Config(heartbeat_interval=heartbeat), tcp=True) as running:
+        yield running.port
 
 
 @pytest.mark.parametrize(
@@ -166,8 +134,6 @@ async def test_over_tls_the_http_version_is_what_a_browser_would_negotiate(
 ) -> None:
     import ssl
 
-    import hypercorn.config
-    import hypercorn.trio
     import trustme
 
     ca = trustme.CA()
@@ -177,22 +143,14 @@ async def test_over_tls_the_http_version_is_what_a_browser_would_negotiate(
     ca.configure_trust(client)
     app = App(config=Config(heartbeat_interval=0.5))
     app.stream("/doctor")(diagnostics_stream(count=3, interval=0.1))
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    config.certfile = config.keyfile = str(pem)
-    config.alpn_protocols = alpn
-    config.accesslog = None
+    config = hypercorn_config(certfile=str(pem), keyfile=str(pem), alpn_protocols=alpn)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            shutdown = trio.Event()
-            binds = await nursery.start(
-                partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
-            )
-            port = int(binds[0].rpartition(":")[2])
+            server = await start_hypercorn(nursery, app, config)
             report = await diagnose(
-                f"https://127.0.0.1:{port}/doctor", duration=1.5, ssl_context=client
+                f"https://127.0.0.1:{server.port}/doctor", duration=1.5, ssl_context=client
             )
-            shutdown.set()
+            await server.stop()
     assert report.codes() == expected, report.findings
     assert len(report.probes) == 3
 

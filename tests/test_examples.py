@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 
 import httpx
 import trio
+from servers import start_raw
 
-from trio_sse import open_event_source, serve
+from trio_sse import open_event_source
 
 
 async def test_prices_example_streams_resumes_and_guards_publishing() -> None:
@@ -16,8 +16,7 @@ async def test_prices_example_streams_resumes_and_guards_publishing() -> None:
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(serve, prices.app, "127.0.0.1", 0))
-            base = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+            base = (await start_raw(nursery, prices.app)).url
             async with open_event_source(f"{base}/events/prices", max_reconnects=0) as source:
                 assert source.response is not None
                 assert source.response.status_code == 200

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import trio
 from backplanes import start_node, wait_connected
-from http_requests import request
+from clients import http_request as request
 from redis_servers import RedisServer, free_port
-from test_redis_processes import open_stream, take
+from test_redis_processes import open_stream
 
 from trio_sse import Broker, Event, broker_metrics_text
 
@@ -104,7 +104,7 @@ def test_hypercorn_workers_share_topics_through_redis(redis_server: RedisServer)
                             )
                             assert published.status_code == 200
                         for client in clients:
-                            assert [e.data for e in await take(client, 3)] == ["e0", "e1", "e2"]
+                            assert [e.data for e in await client.events(3)] == ["e0", "e1", "e2"]
 
             trio.run(scenario)
         except BaseException:

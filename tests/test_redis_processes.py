@@ -7,107 +7,39 @@ browser-like client moves from one to the other with ``Last-Event-ID``.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 
 import trio
-from http_requests import request
+from clients import Client, open_event_stream
+from clients import http_request as request
 from redis_servers import RedisServer
-
-from trio_sse import Decoder, MessageEvent
+from servers import ServerProcess, serving_process
 
 ROOT = Path(__file__).parent.parent
 ADMIN = [("authorization", "Bearer admin-token")]
 
 
-@contextmanager
-def serving(redis_url: str, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``trio-sse serve examples.scaled:app`` on a free port; killed at the end.
-
-    Its log goes to a file (a pipe nobody reads could fill up and stall it).
-    """
-    env = {**os.environ, "TRIO_SSE_REDIS_URL": redis_url}
-    with tempfile.TemporaryFile() as log:
-        command = [sys.executable, "-m", "trio_sse", "serve", "examples.scaled:app"]
-        with subprocess.Popen(
-            [*command, "--port", "0", *extra],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        ) as proc:
-            try:
-                deadline = time.monotonic() + 20
-                while True:
-                    log.seek(0)
-                    found = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", log.read())
-                    if found:
-                        break
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise AssertionError(f"the server did not start:\n{log.read().decode()}")
-                    time.sleep(0.02)
-                yield proc, int(found.group(1))
-            finally:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-class Stream:
-    """An event stream over HTTP/1.0 (the body is the stream), read as a browser does."""
-
-    def __init__(self, socket: trio.SocketStream, last_event_id: str) -> None:
-        self.socket = socket
-        self.decoder = Decoder(last_event_id)
-        self.events: list[MessageEvent] = []
-
-    async def read(self) -> None:
-        chunk = await self.socket.receive_some()
-        assert chunk, "the stream ended"
-        self.events += self.decoder.feed(chunk)
-
-    async def take(self, n: int) -> list[MessageEvent]:
-        while len(self.events) < n:
-            await self.read()
-        taken, self.events = self.events[:n], self.events[n:]
-        return taken
+def serving(redis_url: str, *extra: str) -> AbstractContextManager[ServerProcess]:
+    """``trio-sse serve examples.scaled:app`` on a free port; killed at the end."""
+    command = [sys.executable, "-m", "trio_sse", "serve", "examples.scaled:app"]
+    env = {"TRIO_SSE_REDIS_URL": redis_url}
+    return serving_process([*command, "--port", "0", *extra], cwd=ROOT, env=env)
 
 
 @asynccontextmanager
-async def open_stream(port: int, target: str, last_event_id: str = "") -> AsyncIterator[Stream]:
+async def open_stream(port: int, target: str, last_event_id: str = "") -> AsyncIterator[Client]:
     """GET an event stream; without a resume id, wait until it is subscribed.
 
     A fresh topic stream starts with an id-only event once its subscription
     is registered: what is published after it cannot be missed.
     """
-    socket = await trio.open_tcp_stream("127.0.0.1", port)
-    async with socket:
-        resume = f"last-event-id: {last_event_id}\r\n" if last_event_id else ""
-        await socket.send_all(f"GET {target} HTTP/1.0\r\n{resume}\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await socket.receive_some()
-            assert chunk, head
-            head += chunk
-        head, _, body = head.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        stream = Stream(socket, last_event_id)
-        stream.events += stream.decoder.feed(body)
+    async with await open_event_stream(port, target, last_event_id=last_event_id) as stream:
         while not stream.decoder.last_event_id:
-            await stream.read()
+            assert await stream.pump(), "the stream ended"
         yield stream
-
-
-async def take(stream: Stream, n: int) -> list[MessageEvent]:
-    return await stream.take(n)
 
 
 async def publish(port: int, topic: str, data: str) -> str:
@@ -128,7 +60,8 @@ async def wait_healthy(port: int) -> None:
 def test_a_client_moves_between_processes_without_losing_an_event(
     redis_server: RedisServer,
 ) -> None:
-    with serving(redis_server.url) as (_, port_a), serving(redis_server.url) as (_, port_b):
+    with serving(redis_server.url) as a, serving(redis_server.url) as b:
+        port_a, port_b = a.port, b.port
 
         async def scenario() -> None:
             with trio.fail_after(20):
@@ -137,20 +70,20 @@ def test_a_client_moves_between_processes_without_losing_an_event(
                 async with open_stream(port_b, "/events/news") as watcher:
                     async with open_stream(port_a, "/events/news") as client:
                         ids = [await publish(port_a, "news", f"e{i}") for i in range(5)]
-                        seen = await take(client, 2)
+                        seen = await client.events(2)
                     assert [e.data for e in seen] == ["e0", "e1"]
                     assert [e.last_event_id for e in seen] == ids[:2]
                     # Disconnected; more is published, on the other process too.
                     ids += [await publish(port_b, "news", f"e{i}") for i in range(5, 8)]
                     last = seen[-1].last_event_id
                     async with open_stream(port_b, "/events/news", last) as again:
-                        missed = await take(again, 6)
+                        missed = await again.events(6)
                         ids.append(await publish(port_a, "news", "e8"))
-                        (live,) = await take(again, 1)
+                        (live,) = await again.events(1)
                     assert [e.data for e in missed] == [f"e{i}" for i in range(2, 8)]
                     assert [e.last_event_id for e in missed] == ids[2:8]
                     assert (live.data, live.last_event_id) == ("e8", ids[8])
-                    everything = await take(watcher, 9)
+                    everything = await watcher.events(9)
                 assert [e.data for e in everything] == [f"e{i}" for i in range(9)]
                 assert [e.last_event_id for e in everything] == ids
 
@@ -158,7 +91,8 @@ def test_a_client_moves_between_processes_without_losing_an_event(
 
 
 def test_health_and_publishing_follow_redis(redis_server: RedisServer) -> None:
-    with serving(redis_server.url) as (_, port):
+    with serving(redis_server.url) as server:
+        port = server.port
 
         async def scenario() -> None:
             with trio.fail_after(20):
@@ -180,7 +114,7 @@ def test_health_and_publishing_follow_redis(redis_server: RedisServer) -> None:
                     await publish(port, "news", "back")
                     # The stream stayed open through the outage (the same
                     # response: this reader never reconnects).
-                    (event,) = await take(client, 1)
+                    (event,) = await client.events(1)
                     assert event.data == "back"
 
         trio.run(scenario)

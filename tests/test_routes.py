@@ -7,20 +7,20 @@ other requests with httpx.
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 import trio
 from brokers import make_broker
-from http_requests import request
+from clients import Client
+from clients import http_request as request
+from servers import serving, start_raw
 
 from trio_sse import App, Config, Event, EventSource, MessageEvent, Request, open_event_source
 from trio_sse._broker import Broker
 from trio_sse._options import TopicOptions
 from trio_sse._routes import metrics_endpoint, publish_endpoint, topic_stream
-from trio_sse._server import Server, serve_listeners
 
 
 def make_app(broker: Broker, **stream_kw: object) -> App:
@@ -58,9 +58,7 @@ async def take(source: EventSource, n: int) -> list[MessageEvent]:
 
 
 async def start(nursery: trio.Nursery, app: App, config: Config | None = None) -> int:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    await nursery.start(partial(serve_listeners, app, listeners, config=config))
-    return int(listeners[0].socket.getsockname()[1])
+    return (await start_raw(nursery, app, config)).port
 
 
 async def test_stream_one_topic_and_resume(nursery: trio.Nursery, broker: Broker) -> None:
@@ -215,28 +213,19 @@ async def test_metrics_endpoint(nursery: trio.Nursery, broker: Broker) -> None:
     assert 'trio_sse_topic_published_total{topic="ticker"} 1.0' in r.content.decode()
 
 
-async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
+async def test_stuck_client_among_100_is_evicted() -> None:
     """One client stops reading: it is evicted and cut; the 99 others get everything."""
     broker = make_broker(TopicOptions(buffer_size=8, history_size=16))
     topic = broker.declare("t")
     app = App()
     app.add_route("/t", topic_stream(broker, ["t"]))
     config = Config(write_timeout=1.0, heartbeat_interval=None)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    server_box: list[Server] = []
-
-    async def run_server(task_status: trio.TaskStatus[None]) -> None:
-        server = Server(app, config)
-        server_box.append(server)
-        await server.run(listeners, task_status=task_status)
-
-    await nursery.start(run_server)
-    server = server_box[0]
-    port = listeners[0].socket.getsockname()[1]
     n_events, payload = 100, "x" * 8_000
     received: dict[int, list[int]] = {}
 
-    async def reader(client: httpx.AsyncClient, i: int, task_status: trio.TaskStatus[None]) -> None:
+    async def reader(
+        client: httpx.AsyncClient, port: int, i: int, task_status: trio.TaskStatus[None]
+    ) -> None:
         url = f"http://127.0.0.1:{port}/t"
         async with open_event_source(url, client=client, max_reconnects=0) as source:
             task_status.started()
@@ -246,29 +235,27 @@ async def test_stuck_client_among_100_is_evicted(nursery: trio.Nursery) -> None:
             received[i] = seqs
 
     with trio.fail_after(30):
-        import socket
-
-        stuck = trio.socket.socket()
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await stuck.connect(("127.0.0.1", port))
-        await stuck.send(b"GET /t HTTP/1.1\r\nhost: x\r\n\r\n")
-        limits = httpx.Limits(max_connections=None)
-        async with (
-            httpx.AsyncClient(timeout=None, limits=limits) as client,
-            trio.open_nursery() as readers,
-        ):
-            for i in range(99):
-                await readers.start(reader, client, i)
-            while len(server.connections) < 100:
-                await trio.sleep(0.01)
-            for i in range(n_events):
-                topic.publish_nowait(Event(f"{i} {payload}"))
-                await trio.sleep(0.002)
-        # Every reader got every event, in order: direct writes, partial
-        # writes finished by the flusher and queued batches never reorder.
-        assert received == {i: list(range(n_events)) for i in range(99)}
-        assert topic.stats().evicted == 1
-        # The stuck connection is cut by the write-stall deadline.
-        while len(server.connections) > 0:
-            await trio.sleep(0.05)
-        stuck.close()
+        async with serving(app, config, tcp=True) as running:
+            server, port = running.server, running.port
+            stuck = await Client.connect("127.0.0.1", port, rcvbuf=4096)
+            await stuck.send_raw(b"GET /t HTTP/1.1\r\nhost: x\r\n\r\n")
+            limits = httpx.Limits(max_connections=None)
+            async with (
+                httpx.AsyncClient(timeout=None, limits=limits) as client,
+                trio.open_nursery() as readers,
+            ):
+                for i in range(99):
+                    await readers.start(reader, client, port, i)
+                while len(server.connections) < 100:
+                    await trio.sleep(0.01)
+                for i in range(n_events):
+                    topic.publish_nowait(Event(f"{i} {payload}"))
+                    await trio.sleep(0.002)
+            # Every reader got every event, in order: direct writes, partial
+            # writes finished by the flusher and queued batches never reorder.
+            assert received == {i: list(range(n_events)) for i in range(99)}
+            assert topic.stats().evicted == 1
+            # The stuck connection is cut by the write-stall deadline.
+            while len(server.connections) > 0:
+                await trio.sleep(0.05)
+            await stuck.aclose()

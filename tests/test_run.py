@@ -11,10 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import trio
+from clients import Client
+from servers import serving_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,63 +29,34 @@ run(app, port={port})
 """
 
 
-def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+def _script(tmp_path: Path, port: int) -> list[str]:
     script = tmp_path / "app.py"
     script.write_text(SCRIPT.format(root=str(ROOT), port=port))
-    return subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    return [sys.executable, str(script)]
 
 
-def _serving_port(proc: subprocess.Popen[str]) -> int:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
-        if found:
-            return int(found.group(1))
-    proc.kill()
-    raise AssertionError(f"no 'serving on' line; stderr: {proc.communicate()[1]!r}")
-
-
-def _open_stream(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"GET /clock HTTP/1.1\r\nhost: test\r\n\r\n")
-    received = b""
-    while b"data: " not in received:
-        chunk = sock.recv(65536)
-        assert chunk, received
-        received += chunk
-    assert received.startswith(b"HTTP/1.1 200 ")
-    return sock
+async def _read_until_the_end(port: int, proc: subprocess.Popen[bytes], signum: int) -> bytes:
+    """Open ``/clock``; once it streams, signal ``proc``; the raw bytes after that."""
+    async with await Client.connect("127.0.0.1", port) as client:
+        await client.open("GET", "/clock")
+        assert client.status == 200
+        await client.until(b"data: ")
+        seen = len(client.raw)
+        proc.send_signal(signum)
+        await client.rest()
+        return bytes(client.raw[seen:])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_streams_with_retry_and_the_process_exits_cleanly(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
-    proc = _start(tmp_path, 0)
-    try:
-        sock = _open_stream(_serving_port(proc))
-        proc.send_signal(signum)
-        rest = b""
-        while not rest.endswith(b"0\r\n\r\n"):  # the terminating chunk
-            chunk = sock.recv(65536)
-            assert chunk, rest
-            rest += chunk
-        sock.close()
+    with serving_process(_script(tmp_path, 0), cwd=tmp_path) as server:
+        rest = trio.run(_read_until_the_end, server.port, server.proc, signum)
+        assert rest.endswith(b"0\r\n\r\n"), rest  # the terminating chunk
         assert re.search(rb"retry: \d+\n\n", rest), rest
-        _, stderr = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
+        assert server.proc.wait(timeout=20) == 0, server.log()
+        stderr = server.log()
     assert "Traceback" not in stderr
     assert f"{signum.name}: shutting down" in stderr
 
@@ -93,12 +66,11 @@ def test_an_address_in_use_is_one_line_and_a_failure(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = _start(tmp_path, port)
-        try:
-            _, stderr = proc.communicate(timeout=20)
-        finally:
-            proc.kill()
-    assert proc.returncode == 1
+        done = subprocess.run(
+            _script(tmp_path, port), capture_output=True, text=True, timeout=20, cwd=tmp_path
+        )
+    stderr = done.stderr
+    assert done.returncode == 1
     assert stderr.strip().splitlines() == [
         f"trio-sse: cannot serve on 127.0.0.1:{port}: [Errno 98] Address already in use"
     ], stderr

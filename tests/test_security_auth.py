@@ -91,12 +91,11 @@ async def test_token_expiry_ends_the_stream_with_retry(serve_app: object) -> Non
             "GET", f"/events/news?access_token={token(2, topics=['news'])}"
         )
         assert reply.status == 200
-        assert b"id: " in await reply.data()  # subscribed: the starting position
+        assert await reply.pump()
+        assert b"id: " in reply.body  # subscribed: the starting position
         broker.topic("news").publish_nowait(Event("while valid"))
-        body = b""
-        while chunk := await reply.data():
-            body += chunk
-        await reply.stream.aclose()
+        body = (await reply.rest()).body
+        await reply.aclose()
     assert b"data: while valid" in body
     assert body.endswith(b"retry: 2500\n\n"), body
     assert time.time() - start < 4
@@ -155,8 +154,9 @@ async def test_resume_is_authorized_again_and_replays_nothing_forbidden(
             {"last-event-id": first.id or "", "cookie": f"token={token(topics=['news'])}"},
         )
         assert reply.status == 200
-        assert b"secret follow-up" in await reply.data()
-        await reply.stream.aclose()
+        assert await reply.pump()
+        assert b"secret follow-up" in reply.body
+        await reply.aclose()
 
 
 async def test_publish_with_a_token(serve_app: object) -> None:

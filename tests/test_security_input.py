@@ -2,7 +2,7 @@
 
 Each test is the regression test of one finding of the adversarial pass
 (docs/security.md). The raw server is driven over memory streams (h11 client
-of ``h11_client.py``); what must also hold under hypercorn goes through the
+of ``clients.py``); what must also hold under hypercorn goes through the
 ``serve_app`` fixture on real loopback sockets.
 """
 
@@ -14,8 +14,7 @@ import logging
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, running
-from servers import RunningServer
+from servers import RunningServer, connected
 
 from trio_sse import App, Broker, Config, Event, Request, publish_endpoint, topic_stream
 
@@ -69,8 +68,7 @@ async def test_content_length_with_transfer_encoding_is_400_and_close(
 ) -> None:
     app, seen = counting_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             await client.send_raw(head + b"GET /secret HTTP/1.1\r\nhost: x\r\n\r\n")
             raw = await client.wait_closed()
             assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n"), raw
@@ -87,11 +85,9 @@ async def test_smuggled_request_is_not_executed_on_either_server(
     app, seen = counting_app()
     server: RunningServer = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
-        stream = await server.open_stream()
-        await stream.send_all(head + b"GET /secret HTTP/1.1\r\nhost: x\r\n\r\n")
-        raw = b""
-        while data := await stream.receive_some(65536):
-            raw += data
+        stream = await server.connect()
+        await stream.send_raw(head + b"GET /secret HTTP/1.1\r\nhost: x\r\n\r\n")
+        raw = await stream.wait_closed()
         await stream.aclose()
     if server.kind == "raw":
         assert raw.lower().startswith(b"http/1.1 400"), raw
@@ -119,8 +115,7 @@ async def test_head_error_gets_a_status_line_and_no_body(
 ) -> None:
     app, _ = counting_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             await client.send_raw(data)
             raw = await client.wait_closed()
     assert raw.startswith(b"HTTP/1.1 " + status + b" "), raw
@@ -137,16 +132,14 @@ async def test_repeated_security_header_is_400_on_either_server(
     app, seen = counting_app()
     server: RunningServer = await serve_app(app)  # type: ignore[operator]
     with trio.fail_after(5):
-        stream = await server.open_stream()
+        stream = await server.connect()
         extra = b"" if name == "Host" else b"host: x\r\n"
-        await stream.send_all(
+        await stream.send_raw(
             b"GET / HTTP/1.1\r\n"
             + extra
             + b"%s: a\r\n%s: b\r\n\r\n" % (name.encode(), name.encode())
         )
-        raw = b""
-        while data := await stream.receive_some(65536):
-            raw += data
+        raw = await stream.wait_closed()
         await stream.aclose()
     assert raw.lower().startswith(b"http/1.1 400"), raw
     assert seen == []
@@ -204,8 +197,7 @@ async def test_bad_publish_input_is_a_one_line_400(
 ) -> None:
     app, broker = publish_app(Config(heartbeat_interval=None, max_body_size=2**20))
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("POST", "/publish/news", headers, body)
     assert reply.status == 400, reply
     assert reason in reply.body, reply.body
@@ -218,8 +210,7 @@ async def test_publish_limits_are_configurable(autojump_clock: trio.testing.Mock
     cfg = Config(heartbeat_interval=None, max_event_id_length=4, max_retry=10, max_json_depth=3)
     app, broker = publish_app(cfg)
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             ok = await client.request("POST", "/publish/news", JSON, b'{"data":[[1]],"id":"abcd"}')
             assert ok.status == 200, ok.body
             for body in (
@@ -250,8 +241,7 @@ async def test_request_json_depth_is_bounded(autojump_clock: trio.testing.MockCl
         return {"got": await request.json()}
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             ok = await client.request("POST", "/j", (), b'[[["[[[[[[", {"a": "]]]"}]]]')
             assert ok.status == 200, ok.body
             assert json.loads(ok.body) == {"got": [[["[[[[[[", {"a": "]]]"}]]]}
@@ -268,8 +258,7 @@ async def test_publish_authorizes_before_revealing_existence(
 ) -> None:
     app, _ = publish_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("POST", target, (), b"x")
     assert reply.status == 403, reply
 
@@ -282,8 +271,7 @@ async def test_stream_authorizes_before_revealing_existence(
 ) -> None:
     app, _ = publish_app()
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("GET", target)
     assert reply.status == 403, reply
 
@@ -291,8 +279,7 @@ async def test_stream_authorizes_before_revealing_existence(
 async def test_limits_come_from_the_server_config(autojump_clock: trio.testing.MockClock) -> None:
     app, _ = publish_app(Config(heartbeat_interval=None))
     with trio.fail_after(5):
-        async with running(app, Config(max_event_id_length=2)) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, Config(max_event_id_length=2)) as (_, client):
             reply = await client.request("POST", "/publish/news", JSON, b'{"data":"x","id":"abc"}')
     assert reply.status == 400
     assert b"max_event_id_length" in reply.body

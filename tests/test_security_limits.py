@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import resource
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
-from h11_client import running
-from servers import RunningServer
+from clients import Client
+from servers import RunningServer, running, running_tcp
 
 from trio_sse import App, Config, Event, EventStream, Request
 from trio_sse._server import Server
@@ -39,28 +39,19 @@ def stream_app(config: Config) -> App:
 
 @asynccontextmanager
 async def serving(config: Config) -> AsyncIterator[tuple[Server, int]]:
-    server = Server(stream_app(config), config)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run, listeners)
-        yield server, int(listeners[0].socket.getsockname()[1])
-        nursery.cancel_scope.cancel()
+    async with running_tcp(stream_app(config), config) as (server, port, _):
+        yield server, port
 
 
-async def get(port: int, target: str, headers: bytes = b"") -> tuple[trio.SocketStream, bytes]:
+async def get(
+    port: int, target: str, headers: Sequence[tuple[str, str]] = ()
+) -> tuple[Client, bytes]:
     """Send a GET; return the connection and a whole reply (or a stream's first event)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(b"GET %s HTTP/1.1\r\nhost: x\r\n%s\r\n" % (target.encode(), headers))
-    raw = b""
-    while not complete(raw):
-        try:
-            data = await stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            break
-        if not data:
-            break
-        raw += data
-    return stream, raw
+    client = await Client.connect("127.0.0.1", port)
+    await client.send_request("GET", target, headers)
+    while not complete(bytes(client.raw)) and await client.receive_some():
+        pass
+    return client, bytes(client.raw)
 
 
 def complete(raw: bytes) -> bool:
@@ -153,14 +144,14 @@ async def test_forwarded_client_is_believed_only_from_trusted_proxies() -> None:
     )
     with trio.fail_after(5):
         async with serving(trusted) as (server, port):
-            a, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.1\r\n")
+            a, raw = await get(port, "/events", [("x-forwarded-for", "192.0.2.1")])
             assert b"data: hi" in raw
             # The client wrote the left part itself; 10.1.2.3 is a trusted hop.
             b, raw = await get(
-                port, "/events", b"x-forwarded-for: 192.0.2.9, 192.0.2.1, 10.1.2.3\r\n"
+                port, "/events", [("x-forwarded-for", "192.0.2.9, 192.0.2.1, 10.1.2.3")]
             )
             assert raw.startswith(b"HTTP/1.1 429"), raw
-            c, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.2\r\n")
+            c, raw = await get(port, "/events", [("x-forwarded-for", "192.0.2.2")])
             assert b"data: hi" in raw
             assert server.limits.streams_of("192.0.2.1") == 1
             assert server.limits.streams_of("192.0.2.2") == 1
@@ -168,8 +159,8 @@ async def test_forwarded_client_is_believed_only_from_trusted_proxies() -> None:
                 await s.aclose()
         untrusted = Config(max_streams_per_client=1, trusted_proxies="")
         async with serving(untrusted) as (server, port):
-            a, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.1\r\n")
-            b, raw = await get(port, "/events", b"x-forwarded-for: 192.0.2.2\r\n")
+            a, raw = await get(port, "/events", [("x-forwarded-for", "192.0.2.1")])
+            b, raw = await get(port, "/events", [("x-forwarded-for", "192.0.2.2")])
             assert raw.startswith(b"HTTP/1.1 429"), raw
             for s in (a, b):
                 await s.aclose()
@@ -191,8 +182,8 @@ async def test_streams_per_client_on_either_server(serve_app: object) -> None:
         second = await server.request("GET", "/events")
         assert second.status == 429
         assert second.headers["retry-after"] == "1"
-        await second.stream.aclose()
-        await first.stream.aclose()
+        await second.aclose()
+        await first.aclose()
 
 
 async def test_global_limit_is_503_and_counted() -> None:
@@ -215,13 +206,12 @@ async def test_connect_flood_gets_503_not_resets() -> None:
 
     async def client(port: int) -> None:
         try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            raw = b""
-            while data := await stream.receive_some(65536):
-                raw += data
-            await stream.aclose()
+            async with await Client.connect("127.0.0.1", port) as stream:
+                await stream.send_raw(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                raw = await stream.wait_closed()  # a reset reads as b""
         except (trio.BrokenResourceError, OSError):
+            raw = b""
+        if not raw:
             outcomes["reset"] += 1
             return
         outcomes["503" if raw.startswith(b"HTTP/1.1 503") else "other"] += 1

@@ -1,7 +1,7 @@
 """The raw h11 server over in-memory streams: HTTP semantics, limits, malformed input.
 
 Each test drives a :class:`trio_sse._server.Server` with the h11 client of
-``h11_client.py`` over :func:`trio.testing.memory_stream_pair` (or, to make a
+``clients.py`` over :func:`trio.testing.memory_stream_pair` (or, to make a
 client that stops reading, :func:`trio.testing.lockstep_stream_pair`). Every
 test runs under a ``fail_after`` guard; the ones about time use the autojump
 clock, so a deadline of minutes costs nothing and is checked to the exact
@@ -19,7 +19,8 @@ import h11
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, MemoryListener, running
+from clients import Client, MemoryListener
+from servers import connected, running
 
 from trio_sse import (
     App,
@@ -79,8 +80,7 @@ async def test_keep_alive_serves_requests_on_one_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (server, client):
             for n in range(3):
                 reply = await client.request("GET", f"/items/{n}?q=x")
                 assert reply.status == 200
@@ -99,7 +99,7 @@ async def test_serve_listeners_entry_point(autojump_clock: trio.testing.MockCloc
         async with trio.open_nursery() as nursery:
             started = await nursery.start(serve_listeners, make_app(), [listener])
             assert started == [listener]
-            client = Client(await listener.connect())
+            client = await listener.client()
             assert (await client.request()).body == b"hello"
             nursery.cancel_scope.cancel()
         assert listener.closed
@@ -107,8 +107,7 @@ async def test_serve_listeners_entry_point(autojump_clock: trio.testing.MockCloc
 
 async def test_pipelined_requests_in_one_write(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             data = client.request_bytes("GET", "/")
             # h11 will not let a client send a second request before the
             # first response; the bytes are the same, so prepare them apart.
@@ -132,8 +131,7 @@ async def test_request_bodies_content_length_and_chunked(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             assert (await client.request("POST", "/echo", body=b"x" * 1000)).body == b"x" * 1000
             await client.send(
                 h11.Request(
@@ -162,8 +160,7 @@ async def test_unread_request_body_does_not_desync_the_connection(
         return "ignored"
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             smuggled = b"GET /items/smuggled HTTP/1.1\r\nhost: t\r\n\r\n"
             reply = await client.request("POST", "/ignore", body=smuggled)
             assert reply.body == b"ignored"
@@ -182,8 +179,7 @@ async def test_unfinished_unread_request_body_closes_the_connection(
         return "ignored"
 
     with trio.fail_after(5):
-        async with running(app) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (server, client):
             await client.send(
                 h11.Request(
                     method="POST",
@@ -206,8 +202,7 @@ async def test_404_and_405_with_allow_keep_the_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             reply = await client.request("GET", "/nope")
             assert reply.status == 404
             reply = await client.request("DELETE", "/echo")
@@ -227,8 +222,7 @@ async def test_404_and_405_with_allow_keep_the_connection(
 
 async def test_head_on_a_plain_route(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             reply = await client.request("HEAD", "/")
             assert reply.status == 200
             assert reply.header("content-length") == "5"
@@ -251,8 +245,7 @@ async def test_head_on_a_stream_route_runs_no_handler(
         ran = True
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             start = len(client.raw)
             reply = await client.request("HEAD", "/s")
             assert reply.status == 200
@@ -282,8 +275,7 @@ async def test_http_exception_and_return_values(autojump_clock: trio.testing.Moc
         return b"\x00\x01"
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("GET", "/teapot")
             assert (reply.status, reply.body) == (418, b"short and stout\n")
             assert reply.header("x-pot") == "1"
@@ -303,8 +295,7 @@ async def test_no_content_length_on_204(autojump_clock: trio.testing.MockClock) 
         return None
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("GET", "/none")
             assert reply.status == 204
             assert reply.header("content-length") is None
@@ -315,8 +306,7 @@ async def test_no_content_length_on_204(autojump_clock: trio.testing.MockClock) 
 
 async def test_stream_headers_exactly(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             await client.send_request("GET", "/events", [("accept-encoding", "gzip, br")])
             head = await client.head()
             assert head.status_code == 200
@@ -335,8 +325,7 @@ async def test_stream_body_is_chunked_and_ends_with_the_last_chunk(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (server, client):
             await client.send_request("GET", "/events")
             await client.head()
             head_end = len(client.raw)
@@ -358,11 +347,11 @@ async def test_stream_body_is_chunked_and_ends_with_the_last_chunk(
 async def test_last_event_id_reaches_the_handler(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
         async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/resume", [("last-event-id", "41")])
             assert (await client.head()).status_code == 200
             assert [e.data for e in (await client.rest()).events] == ["from 41"]
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/resume?lastEventId=7")
             await client.head()
             assert [e.data for e in (await client.rest()).events] == ["from 7"]
@@ -384,8 +373,7 @@ async def test_stream_response_with_status_and_headers(
         return StreamResponse(run, status=201, headers={"x-extra": "1"})
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("GET", "/guarded")
             assert reply.status == 401
             await client.send_request("GET", "/guarded", [("authorization", "yes")])
@@ -413,7 +401,7 @@ async def test_send_many_is_one_write(autojump_clock: trio.testing.MockClock) ->
         server = Server(app, Config(heartbeat_interval=None))
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run, [listener])
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/many")
             await client.head()
             data = await client.stream.receive_some(65536)
@@ -425,8 +413,7 @@ async def test_send_many_is_one_write(autojump_clock: trio.testing.MockClock) ->
 
 async def test_http10_stream_is_close_delimited(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             await client.send_raw(b"GET /events HTTP/1.0\r\n\r\n")
             raw = await client.wait_closed()
             head, _, body = raw.partition(b"\r\n\r\n")
@@ -444,8 +431,7 @@ async def test_http10_plain_request_closes_after_the_response(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (server, client):
             await client.send_raw(b"GET / HTTP/1.0\r\n\r\n")
             raw = await client.wait_closed()
             assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -457,8 +443,7 @@ async def test_http10_plain_request_closes_after_the_response(
 
 async def test_http10_head_on_a_stream_route(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             await client.send_raw(b"HEAD /events HTTP/1.0\r\n\r\n")
             raw = await client.wait_closed()
             assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -487,15 +472,15 @@ async def test_malformed_request_is_400_then_close(
     with trio.fail_after(5):
         async with running(make_app()) as (server, listener):
             # Another client, mid-conversation, is unaffected.
-            other = Client(await listener.connect())
+            other = await listener.client()
             assert (await other.request()).status == 200
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_raw(data)
             raw = await client.wait_closed()
             assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n"), raw
             assert b"connection: close\r\n" in raw
             assert (await other.request()).status == 200
-            fresh = Client(await listener.connect())
+            fresh = await listener.client()
             assert (await fresh.request()).status == 200
             await trio.testing.wait_all_tasks_blocked()
             assert len(server.connections) == 2
@@ -503,8 +488,7 @@ async def test_malformed_request_is_400_then_close(
 
 async def test_other_http_versions_get_505(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(5):
-        async with running(make_app()) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app()) as (_, client):
             await client.send_raw(b"GET / HTTP/2.0\r\nhost: x\r\n\r\n")
             raw = await client.wait_closed()
             assert raw.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), raw
@@ -515,8 +499,8 @@ async def test_huge_header_in_one_write_is_431(autojump_clock: trio.testing.Mock
     cfg = Config(max_header_size=1024)
     with trio.fail_after(5):
         async with running(make_app(), cfg) as (_, listener):
-            other = Client(await listener.connect())
-            client = Client(await listener.connect())
+            other = await listener.client()
+            client = await listener.client()
             await client.send_raw(
                 b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 2000 + b"\r\n\r\n"
             )
@@ -529,8 +513,7 @@ async def test_huge_header_that_never_ends_is_431(autojump_clock: trio.testing.M
     # h11's buffer bound: the head is refused before it is complete.
     cfg = Config(max_header_size=1024)
     with trio.fail_after(5):
-        async with running(make_app(), cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app(), cfg) as (_, client):
             await client.send_raw(b"GET / HTTP/1.1\r\nhost: t\r\nx-big: ")
             for _ in range(10):
                 await client.send_raw(b"a" * 200)
@@ -543,8 +526,7 @@ async def test_just_under_the_header_size_limit_is_served(
 ) -> None:
     cfg = Config(max_header_size=1024)
     with trio.fail_after(5):
-        async with running(make_app(), cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app(), cfg) as (_, client):
             reply = await client.request("GET", "/", [("x-big", "a" * 900)])
             assert reply.status == 200
 
@@ -552,8 +534,7 @@ async def test_just_under_the_header_size_limit_is_served(
 async def test_too_many_headers_is_431(autojump_clock: trio.testing.MockClock) -> None:
     cfg = Config(max_header_count=10)
     with trio.fail_after(5):
-        async with running(make_app(), cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app(), cfg) as (_, client):
             ok = [(f"x-{n}", "v") for n in range(9)]  # + host = 10
             assert (await client.request("GET", "/", ok)).status == 200
             too_many = [(f"x-{n}", "v") for n in range(10)]  # + host = 11
@@ -572,12 +553,12 @@ async def test_max_connections_refuses_with_503_immediately(
     cfg = Config(max_connections=2, retry_after=7)
     with trio.fail_after(60):
         async with running(make_app(), cfg) as (server, listener):
-            a = Client(await listener.connect())
-            b = Client(await listener.connect())
+            a = await listener.client()
+            b = await listener.client()
             assert (await a.request()).status == 200
             assert (await b.request()).status == 200
             start = trio.current_time()
-            c = Client(await listener.connect())
+            c = await listener.client()
             # The 503 comes without the client sending anything.
             reply = await c.reply()
             assert trio.current_time() == start
@@ -589,7 +570,7 @@ async def test_max_connections_refuses_with_503_immediately(
             # Once a connection is gone, a new one is served again.
             await a.aclose()
             await trio.testing.wait_all_tasks_blocked()
-            d = Client(await listener.connect())
+            d = await listener.client()
             assert (await d.request()).status == 200
 
 
@@ -598,8 +579,7 @@ async def test_body_over_the_limit_with_content_length_is_413_unread(
 ) -> None:
     cfg = Config(max_body_size=100)
     with trio.fail_after(5):
-        async with running(make_app(), cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app(), cfg) as (_, client):
             assert (await client.request("POST", "/echo", body=b"x" * 100)).status == 200
             # Only the head: the server answers from Content-Length alone.
             await client.send(
@@ -617,8 +597,7 @@ async def test_body_over_the_limit_with_content_length_is_413_unread(
 async def test_chunked_body_over_the_limit_is_413(autojump_clock: trio.testing.MockClock) -> None:
     cfg = Config(max_body_size=100)
     with trio.fail_after(5):
-        async with running(make_app(), cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app(), cfg) as (_, client):
             await client.send(
                 h11.Request(
                     method="POST",
@@ -636,8 +615,7 @@ async def test_chunked_body_over_the_limit_is_413(autojump_clock: trio.testing.M
 async def test_expect_100_continue(autojump_clock: trio.testing.MockClock) -> None:
     cfg = Config(max_body_size=100)
     with trio.fail_after(5):
-        async with running(make_app(), cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(make_app(), cfg) as (_, client):
             await client.send(
                 h11.Request(
                     method="POST",
@@ -676,8 +654,7 @@ async def test_expect_100_continue_not_sent_when_body_is_not_read(
         return "no thanks"
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             await client.send(
                 h11.Request(
                     method="POST",
@@ -709,11 +686,11 @@ async def test_handler_exception_is_logged_500_and_others_go_on(
 
     with trio.fail_after(5):
         async with running(app) as (server, listener):
-            other = Client(await listener.connect())
+            other = await listener.client()
             await other.send_request("GET", "/events")
             await other.head()
             for target in ("/boom", "/bad-return"):
-                client = Client(await listener.connect())
+                client = await listener.client()
                 reply = await client.request("GET", target)
                 assert (reply.status, reply.body) == (500, b"internal server error\n")
                 # The response is complete: the connection stays usable (as under ASGI).
@@ -721,7 +698,7 @@ async def test_handler_exception_is_logged_500_and_others_go_on(
                 assert (await client.request("GET", "/")).status == 200
                 await client.aclose()
             assert [e.data for e in (await other.rest()).events] == ["one", "two\nlines"]
-            assert (await Client(await listener.connect()).request()).status == 200
+            assert (await (await listener.client()).request()).status == 200
             await trio.testing.wait_all_tasks_blocked()
             assert len(server.connections) == 1
     records = [r for r in caplog.records if r.name == "trio_sse.exchange"]
@@ -762,11 +739,11 @@ async def test_stream_handler_exception_ends_the_stream_cleanly(
 
     with trio.fail_after(5):
         async with running(app) as (server, listener):
-            other = Client(await listener.connect())
+            other = await listener.client()
             await other.send_request("GET", "/other")
             await other.head()
             assert [e.data for e in await other.events(1)] == ["first"]
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/fails")
             assert (await client.head()).status_code == 200
             body = await client.rest()
@@ -778,7 +755,7 @@ async def test_stream_handler_exception_ends_the_stream_cleanly(
             # The other stream and the server go on.
             go.set()
             assert [e.data for e in (await other.rest()).events] == ["after the failure"]
-            assert (await Client(await listener.connect()).request()).body == b"still here"
+            assert (await (await listener.client()).request()).body == b"still here"
             await other.aclose()
             await trio.testing.wait_all_tasks_blocked()
             assert len(server.connections) == 1
@@ -799,8 +776,7 @@ async def test_invalid_response_from_a_handler_is_500(
         return Response("x", headers={"x-bad": "a\r\nb"})
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             reply = await client.request("GET", "/bad-header")
             assert (reply.status, reply.body) == (500, b"internal server error\n")
             # Checked before framing: the connection stays usable (as under ASGI).
@@ -819,8 +795,7 @@ async def test_unknown_status_code_has_an_empty_reason(
         raise HTTPException(599, "odd")
 
     with trio.fail_after(5):
-        async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (_, client):
             await client.send_request("GET", "/odd")
             reply = await client.reply()
             assert (reply.status, reply.body) == (599, b"odd\n")
@@ -838,7 +813,7 @@ async def test_send_many_with_zero_and_one_event(autojump_clock: trio.testing.Mo
 
     with trio.fail_after(5):
         async with running(app) as (_, listener):
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/few")
             await client.head()
             start = len(client.raw)
@@ -851,7 +826,7 @@ async def test_send_many_with_zero_and_one_event(autojump_clock: trio.testing.Mo
                 + b"0\r\n\r\n"
             )
             # HTTP/1.0: the same events unframed.
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_raw(b"GET /few HTTP/1.0\r\n\r\n")
             raw = await client.wait_closed()
             assert raw.endswith(b"\r\n\r\ndata: only\n\ndata: a\n\ndata: b\n\n")
@@ -864,7 +839,7 @@ async def test_client_closing_mid_body_frees_the_connection(
     app = make_app()
     with trio.fail_after(5):
         async with running(app) as (server, listener):
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send(
                 h11.Request(
                     method="POST",
@@ -877,7 +852,7 @@ async def test_client_closing_mid_body_frees_the_connection(
             await client.aclose()
             await trio.testing.wait_all_tasks_blocked()
             assert server.connections == set()
-            assert (await Client(await listener.connect()).request()).status == 200
+            assert (await (await listener.client()).request()).status == 200
     assert "Traceback" not in caplog.text
 
 
@@ -905,7 +880,7 @@ async def test_accept_out_of_descriptors_is_retried(
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run, [listener])
             start = trio.current_time()
-            client = Client(await listener.connect())
+            client = await listener.client()
             assert trio.current_time() == start + 0.1
             assert (await client.request()).status == 200
             nursery.cancel_scope.cancel()
@@ -933,12 +908,12 @@ async def test_refusals_beyond_their_bound_are_just_closed(
     cfg = Config(max_connections=1, close_linger=10)
     with trio.fail_after(60):
         async with running(make_app(), cfg) as (_, listener):
-            kept = Client(await listener.connect())
+            kept = await listener.client()
             assert (await kept.request()).status == 200
-            refused = [Client(await listener.connect()) for _ in range(256)]
+            refused = [await listener.client() for _ in range(256)]
             await trio.testing.wait_all_tasks_blocked()
             start = trio.current_time()
-            extra = Client(await listener.connect())
+            extra = await listener.client()
             assert await extra.wait_closed() == b""
             assert trio.current_time() == start
             assert (await refused[0].reply()).status == 503
@@ -946,5 +921,5 @@ async def test_refusals_beyond_their_bound_are_just_closed(
             for client in refused:
                 await client.aclose()
             await trio.testing.wait_all_tasks_blocked()
-            late = Client(await listener.connect())
+            late = await listener.client()
             assert (await late.reply()).status == 503

@@ -11,58 +11,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import h11
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, MemoryListener
+from clients import Client, MemoryListener
+from servers import serving
 
 from trio_sse import App, Config, Event, EventStream, Request, StreamResponse
 from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)
-
-
-@dataclass
-class Running:
-    """A server started by :func:`serving`; :meth:`shutdown` cancels it like ``serve``."""
-
-    server: Server
-    listener: MemoryListener
-    scope: trio.CancelScope
-    stopped: trio.Event = field(default_factory=trio.Event)
-    stopped_at: float | None = None
-
-    async def shutdown(self) -> float:
-        """Cancel the server; return how long it took to return."""
-        start = trio.current_time()
-        self.scope.cancel()
-        await self.stopped.wait()
-        assert self.stopped_at is not None
-        return self.stopped_at - start
-
-
-@asynccontextmanager
-async def serving(
-    app: App, config: Config, *more: trio.abc.Listener[trio.abc.Stream]
-) -> AsyncIterator[Running]:
-    listener = MemoryListener()
-    server = Server(app, config)
-    async with trio.open_nursery() as nursery:
-        running = Running(server, listener, trio.CancelScope())
-
-        async def run(*, task_status: trio.TaskStatus[None]) -> None:
-            with running.scope:
-                await server.run([listener, *more], task_status=task_status)
-            running.stopped_at = trio.current_time()
-            running.stopped.set()
-
-        await nursery.start(run)
-        yield running
-        running.scope.cancel()
 
 
 def make_app() -> tuple[App, dict[str, int]]:
@@ -91,7 +52,7 @@ def make_app() -> tuple[App, dict[str, int]]:
 
 
 async def open_stream(listener: MemoryListener) -> Client:
-    client = Client(await listener.connect())
+    client = await listener.client()
     await client.send_request("GET", "/stream")
     assert (await client.head()).status_code == 200
     assert [e.data for e in await client.events(1)] == ["hi"]
@@ -182,7 +143,7 @@ async def test_idle_keep_alive_connections_close_at_once(
     cfg = Config(shutdown_grace_period=5, keep_alive_timeout=60)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
-            clients = [Client(await running.listener.connect()) for _ in range(10)]
+            clients = [await running.listener.client() for _ in range(10)]
             for client in clients[:5]:
                 assert (await client.request()).status == 200  # now idle, kept alive
             # clients[5:] never sent anything: also idle.
@@ -199,7 +160,7 @@ async def test_in_flight_request_finishes_within_the_grace_period(
     cfg = Config(shutdown_grace_period=5)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_request("GET", "/slow/3")
             await trio.sleep(1)
             async with trio.open_nursery() as nursery:
@@ -219,7 +180,7 @@ async def test_request_slower_than_the_grace_period_is_cut(
     cfg = Config(shutdown_grace_period=5)
     with trio.fail_after(60):
         async with serving(app, cfg) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_request("GET", "/slow/100")
             await trio.sleep(1)
             took = await running.shutdown()
@@ -234,7 +195,7 @@ async def test_partial_head_at_shutdown_is_cut_at_the_grace_deadline(
     cfg = Config(shutdown_grace_period=5, header_timeout=60)
     with trio.fail_after(120):
         async with serving(app, cfg) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_raw(b"GET / HTTP/1.1\r\n")
             await trio.sleep(1)
             took = await running.shutdown()
@@ -262,7 +223,7 @@ async def test_stream_opened_during_shutdown_ends_at_once(
 
     with trio.fail_after(60):
         async with serving(app, Config(stream_end_retry_jitter=0)) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send_request("GET", "/late")
             await trio.testing.wait_all_tasks_blocked()
             running.scope.cancel()
@@ -337,7 +298,7 @@ async def test_lifespan_wraps_serving_and_background_tasks_are_cancelled(
         start = trio.current_time()
         async with serving(app, Config()) as running:
             assert log == ["enter"]
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             assert (await client.request()).body == b"hello from lifespan"
             await trio.sleep(3.5)
             await client.aclose()
@@ -371,7 +332,7 @@ async def test_background_tasks_outlive_in_flight_requests(
 
     with trio.fail_after(60):
         async with serving(app, Config(shutdown_grace_period=5)) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             assert (await client.request("GET", "/double/2")).body == b"4"
             await client.send_request("GET", "/double/21")
             await trio.sleep(0.5)
@@ -395,7 +356,7 @@ async def test_chunked_request_body_in_flight_at_shutdown(
 
     with trio.fail_after(60):
         async with serving(app, Config(shutdown_grace_period=5)) as running:
-            client = Client(await running.listener.connect())
+            client = await running.listener.client()
             await client.send(
                 h11.Request(
                     method="POST",

@@ -10,100 +10,30 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
-from h11_client import Client
+from clients import Client
+from probe_app import Probe, probe_app
+from servers import running_tcp
 
-from trio_sse import App, Config, Event, EventStream, Request, serve
+from trio_sse import App, Config, Event, serve
 from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
 FINAL_TAIL = b"%x\r\n%b\r\n0\r\n\r\n" % (len(FINAL_RETRY), FINAL_RETRY)
 
 
-class Probe:
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.finished = trio.Event()
-        self.cancelled = False
-        self.sent = 0
-
-
 def make_app() -> tuple[App, Probe]:
-    app = App()
-    probe = Probe()
-
-    @app.get("/")
-    async def index(request: Request) -> str:
-        return "hello"
-
-    @app.stream("/events")
-    async def events(request: Request, stream: EventStream) -> None:
-        await stream.send(Event("one", id="1"))
-        await stream.send(Event("two", event="x"))
-
-    @app.stream("/idle")
-    async def idle(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        try:
-            await stream.send("ready")
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.finished.set()
-
-    @app.stream("/firehose")
-    async def firehose(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        big = Event("x" * 16_000)
-        try:
-            while True:
-                await stream.send(big)
-                probe.sent += 1
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.finished.set()
-
-    return app, probe
-
-
-@asynccontextmanager
-async def tcp_server(
-    app: App, config: Config | None = None
-) -> AsyncIterator[tuple[Server, int, trio.CancelScope]]:
-    """A :class:`Server` on a real loopback listener; yields ``(server, port, scope)``."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    server = Server(app, config if config is not None else app.config)
-    async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def run(*, task_status: trio.TaskStatus[None]) -> None:
-            with scope:
-                await server.run(listeners, task_status=task_status)
-
-        await nursery.start(run)
-        yield server, port, scope
-        scope.cancel()
+    return probe_app(event_size=16_000, greet=True)
 
 
 async def connect(port: int, *, rcvbuf: int | None = None) -> Client:
     if rcvbuf is None:
-        return Client(await trio.open_tcp_stream("127.0.0.1", port))
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    # Before connect(), so the window advertised to the server is small.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    await sock.connect(("127.0.0.1", port))
-    return Client(trio.SocketStream(sock), read_size=1024)
+        return await Client.connect("127.0.0.1", port)
+    return await Client.connect("127.0.0.1", port, rcvbuf=rcvbuf, read_size=1024)
 
 
 async def wait_for_no_connections(server: Server) -> None:
@@ -135,7 +65,7 @@ async def test_serve_on_port_0_keep_alive_and_streams() -> None:
 async def test_pipelined_requests_over_tcp() -> None:
     app, _ = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (_, port, _):
+        async with running_tcp(app) as (_, port, _):
             client = await connect(port)
             await client.send_raw(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n" * 3)
             raw = b""
@@ -149,7 +79,7 @@ async def test_an_accepted_connection_knows_its_peer() -> None:
     # (TCP_NODELAY is trio's SocketStream default, not ours to test.)
     app, probe = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (server, port, _):
+        async with running_tcp(app) as (server, port, _):
             client = await connect(port)
             await client.send_request("GET", "/idle")
             await client.head()
@@ -163,7 +93,7 @@ async def test_an_accepted_connection_knows_its_peer() -> None:
 async def test_http10_stream_over_tcp_is_close_delimited() -> None:
     app, _ = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (_, port, _):
+        async with running_tcp(app) as (_, port, _):
             client = await connect(port)
             await client.send_raw(b"GET /events HTTP/1.0\r\n\r\n")
             raw = await client.wait_closed()
@@ -177,7 +107,7 @@ async def test_http10_stream_over_tcp_is_close_delimited() -> None:
 async def test_disconnect_cancels_the_handler(how: str) -> None:
     app, probe = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (server, port, _):
+        async with running_tcp(app) as (server, port, _):
             client = await connect(port)
             await client.send_request("GET", "/idle")
             await client.head()
@@ -187,7 +117,7 @@ async def test_disconnect_cancels_the_handler(how: str) -> None:
             await client.aclose()
             with trio.fail_after(1):
                 await probe.finished.wait()
-            assert probe.cancelled
+            assert probe.cancelled.is_set()
             with trio.fail_after(1):
                 await wait_for_no_connections(server)
             # The server goes on.
@@ -202,14 +132,14 @@ async def test_write_stall_on_a_real_socket_cuts_the_connection(
     app, probe = make_app()
     cfg = Config(write_timeout=30)
     with trio.fail_after(600):
-        async with tcp_server(app, cfg) as (server, port, _):
+        async with running_tcp(app, cfg) as (server, port, _):
             client = await connect(port, rcvbuf=4096)
             await client.send_request("GET", "/firehose")
             await client.head()
             start = trio.current_time()
             # Stop reading: the socket buffers fill, then the write stalls.
             await probe.finished.wait()
-            assert probe.cancelled
+            assert probe.cancelled.is_set()
             assert probe.sent > 0
             assert trio.current_time() - start >= 30
             await wait_for_no_connections(server)
@@ -222,7 +152,7 @@ async def test_write_stall_on_a_real_socket_cuts_the_connection(
 async def test_malformed_request_over_tcp_and_others_go_on() -> None:
     app, _ = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (_, port, _):
+        async with running_tcp(app) as (_, port, _):
             other = await connect(port)
             assert (await other.request()).status == 200
             for data in (b"NOT HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nhost: t\r\nx: \x00\r\n\r\n"):
@@ -238,7 +168,7 @@ async def test_malformed_request_over_tcp_and_others_go_on() -> None:
 async def test_max_connections_over_tcp() -> None:
     app, _ = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app, Config(max_connections=1)) as (_, port, _):
+        async with running_tcp(app, Config(max_connections=1)) as (_, port, _):
             first = await connect(port)
             assert (await first.request()).status == 200
             second = await connect(port)
@@ -254,7 +184,7 @@ async def test_graceful_shutdown_of_200_real_streams() -> None:
     cfg = Config(stream_end_retry_jitter=0, shutdown_grace_period=5)
     n = 200
     with trio.fail_after(20):
-        async with tcp_server(app, cfg) as (server, port, scope), trio.open_nursery() as nursery:
+        async with running_tcp(app, cfg) as (server, port, scope), trio.open_nursery() as nursery:
             clients = []
             for _ in range(n):
                 client = await connect(port)
@@ -293,7 +223,7 @@ def reset_on_close(client: Client) -> None:
 async def test_reset_while_the_server_writes() -> None:
     app, probe = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (server, port, _):
+        async with running_tcp(app) as (server, port, _):
             client = await connect(port)
             await client.send_request("GET", "/firehose")
             await client.head()
@@ -303,13 +233,13 @@ async def test_reset_while_the_server_writes() -> None:
             with trio.fail_after(2):
                 await probe.finished.wait()
                 await wait_for_no_connections(server)
-            assert probe.cancelled
+            assert probe.cancelled.is_set()
 
 
 async def test_reset_of_an_idle_keep_alive_connection() -> None:
     app, _ = make_app()
     with trio.fail_after(10):
-        async with tcp_server(app) as (server, port, _):
+        async with running_tcp(app) as (server, port, _):
             client = await connect(port)
             assert (await client.request()).status == 200
             reset_on_close(client)

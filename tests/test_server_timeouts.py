@@ -12,7 +12,9 @@ import h11
 import pytest
 import trio
 import trio.testing
-from h11_client import Client, MemoryListener, running
+from clients import Client, MemoryListener
+from probe_app import Probe, probe_app
+from servers import connected, running
 
 from trio_sse import App, Config, Event, EventStream, Request
 
@@ -23,71 +25,8 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-class Probe:
-    """What a stream handler went through."""
-
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.cancelled = trio.Event()
-        self.finished = trio.Event()
-        self.cancelled_at: float | None = None
-
-
 def make_app(config: Config | None = None) -> tuple[App, Probe]:
-    app = App(config=config)
-    probe = Probe()
-
-    @app.get("/")
-    async def index(request: Request) -> str:
-        return "hello"
-
-    @app.post("/echo")
-    async def echo(request: Request) -> bytes:
-        return await request.body()
-
-    @app.stream("/idle")
-    async def idle(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            probe.cancelled_at = trio.current_time()
-            probe.cancelled.set()
-            raise
-        finally:
-            probe.finished.set()
-
-    @app.stream("/firehose")
-    async def firehose(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        big = Event("x" * 1000)
-        try:
-            while True:
-                await stream.send(big)
-        except trio.Cancelled:
-            probe.cancelled_at = trio.current_time()
-            probe.cancelled.set()
-            raise
-        finally:
-            probe.finished.set()
-
-    @app.stream("/ticks")
-    async def ticks(request: Request, stream: EventStream) -> None:
-        probe.started.set()
-        n = 0
-        try:
-            while True:
-                await stream.send(Event(str(n), id=str(n)))
-                n += 1
-                await trio.sleep(1)
-        except trio.Cancelled:
-            probe.cancelled_at = trio.current_time()
-            probe.cancelled.set()
-            raise
-        finally:
-            probe.finished.set()
-
-    return app, probe
+    return probe_app(config)
 
 
 # -- request head: header_timeout and keep_alive_timeout -----------------------------
@@ -101,7 +40,7 @@ async def test_slowloris_partial_head_gets_408_at_header_timeout(
     with trio.fail_after(60):
         async with running(app, cfg) as (server, listener):
             start = trio.current_time()
-            client = Client(await listener.connect())
+            client = await listener.client()
             # Drip a byte a second: each byte is progress, but the deadline is
             # for the whole head, counted from the accept.
             for byte in b"GET / HTTP/1.1\r\nhost: t\r\nx-slow: ":
@@ -125,7 +64,7 @@ async def test_silent_connection_is_closed_without_a_response(
     with trio.fail_after(60):
         async with running(app, cfg) as (server, listener):
             start = trio.current_time()
-            client = Client(await listener.connect())
+            client = await listener.client()
             assert await client.wait_closed() == b""
             assert trio.current_time() == start + 7
             assert server.connections == set()
@@ -137,8 +76,7 @@ async def test_keep_alive_timeout_closes_an_idle_connection(
     app, _ = make_app()
     cfg = Config(keep_alive_timeout=5, header_timeout=10)
     with trio.fail_after(60):
-        async with running(app, cfg) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (server, client):
             await trio.sleep(3)
             assert (await client.request()).status == 200
             # The idle clock restarts after each response.
@@ -156,8 +94,7 @@ async def test_next_request_head_gets_header_timeout_from_its_first_byte(
     app, _ = make_app()
     cfg = Config(keep_alive_timeout=5, header_timeout=10)
     with trio.fail_after(60):
-        async with running(app, cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (_, client):
             assert (await client.request()).status == 200
             await trio.sleep(4)
             first_byte = trio.current_time()
@@ -176,8 +113,7 @@ async def test_pipelined_head_after_a_response_is_not_an_idle_wait(
     app, _ = make_app()
     cfg = Config(keep_alive_timeout=5)
     with trio.fail_after(60):
-        async with running(app, cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (_, client):
             await client.send_raw(
                 b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGET / HTTP/1.1\r\nhost: t\r\n\r\n"
             )
@@ -192,8 +128,7 @@ async def test_body_timeout_is_408(autojump_clock: trio.testing.MockClock) -> No
     app, _ = make_app()
     cfg = Config(body_timeout=30)
     with trio.fail_after(120):
-        async with running(app, cfg) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (server, client):
             await client.send(
                 h11.Request(
                     method="POST",
@@ -215,8 +150,7 @@ async def test_body_arriving_in_time_is_read(autojump_clock: trio.testing.MockCl
     app, _ = make_app()
     cfg = Config(body_timeout=30)
     with trio.fail_after(120):
-        async with running(app, cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (_, client):
             await client.send(
                 h11.Request(
                     method="POST",
@@ -241,7 +175,7 @@ async def test_write_stall_cancels_the_handler_and_frees_the_connection(
     listener = MemoryListener(lockstep=True)
     with trio.fail_after(120):
         async with running(app, cfg, [listener]) as (server, plain):
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/firehose")
             await client.head()
             await probe.started.wait()
@@ -268,7 +202,7 @@ async def test_heartbeat_does_not_hide_a_write_stall(
     listener = MemoryListener(lockstep=True)
     with trio.fail_after(120):
         async with running(app, cfg, [listener]) as (server, _):
-            client = Client(await listener.connect())
+            client = await listener.client()
             start = trio.current_time()
             await client.send_request("GET", "/idle")
             await client.head()
@@ -287,7 +221,7 @@ async def test_heartbeats_on_a_silent_stream_every_15_seconds(
     app, _ = make_app()
     with trio.fail_after(120):
         async with running(app) as (_, listener):  # default Config: 15 s
-            client = Client(await listener.connect())
+            client = await listener.client()
             start = trio.current_time()
             await client.send_request("GET", "/idle")
             await client.head()
@@ -313,8 +247,7 @@ async def test_events_postpone_the_heartbeat(autojump_clock: trio.testing.MockCl
         await trio.sleep_forever()
 
     with trio.fail_after(120):
-        async with running(app, Config(heartbeat_interval=15)) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, Config(heartbeat_interval=15)) as (_, client):
             start = trio.current_time()
             await client.send_request("GET", "/sometimes")
             await client.head()
@@ -335,12 +268,12 @@ async def test_heartbeat_comment_text_and_http10(autojump_clock: trio.testing.Mo
     cfg = Config(heartbeat_interval=2, heartbeat_comment="ping")
     with trio.fail_after(60):
         async with running(app, cfg) as (_, listener):
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/idle")
             await client.head()
             assert await client.stream.receive_some(65536) == chunk(b": ping\n\n")
             # HTTP/1.0: no chunk framing around the comment.
-            raw10 = Client(await listener.connect())
+            raw10 = await listener.client()
             await raw10.send_raw(b"GET /idle HTTP/1.0\r\n\r\n")
             while b"\r\n\r\n" not in raw10.raw:
                 await raw10.receive_some()
@@ -351,8 +284,7 @@ async def test_heartbeat_comment_text_and_http10(autojump_clock: trio.testing.Mo
 async def test_no_heartbeat_when_disabled(autojump_clock: trio.testing.MockClock) -> None:
     app, _ = make_app()
     with trio.fail_after(1000):
-        async with running(app, Config(heartbeat_interval=None)) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, Config(heartbeat_interval=None)) as (_, client):
             await client.send_request("GET", "/idle")
             await client.head()
             with trio.move_on_after(600):
@@ -369,8 +301,7 @@ async def test_max_stream_lifetime_ends_with_retry_then_last_chunk(
     app, probe = make_app()
     cfg = Config(max_stream_lifetime=10, stream_end_retry=2500, stream_end_retry_jitter=0)
     with trio.fail_after(60):
-        async with running(app, cfg) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (server, client):
             start = trio.current_time()
             await client.send_request("GET", "/ticks")
             await client.head()
@@ -391,8 +322,7 @@ async def test_max_stream_lifetime_without_retry_hint(
     app, _ = make_app()
     cfg = Config(max_stream_lifetime=3, stream_end_retry=None)
     with trio.fail_after(60):
-        async with running(app, cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (_, client):
             await client.send_request("GET", "/ticks")
             await client.head()
             body = await client.rest()
@@ -407,8 +337,7 @@ async def test_max_stream_lifetime_http10_sends_retry_then_closes(
     app, _ = make_app()
     cfg = Config(max_stream_lifetime=2, stream_end_retry=0, stream_end_retry_jitter=0)
     with trio.fail_after(60):
-        async with running(app, cfg) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, cfg) as (_, client):
             await client.send_raw(b"GET /ticks HTTP/1.0\r\n\r\n")
             raw = await client.wait_closed()
             body = raw.partition(b"\r\n\r\n")[2]
@@ -426,8 +355,7 @@ async def test_client_closing_mid_stream_cancels_the_handler_promptly(
 ) -> None:
     app, probe = make_app()
     with trio.fail_after(60):
-        async with running(app) as (server, listener):
-            client = Client(await listener.connect())
+        async with connected(app) as (server, client):
             await client.send_request("GET", path)
             await client.head()
             await probe.started.wait()
@@ -445,8 +373,7 @@ async def test_bytes_sent_during_a_stream_are_ignored(
 ) -> None:
     app, probe = make_app()
     with trio.fail_after(60):
-        async with running(app, Config(max_stream_lifetime=3)) as (_, listener):
-            client = Client(await listener.connect())
+        async with connected(app, Config(max_stream_lifetime=3)) as (_, client):
             start = trio.current_time()
             await client.send_request("GET", "/ticks")
             await client.head()
@@ -489,7 +416,7 @@ async def test_an_active_stream_never_wakes_its_companion(
 
     with trio.fail_after(120):
         async with running(app) as (_, listener):  # default Config: 15 s heartbeats
-            client = Client(await listener.connect())
+            client = await listener.client()
             await client.send_request("GET", "/every-second")
             await client.head()
             await trio.testing.wait_all_tasks_blocked()

@@ -13,29 +13,14 @@ import random
 import pytest
 import trio
 import trio.testing
-from brokers import make_broker
+from brokers import data, drain, make_broker
 
 from trio_sse._backplane import LocalBackplane
 from trio_sse._broker import Broker
 from trio_sse._cursor import with_id
 from trio_sse._event import Event
 from trio_sse._options import OverflowPolicy, TopicOptions
-from trio_sse._subscription import Subscription
 from trio_sse._topic import Topic
-
-
-def drain(sub: Subscription) -> list[Event]:
-    """Everything receivable right now, without waiting."""
-    out: list[Event] = []
-    while True:
-        try:
-            out.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
-
-
-def data(events: list[Event]) -> list[str | None]:
-    return [e.data for e in events]
 
 
 def ids(events: list[Event]) -> list[str | None]:

@@ -7,25 +7,15 @@ import urllib.parse
 
 import pytest
 import trio
-from brokers import make_broker
+from brokers import drain, make_broker
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_sse._cursor import escape, format_cursor, parse_cursor, unescape
 from trio_sse._event import Event
 from trio_sse._options import TopicOptions
-from trio_sse._subscription import Subscription
 
 CURSOR_CHARS = re.compile(r"[A-Za-z0-9_.\-~:,]*")
-
-
-def drain(sub: Subscription) -> list[Event]:
-    out: list[Event] = []
-    while True:
-        try:
-            out.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
 
 
 def pairs(events: list[Event]) -> list[tuple[str | None, str | None]]:

@@ -5,26 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from brokers import make_broker
+from brokers import data, drain, make_broker
 
 from trio_sse._event import Event
 from trio_sse._options import OverflowPolicy, TopicOptions
-from trio_sse._subscription import Subscription
 
 BYE = Event(comment="evicted", retry=1000)
-
-
-def drain(sub: Subscription) -> list[Event]:
-    out: list[Event] = []
-    while True:
-        try:
-            out.append(sub.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
-
-
-def data(events: list[Event]) -> list[str | None]:
-    return [e.data for e in events]
 
 
 def options(policy: str, **kwargs: object) -> TopicOptions:

@@ -224,9 +224,9 @@ async def test_topic_frames_and_resume(serve_app: ServeApp) -> None:
             assert [f["data"] for f in await frames(ws, 2)] == ["n2", "n3"]
         # The same resume point works for the SSE route.
         response = await server.request("GET", "/sse?topic=news", {"last-event-id": first.id or ""})
-        body = b""
-        while body.count(b"\n\n") < 2:
-            body += await response.data()
+        while response.body.count(b"\n\n") < 2:
+            assert await response.pump()
+        body = bytes(response.body)
         await response.aclose()
         assert b"data: n2\n" in body
         assert b"data: n3\n" in body

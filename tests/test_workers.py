@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 import trio
+from clients import Client, Reply, open_event_stream
 from redis_servers import RedisServer
 
-from trio_sse import Decoder, MessageEvent
 from trio_sse._workers import LISTEN_FDS_OPTION
 
 APP = f'''
@@ -143,6 +143,13 @@ class Running:
         """Wait until worker ``pid`` serves (it logs its listeners)."""
         await self.log.wait_for(rf"\[{pid}\] INFO trio_sse: trio-sse serving on")
 
+    async def serving_workers(self, count: int) -> list[int]:
+        """The pids of workers ``0..count-1``, once each of them serves."""
+        pids = [await self.worker_pid(i) for i in range(count)]
+        for pid in pids:
+            await self.ready(pid)
+        return pids
+
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its parent does not)."""
@@ -220,67 +227,22 @@ async def start(tmp_path: Path, *args: str, **options: Any) -> AsyncIterator[Run
         yield running
 
 
-async def get(port: int, path: str) -> bytes:
+async def get(port: int, path: str) -> Reply:
     """``GET path`` on a fresh connection: the whole response."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        request = b"GET %s HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n" % path.encode()
-        await stream.send_all(request)
-        data = b""
-        async for chunk in stream:
-            data += chunk
-    return data
+    async with await Client.connect("127.0.0.1", port) as client:
+        return await client.request("GET", path, [("connection", "close")])
+
+
+async def open_sse(port: int) -> Client:
+    """An event stream of ``/s`` over HTTP/1.0, once its first event arrived."""
+    return await open_event_stream(port, "/s", first_events=1)
 
 
 async def get_pid(port: int) -> int:
     """``GET /pid``: the pid of the worker that answered."""
-    data = await get(port, "/pid")
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), data
-    return int(body)
-
-
-class SSE:
-    """An event stream over HTTP/1.0 (no chunked framing: the body is the stream)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.decoder = Decoder()
-        self.events: list[MessageEvent] = []
-        self.raw = b""
-
-    @classmethod
-    async def open(cls, port: int, path: str = "/s", first_events: int = 1) -> SSE:
-        """Open ``path`` and read its first events."""
-        self = cls(await trio.open_tcp_stream("127.0.0.1", port))
-        await self.stream.send_all(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await self.stream.receive_some()
-            assert chunk, head
-            head += chunk
-        head, _, rest = head.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        self._feed(rest)
-        await self.wait_events(first_events)
-        return self
-
-    async def wait_events(self, count: int) -> None:
-        """Read until ``count`` events arrived in all."""
-        while len(self.events) < count:
-            chunk = await self.stream.receive_some()
-            assert chunk, self.raw
-            self._feed(chunk)
-
-    def _feed(self, data: bytes) -> None:
-        self.raw += data
-        self.events += self.decoder.feed(data)
-
-    async def rest(self) -> None:
-        """Read until the server closes."""
-        async for chunk in self.stream:
-            self._feed(chunk)
-        await self.stream.aclose()
+    reply = await get(port, "/pid")
+    assert reply.status == 200, reply
+    return int(reply.body)
 
 
 @contextmanager
@@ -337,15 +299,13 @@ async def test_sigterm_ends_streams_with_jittered_retry_and_exits_0(tmp_path: Pa
     args = ("--workers", "2", "--stream-end-retry", "1000", "--stream-end-retry-jitter", "2000")
     with trio.fail_after(GUARD):
         async with start(tmp_path, *args) as running:
-            pids = [await running.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await running.ready(pid)
+            pids = await running.serving_workers(2)
             streams = []
             for pid in pids:  # one stream on each worker at least
                 with stopped(*(p for p in pids if p != pid)):
-                    streams.append(await SSE.open(running.port))
-            streams += [await SSE.open(running.port) for _ in range(6)]
-            assert {s.events[0].data for s in streams} == {str(pid) for pid in pids}
+                    streams.append(await open_sse(running.port))
+            streams += [await open_sse(running.port) for _ in range(6)]
+            assert {s.received[0].data for s in streams} == {str(pid) for pid in pids}
             sent = trio.current_time()
             running.proc.send_signal(signal.SIGTERM)
             async with trio.open_nursery() as nursery:
@@ -355,7 +315,8 @@ async def test_sigterm_ends_streams_with_jittered_retry_and_exits_0(tmp_path: Pa
             # Nothing to wait for: shutdown_grace_period (5 s) is a bound, not a delay.
             assert trio.current_time() - sent < 5
             for s in streams:
-                assert s.raw.endswith(b"\n\nretry: %d\n\n" % s.decoder.retry), s.raw
+                await s.aclose()
+                assert s.body.endswith(b"\n\nretry: %d\n\n" % s.decoder.retry), s.body
                 assert s.decoder.retry is not None
                 assert 1000 <= s.decoder.retry <= 3000
             await running.log.wait_closed()  # no process holds the log pipe any more
@@ -367,12 +328,11 @@ async def test_ctrl_c_to_the_process_group_is_one_graceful_shutdown(tmp_path: Pa
     """A terminal's Ctrl-C signals the whole foreground group, not just the supervisor."""
     with trio.fail_after(GUARD):
         async with start(tmp_path, "--workers", "2") as running:
-            pids = [await running.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await running.ready(pid)
-            stream = await SSE.open(running.port)
+            pids = await running.serving_workers(2)
+            stream = await open_sse(running.port)
             os.killpg(running.proc.pid, signal.SIGINT)
             await stream.rest()
+            await stream.aclose()
             assert stream.decoder.retry is not None
             assert await running.proc.wait() == 0
             await running.log.wait_closed()
@@ -384,9 +344,7 @@ async def test_workers_that_hang_at_exit_are_killed_after_the_bound(tmp_path: Pa
     args = ("--workers", "2", "--shutdown-grace-period", "0.5", "--close-linger", "0.1")
     with trio.fail_after(GUARD):
         async with start(tmp_path, *args, "--worker-kill-margin", "0.5", mode="slow_exit") as r:
-            pids = [await r.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await r.ready(pid)
+            pids = await r.serving_workers(2)
             sent = trio.current_time()
             r.proc.send_signal(signal.SIGTERM)
             assert await r.proc.wait() == 0
@@ -399,9 +357,7 @@ async def test_workers_that_hang_at_exit_are_killed_after_the_bound(tmp_path: Pa
 async def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     with trio.fail_after(GUARD):
         async with start(tmp_path, "--workers", "2", mode="slow_exit") as r:
-            pids = [await r.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await r.ready(pid)
+            pids = await r.serving_workers(2)
             r.proc.send_signal(signal.SIGTERM)
             await r.log.wait_for(r"SIGTERM: stopping 2 workers")
             sent = trio.current_time()
@@ -416,12 +372,11 @@ async def test_workers_of_a_killed_supervisor_shut_down(tmp_path: Path) -> None:
     """No orphans: even a SIGKILLed supervisor takes its workers with it."""
     with trio.fail_after(GUARD):
         async with start(tmp_path, "--workers", "2") as running:
-            pids = [await running.worker_pid(i) for i in range(2)]
-            for pid in pids:
-                await running.ready(pid)
-            stream = await SSE.open(running.port)
+            pids = await running.serving_workers(2)
+            stream = await open_sse(running.port)
             running.proc.kill()
             await stream.rest()  # ended by the worker's graceful shutdown
+            await stream.aclose()
             assert stream.decoder.retry is not None
             await running.log.wait_closed()
             assert running.log.matches(r"the supervisor is gone: shutting down")
@@ -546,13 +501,9 @@ async def test_every_address_of_the_host_is_served(
             assert {len(a) for a in addresses} == {2, 4}  # IPv4 and IPv6
             for address in addresses:
                 loopback = "127.0.0.1" if len(address) == 2 else "::1"
-                stream = await trio.open_tcp_stream(loopback, address[1])
-                async with stream:
-                    await stream.send_all(b"GET /pid HTTP/1.0\r\n\r\n")
-                    data = b""
-                    async for chunk in stream:
-                        data += chunk
-                assert int(data.partition(b"\r\n\r\n")[2]) in supervisor.pids.values()
+                async with await Client.connect(loopback, address[1]) as client:
+                    reply = await client.request("GET", "/pid", http_version="1.0")
+                assert int(reply.body) in supervisor.pids.values()
             pids = list(supervisor.pids.values())
             supervisor.stop()
     assert supervisor.failure is None
@@ -568,29 +519,25 @@ async def test_workers_share_topics_through_redis(
     args = ("--workers", "2", "--stream-end-retry-jitter", "2000")
     with trio.fail_after(GUARD):
         async with start(tmp_path, *args, app="examples.scaled:app", cwd=ROOT, env=env) as r:
-            a, b = [await r.worker_pid(i) for i in range(2)]
-            for pid in (a, b):
-                await r.ready(pid)
+            a, b = await r.serving_workers(2)
             for other in (b, a):  # each worker's backplane is connected
                 with stopped(other):
-                    while not (await get(r.port, "/health")).startswith(b"HTTP/1.1 200 "):
+                    while (await get(r.port, "/health")).status != 200:
                         await trio.sleep(0.05)
             with stopped(b):  # subscribe on worker a
-                stream = await SSE.open(r.port, "/events/news", first_events=0)
+                stream = await open_event_stream(r.port, "/events/news")
                 # The id-only first event says the subscription is registered:
                 # only then can it not miss what is published next.
-                while b"id: " not in stream.raw:
-                    chunk = await stream.stream.receive_some()
-                    assert chunk, stream.raw
-                    stream._feed(chunk)
+                await stream.until(b"id: ")
             with stopped(a):  # publish through worker b
                 published = await post(r.port, "/publish/news", b"hello from b")
-            await stream.wait_events(1)
-            (event,) = stream.events
+            await stream.events(1)
+            (event,) = stream.received
             assert event.data == "hello from b"
             assert event.last_event_id == json.loads(published)["id"]
             r.proc.send_signal(signal.SIGTERM)
             await stream.rest()
+            await stream.aclose()
             assert await r.proc.wait() == 0
             assert stream.decoder.retry is not None
             assert 1000 <= stream.decoder.retry <= 3000
@@ -600,16 +547,8 @@ async def test_workers_share_topics_through_redis(
 
 async def post(port: int, path: str, body: bytes) -> bytes:
     """``POST`` with the example's admin token; the 200 response's body."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(
-            b"POST %s HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
-            b"authorization: Bearer admin-token\r\ncontent-length: %d\r\n\r\n%s"
-            % (path.encode(), len(body), body)
-        )
-        data = b""
-        async for chunk in stream:
-            data += chunk
-    head, _, answer = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), data
-    return answer
+    headers = [("connection", "close"), ("authorization", "Bearer admin-token")]
+    async with await Client.connect("127.0.0.1", port) as client:
+        reply = await client.request("POST", path, headers, body)
+    assert reply.status == 200, reply
+    return reply.body
