@@ -51,7 +51,7 @@ import trio
 
 from ._app import App
 from ._config import Config
-from ._connection import _Connection, linger
+from ._connection import _Connection, _Served, linger
 from ._errors import unwrap_groups
 from ._event import Event
 from ._limits import ClientLimits
@@ -63,6 +63,7 @@ from ._sockets import (
     refuse_now,
     set_keepalive,
 )
+from ._tls import TLSAcceptor, server_ssl_context
 from ._transport import PeerGone
 
 __all__ = ["Server", "serve", "serve_listeners"]
@@ -148,7 +149,7 @@ class Server:
     def __init__(self, app: App, config: Config) -> None:
         self.app = app
         self.config = config
-        self.connections: set[_Connection] = set()
+        self.connections: set[_Served] = set()
         self.stopping = False
         self._conns_scope = trio.CancelScope(shield=True)
         self._accept_scope = trio.CancelScope()
@@ -158,6 +159,9 @@ class Server:
         self.limits = ClientLimits(config, app.refusals)
         self.heartbeat_chunk = Event(comment=config.heartbeat_comment).encode_chunk()
         self.heartbeat_raw = config.heartbeat_bytes()
+        # TLS (and HTTP/2 through ALPN) when Config.certfile is set: _tls.py.
+        context = server_ssl_context(config)
+        self.tls = None if context is None else TLSAcceptor(context, config)
 
     async def run(
         self,
@@ -248,7 +252,11 @@ class Server:
                     self._reject(stream, 429)
                     continue
                 set_keepalive(stream, self.config)
-                conn = _Connection(self, stream, peer)
+                conn: _Served = (
+                    _Connection(self, stream, peer)
+                    if self.tls is None
+                    else self.tls.connection(self, stream, peer)
+                )
                 self.connections.add(conn)
                 self._nursery.start_soon(conn.run)
         finally:
