@@ -119,6 +119,8 @@ class H2Peer:
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False
         self._buffer = bytearray()
+        #: Streams whose received data is acknowledged at once (window given back).
+        self.auto_grant: set[int] = set()
 
     @classmethod
     async def connect(cls, port: int, certs: Certs, window: int | None = None) -> H2Peer:
@@ -182,6 +184,8 @@ class H2Peer:
         for event in events:
             if isinstance(event, h2.events.DataReceived) and event.stream_id is not None:
                 self.data.setdefault(event.stream_id, bytearray()).extend(event.data or b"")
+                if event.stream_id in self.auto_grant and event.flow_controlled_length:
+                    self.grant(event.stream_id, event.flow_controlled_length)
             elif isinstance(event, h2.events.StreamEnded) and event.stream_id is not None:
                 self.ended.add(event.stream_id)
             elif isinstance(event, h2.events.StreamReset) and event.stream_id is not None:
