@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
+from ._connection import linger
 from ._h2_protocol import BODY, END_BODY, REQUEST, RESET, WINDOW, H2Protocol
 from ._h2_stream import H2Stream
 from ._pacing import write_within
@@ -151,6 +152,11 @@ class H2ServerConnection:
                 for stream in list(self.streams.values()):
                     stream.peer_gone()
                 self.kick()
+            # Everything is sent (GOAWAY included): read until the peer closes,
+            # briefly, so a close with unread bytes does not reset the
+            # connection and destroy the GOAWAY before the peer reads it.
+            with trio.move_on_after(self.config.close_linger):
+                await linger(self.stream, self.config.read_size)
         except Exception:
             logger.exception("internal error serving HTTP/2 connection from %s", self.client)
         finally:

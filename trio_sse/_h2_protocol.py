@@ -283,7 +283,10 @@ class H2Protocol:
 
     def refuse(self, stream_id: int) -> None:
         """Refuse a new stream: ``RST_STREAM(REFUSED_STREAM)`` (the client may retry it)."""
-        self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        try:
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        except h2.exceptions.ProtocolError:
+            return  # the connection is closing: its GOAWAY says enough
         self._flush()
 
     def acknowledge(self, stream_id: int, length: int) -> None:
