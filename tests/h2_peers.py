@@ -198,7 +198,7 @@ class H2Peer:
         return events
 
     def _after_goaway(self, frame: bytes) -> None:
-        parsed, length = Frame.parse_frame_header(memoryview(frame[:9]))
+        parsed, _ = Frame.parse_frame_header(memoryview(frame[:9]))
         parsed.parse_body(memoryview(frame[9:]))
         sid = parsed.stream_id
         if isinstance(parsed, DataFrame):

@@ -153,7 +153,7 @@ async def test_curl_http2_stream(nursery: trio.Nursery, certs: Certs) -> None:
     nursery.start_soon(tick)
     with trio.fail_after(15):
         result = await trio.run_process(
-            [curl, "-sS", "-N", "-i", "--http2", "--cacert", str(certs.ca), server.url + "/events/t"],
+            [curl, "-sSNi", "--http2", "--cacert", str(certs.ca), server.url + "/events/t"],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
