@@ -120,7 +120,10 @@ async def serve_until_signal(
                     listeners = await server.start(serve_fn)
                     for listener in listeners:
                         addr = listener.socket.getsockname()
-                        logger.info("trio-sse serving on http://%s:%s/", _host(addr[0]), addr[1])
+                        scheme = "https" if config.certfile else "http"
+                        logger.info(
+                            "trio-sse serving on %s://%s:%s/", scheme, _host(addr[0]), addr[1]
+                        )
                     task_status.started(listeners)
             watchers.cancel_scope.cancel()
 

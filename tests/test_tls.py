@@ -1,0 +1,144 @@
+"""TLS on the raw server: handshake deadline and slots, client certificates, settings.
+
+ALPN's choice between HTTP/2 and HTTP/1.1 is tested in ``test_h2.py``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from h2_peers import Certs, start_tls_server
+
+from trio_sse import App, Config, Request
+from trio_sse._cli import _build_config, _parser
+from trio_sse._server import Server
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    return Certs.make(tmp_path)
+
+
+def make_app() -> App:
+    app = App()
+
+    @app.get("/")
+    async def index(request: Request) -> str:
+        return f"hello over HTTP/{request.http_version}\n"
+
+    return app
+
+
+def context(certs: Certs, cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    if cert:
+        ctx.load_cert_chain(certs.client)
+    return ctx
+
+
+async def test_stalled_handshake_is_cut_at_header_timeout(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app = make_app()
+    server = await start_tls_server(nursery, app, certs, header_timeout=0.3)
+    with trio.fail_after(5):
+        tcp = await trio.open_tcp_stream("127.0.0.1", server.port)
+        start = trio.current_time()
+        try:
+            assert await tcp.receive_some(100) == b""  # closed, no handshake ever sent
+        except trio.BrokenResourceError:
+            pass  # or reset: either way cut
+        assert 0.25 < trio.current_time() - start < 2
+        await tcp.aclose()
+        assert app.refusals["tls_handshake"] == 1
+
+
+async def test_handshakes_in_flight_are_limited(nursery: trio.Nursery, certs: Certs) -> None:
+    app = make_app()
+    server = await start_tls_server(nursery, app, certs, header_timeout=1.0, max_handshakes=1)
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(verify=context(certs)) as client:
+            # Unhindered, a request is quick.
+            start = trio.current_time()
+            assert (await client.get(server.url + "/")).status_code == 200
+            assert trio.current_time() - start < 0.8
+        # A client that connects and stalls its handshake holds the one slot
+        # until header_timeout cuts it; a new client waits for the slot.
+        staller = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await trio.sleep(0.1)
+        start = trio.current_time()
+        async with httpx.AsyncClient(verify=context(certs)) as client:
+            assert (await client.get(server.url + "/")).status_code == 200
+        assert trio.current_time() - start > 0.7
+        await staller.aclose()
+
+
+@pytest.mark.parametrize("mode", ["required", "optional"])
+async def test_client_certificates(nursery: trio.Nursery, certs: Certs, mode: str) -> None:
+    app = make_app()
+    server = await start_tls_server(
+        nursery, app, certs, client_ca=str(certs.ca), client_cert=mode
+    )
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(http2=True, verify=context(certs, cert=True)) as client:
+            r = await client.get(server.url + "/")
+            assert (r.status_code, r.text) == (200, "hello over HTTP/2\n")
+        async with httpx.AsyncClient(verify=context(certs)) as client:
+            if mode == "optional":
+                assert (await client.get(server.url + "/")).status_code == 200
+            else:
+                with pytest.raises(httpx.TransportError):
+                    await client.get(server.url + "/")
+                assert app.refusals["tls_handshake"] >= 1
+
+
+def test_settings_are_checked(certs: Certs, tmp_path: Path) -> None:
+    app = make_app()
+    with pytest.raises(ValueError, match="cannot load the TLS certificate"):
+        Server(app, Config(certfile=str(tmp_path / "missing.pem")))
+    with pytest.raises(ValueError, match="cannot load the TLS certificate"):
+        Server(app, Config(certfile=str(certs.ca)))  # a certificate without its key
+    with pytest.raises(ValueError, match="need Config.certfile"):
+        Server(app, Config(keyfile=str(certs.server)))
+    with pytest.raises(ValueError, match="client CA"):
+        Server(app, Config(certfile=str(certs.server), client_ca=str(tmp_path / "none.pem")))
+    with pytest.raises(ValueError, match="Config.alpn"):
+        Server(app, Config(certfile=str(certs.server), alpn="spdy/3"))
+    with pytest.raises(ValueError, match="client_cert"):
+        Config(client_cert="sometimes")
+    for name in ("max_handshakes", "h2_max_concurrent_streams", "h2_max_buffer"):
+        with pytest.raises(ValueError, match=name):
+            Config(**{name: 0})  # type: ignore[arg-type]
+
+
+def test_cli_options() -> None:
+    args = _parser().parse_args(
+        [
+            "serve",
+            "m:app",
+            "--certfile",
+            "cert.pem",
+            "--keyfile",
+            "key.pem",
+            "--client-ca",
+            "ca.pem",
+            "--client-cert",
+            "optional",
+            "--max-handshakes",
+            "8",
+            "--h2-max-concurrent-streams",
+            "50",
+        ]
+    )
+    cfg = _build_config(Config(), args)
+    assert (cfg.certfile, cfg.keyfile, cfg.client_ca, cfg.client_cert) == (
+        "cert.pem",
+        "key.pem",
+        "ca.pem",
+        "optional",
+    )
+    assert (cfg.max_handshakes, cfg.h2_max_concurrent_streams) == (8, 50)
