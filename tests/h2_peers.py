@@ -11,6 +11,7 @@ flood frames, reset streams.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import trio
 import trustme
@@ -142,11 +144,16 @@ class H2Peer:
         await self.stream.send_all(data)
 
     def request(
-        self, path: str, *, end: bool = True, extra: Iterable[tuple[bytes, bytes]] = ()
+        self,
+        path: str,
+        *,
+        end: bool = True,
+        method: str = "GET",
+        extra: Iterable[tuple[bytes, bytes]] = (),
     ) -> int:
         sid = self.conn.get_next_available_stream_id()
         headers = [
-            (b":method", b"GET"),
+            (b":method", method.encode()),
             (b":path", path.encode()),
             (b":scheme", b"https"),
             (b":authority", b"127.0.0.1"),
@@ -215,7 +222,8 @@ class H2Peer:
 
     def grant(self, sid: int, amount: int) -> None:
         """Acknowledge ``amount`` bytes on ``sid``: window back (and the connection's)."""
-        self.conn.increment_flow_control_window(amount, stream_id=sid)
+        with contextlib.suppress(h2.exceptions.StreamClosedError):  # ended: no stream window
+            self.conn.increment_flow_control_window(amount, stream_id=sid)
         self.conn.increment_flow_control_window(amount)
 
     async def aclose(self) -> None:

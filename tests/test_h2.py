@@ -275,3 +275,43 @@ async def test_too_many_concurrent_streams_are_refused(nursery: trio.Nursery, ce
             assert peer.resets[extra] == h2.errors.ErrorCodes.REFUSED_STREAM
         assert counts["started"] - counts["cancelled"] <= 3
         await peer.aclose()
+
+
+async def test_unread_body_of_a_stream_gives_the_window_back(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app, _, _ = make_app()
+    server = await start_tls_server(nursery, app, certs)
+    with trio.fail_after(10):
+        peer = await H2Peer.connect(server.port, certs)
+        # An event stream whose request sends a body nobody reads: the whole
+        # 64 KiB receive window of the connection.
+        stream = peer.request("/slow", end=False)
+        await peer.flush()
+        await peer.receive_until(lambda: stream in peer.data)
+        sent = 0
+        while sent < 65_535:
+            n = min(16_384, 65_535 - sent)
+            peer.conn.send_data(stream, b"z" * n)
+            sent += n
+        await peer.flush()
+        # A POST on the same connection still gets its body through: the
+        # stream's unread bytes were acknowledged, not held.
+        post = peer.request("/echo", end=False, method="POST")
+        peer.auto_grant.add(post)
+        await peer.flush()
+        body = b"p" * 100_000
+        sent = 0
+        while sent < len(body):
+            room = min(peer.conn.local_flow_control_window(post), 16_384, len(body) - sent)
+            if room > 0:
+                peer.conn.send_data(post, body[sent : sent + room])
+                sent += room
+                await peer.flush()
+            else:
+                await peer.receive()
+        peer.conn.end_stream(post)
+        await peer.flush()
+        await peer.receive_until(lambda: post in peer.ended)
+        assert bytes(peer.data[post]) == body
+        await peer.aclose()

@@ -169,6 +169,7 @@ class H2ServerConnection:
         proto = self.proto
         read_size = self.config.read_size
         streams = self.streams
+        window_opened = False
         with self._reader:
             if self.server.stopping:
                 self.interrupt()
@@ -194,10 +195,19 @@ class H2ServerConnection:
                         if (stream := streams.get(sid)) is not None:
                             stream.peer_gone()
                     elif kind == WINDOW:
-                        self._window_opened(sid)
+                        if not sid:
+                            window_opened = True
+                        elif (stream := streams.get(sid)) is not None:
+                            stream.wake()
                     else:  # CLOSED
                         self.kick()
                         return str(payload)
+                # Once per read, however many WINDOW_UPDATEs it held: a flood
+                # of tiny ones cannot cost a wake-up of every stream each.
+                if window_opened:
+                    window_opened = False
+                    for stream in list(self.blocked_window):
+                        stream.wake()
                 self.kick()
         if self.proto.goaway_sent:
             return "shut down"
@@ -215,14 +225,6 @@ class H2ServerConnection:
         stream = self.streams[sid] = H2Stream(self, sid, headers)
         self._reader.deadline = math.inf
         self._nursery.start_soon(stream.run)
-
-    def _window_opened(self, sid: int) -> None:
-        if sid:
-            if (stream := self.streams.get(sid)) is not None and stream in self.blocked_window:
-                stream.wake()
-        else:
-            for stream in list(self.blocked_window):
-                stream.wake()
 
     async def _write_loop(self, connection_scope: trio.CancelScope) -> None:
         """Send what the streams framed, one ``send_all`` at a time."""

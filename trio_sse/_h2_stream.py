@@ -156,17 +156,26 @@ class H2Stream:
                 self.exchange.declared_length = int(value)
         return request, request_head_error(fields, http2=True)
 
-    def _finish(self) -> None:
-        self.conn.stream_finished(self)
+    def _ack(self) -> None:
         if self._unacked:
             self.proto.acknowledge(self.stream_id, self._unacked)
             self._unacked = 0
+            self.conn.kick()
+
+    def _finish(self) -> None:
+        self.conn.stream_finished(self)
+        self._ack()
         self.proto.finish(self.stream_id, self._responded and not (self._cut or self._broken))
         self.conn.kick()
 
     def feed(self, data: bytes, flow_length: int) -> None:
         """Body bytes arrived (acknowledged only once read: the window bounds them)."""
         self._unacked += flow_length
+        if self._responded:
+            # The response has begun: the body will never be read. Give the
+            # window back now, or the connection's window would stay held.
+            self._ack()
+            return
         if not self._too_large:
             self._body_size += len(data)
             if self._body_size > self.conn.server.config.max_body_size:
@@ -215,6 +224,8 @@ class H2Stream:
             raise PeerGone()
         self.proto.send_headers(self.stream_id, status, headers, end)
         self._responded = True
+        self._body.clear()
+        self._ack()
         self.conn.kick()
 
     async def send_response(self, response: Response, head_only: bool) -> None:
@@ -269,8 +280,8 @@ class H2Stream:
             finally:
                 waiting.discard(self)
                 self._wake = None
-        await trio.lowlevel.checkpoint()
         self._cut = False
+        await trio.lowlevel.checkpoint()
 
     async def wait_disconnect(self) -> None:
         """Wait for ``RST_STREAM`` or the end of the connection."""
@@ -279,10 +290,7 @@ class H2Stream:
     async def receive_body(self, limit: int) -> bytes:
         """The request body; read bytes are acknowledged (window given back)."""
         while True:
-            if self._unacked:
-                self.proto.acknowledge(self.stream_id, self._unacked)
-                self._unacked = 0
-                self.conn.kick()
+            self._ack()
             if self._too_large or self._body_size > limit:
                 raise BodyTooLarge()
             if self._body_done:
