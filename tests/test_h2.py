@@ -12,6 +12,7 @@ import ssl
 from pathlib import Path
 
 import h2.errors
+import h2.events
 import httpx
 import pytest
 import trio
@@ -314,4 +315,41 @@ async def test_unread_body_of_a_stream_gives_the_window_back(
         await peer.flush()
         await peer.receive_until(lambda: post in peer.ended)
         assert bytes(peer.data[post]) == body
+        await peer.aclose()
+
+
+async def test_no_request_within_header_timeout(nursery: trio.Nursery, certs: Certs) -> None:
+    app, _, _ = make_app()
+    server = await start_tls_server(nursery, app, certs, header_timeout=0.5)
+    with trio.fail_after(10):
+        start = trio.current_time()
+        peer = await H2Peer.connect(server.port, certs)  # handshake, SETTINGS, then nothing
+        await peer.receive_until(lambda: peer.closed)
+        assert peer.goaway is not None
+        assert 0.4 < trio.current_time() - start < 3
+        await peer.aclose()
+
+
+async def test_streams_per_client_limit_holds_on_one_connection(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app, _, counts = make_app()
+    server = await start_tls_server(
+        nursery, app, certs, max_streams_per_client=2, trusted_proxies=""
+    )
+    with trio.fail_after(10):
+        peer = await H2Peer.connect(server.port, certs)
+        first, second = peer.request("/slow"), peer.request("/slow")
+        await peer.flush()
+        await peer.receive_until(lambda: first in peer.data and second in peer.data)
+        third = peer.request("/slow")
+        await peer.flush()
+        await peer.receive_until(lambda: third in peer.ended)
+        status = next(
+            dict(e.headers)[b":status"]
+            for e in peer.events
+            if isinstance(e, h2.events.ResponseReceived) and e.stream_id == third
+        )
+        assert status == b"429"
+        assert counts["started"] == 2
         await peer.aclose()

@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_sse import App, Event, EventStream, Request
+from trio_sse._h2_connection import H2ServerConnection
+from trio_sse._h2_stream import H2Stream
 
 ErrorCodes = h2.errors.ErrorCodes
 GUARD = 10
@@ -289,3 +291,85 @@ async def test_arbitrary_bytes_after_the_preface(no_errors: None, garbage: bytes
             await ok.receive_until(lambda: sid in ok.ended)
             await ok.aclose()
         nursery.cancel_scope.cancel()
+
+
+frame_strategy = st.builds(
+    lambda kind, flags, sid, payload: (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
+    ),
+    kind=st.integers(0, 11),  # the ten frame types, and unknown ones
+    flags=st.integers(0, 255),
+    sid=st.sampled_from([0, 1, 2, 3, 5, 2**31 - 1]),
+    payload=st.binary(max_size=40),
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames=st.lists(frame_strategy, min_size=1, max_size=8))
+async def test_arbitrary_frames(no_errors: None, frames: list[bytes]) -> None:
+    """Well-delimited frames of any type, flags, stream and payload: no crash, no hang."""
+    certs = shared_certs()
+    app, _ = make_app()
+    async with trio.open_nursery() as nursery:
+        server = await start_tls_server(nursery, app, certs, close_linger=0.05)
+        with trio.fail_after(GUARD):
+            peer = await H2Peer.connect(server.port, certs)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await peer.send_raw(b"".join(frames))
+            # Whatever the frames did, a request on the connection (if it is
+            # still open) is answered, or the connection is ended.
+            with contextlib.suppress(Exception):
+                sid = peer.request("/")
+                await peer.flush()
+            with trio.move_on_after(0.5), contextlib.suppress(Exception):
+                await peer.receive_until(lambda: sid in peer.ended)
+            await peer.aclose()
+            ok = await H2Peer.connect(server.port, certs)
+            sid = ok.request("/")
+            await ok.flush()
+            await ok.receive_until(lambda: sid in ok.ended)
+            await ok.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_window_update_flood_is_cheap(
+    nursery: trio.Nursery, certs: Certs, no_errors: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny connection-level WINDOW_UPDATEs wake the blocked streams once per read."""
+    app = App()
+
+    @app.stream("/big")
+    async def big(request: Request, stream: EventStream) -> None:
+        for _ in range(1000):
+            await stream.send(Event("b" * 10_000))
+
+    wakes = 0
+    original = H2Stream.wake
+
+    def counting(self: H2Stream) -> None:
+        nonlocal wakes
+        wakes += 1
+        original(self)
+
+    monkeypatch.setattr(H2Stream, "wake", counting)
+    server = await start_tls_server(nursery, app, certs, write_timeout=5.0)
+    with trio.fail_after(GUARD):
+        peer = await H2Peer.connect(server.port, certs, window=2**31 - 1)
+        sids = [peer.request("/big") for _ in range(50)]
+        await peer.flush()
+        # The connection's 64 KiB window runs out: every stream blocks on it.
+        await peer.receive_until(lambda: sum(len(peer.data.get(s, b"")) for s in sids) >= 65_535)
+        (conn,) = server.server.connections
+        assert isinstance(conn, H2ServerConnection)
+        while len(conn.blocked_window) < 50:
+            await trio.sleep(0.01)
+        wakes = 0
+        for _ in range(2000):
+            peer.conn.increment_flow_control_window(1)
+        await peer.flush()  # 26 KB of WINDOW_UPDATE frames: a few reads on the server
+        await trio.sleep(0.5)
+        # Per read, not per frame: far fewer than 2000 x 50 wake-ups.
+        assert 0 < wakes < 50 * 100, wakes
+        await peer.aclose()
