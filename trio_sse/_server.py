@@ -30,6 +30,12 @@ plus ``shutdown_grace_period``: whatever has not finished by then is cut.
 The lifespan and the background tasks sit in a shielded scope too, so they
 outlast the connections and the lifespan exits normally.
 
+TLS and HTTP/2: with ``Config.certfile`` each accepted connection first
+completes a TLS handshake (``_tls.py``), then ALPN picks the task that serves
+it: HTTP/2 (``_h2_connection.py``, one exchange per stream) or HTTP/1.1
+(``_connection.py``). Both are in :attr:`Server.connections` and shut down
+the same way.
+
 The hot path
 ------------
 
