@@ -6,6 +6,7 @@ Part 1, fan-out, side by side in one run: the same App (one topic, ``--rate``
 events a second, ``--streams`` subscribers) served by
 
 * ``raw http/1.1``: trio-sse's own server, plain TCP, one connection per stream;
+* ``raw http/1.1 (TLS)``: the same over TLS (the cost of encryption alone);
 * ``raw h2``: trio-sse's own server, TLS and HTTP/2, ``--per-conn`` streams per connection;
 * ``hypercorn h2``: the App under hypercorn's trio worker, TLS and HTTP/2, same clients.
 
@@ -96,8 +97,10 @@ def count_events(previous: bytes, chunk: bytes) -> int:
     return (previous[-1:] + chunk).count(b"\n\n")
 
 
-async def h1_stream(port: int, counter: Counter) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+async def h1_stream(port: int, counter: Counter, context: ssl.SSLContext | None = None) -> None:
+    stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+    if context is not None:
+        stream = trio.SSLStream(stream, context, server_hostname="127.0.0.1")
     await stream.send_all(b"GET /events/t HTTP/1.1\r\nhost: bench\r\n\r\n")
     last = b""
     async with stream:
@@ -163,15 +166,19 @@ async def h2_connection(
 
 
 async def fanout(
-    kind: str, cert: str, context: ssl.SSLContext, args: argparse.Namespace
+    kind: str, cert: str, context: ssl.SSLContext, args: argparse.Namespace, h1: bool
 ) -> dict[str, float]:
     server = Server(kind, cert, args.rate, 100)
     counter = Counter()
     try:
         async with trio.open_nursery() as nursery:
-            if kind == "raw":
+            if h1:
+                h1_context = None
+                if kind != "raw":
+                    h1_context = ssl.create_default_context(cafile=args.ca)
+                    h1_context.set_alpn_protocols(["http/1.1"])
                 for _ in range(args.streams):
-                    nursery.start_soon(h1_stream, server.port, counter)
+                    nursery.start_soon(h1_stream, server.port, counter, h1_context)
             else:
                 for _ in range(args.streams // args.per_conn):
                     nursery.start_soon(
@@ -242,12 +249,15 @@ async def main() -> None:
         ca.configure_trust(context)
         context.set_alpn_protocols(["h2"])
         results: dict[str, object] = {}
-        for kind, label in [
-            ("raw", "raw http/1.1"),
-            ("raw-tls", "raw h2 (TLS)"),
-            ("hypercorn-tls", "hypercorn h2 (TLS)"),
+        args.ca = str(Path(tmp) / "ca.pem")
+        ca.cert_pem.write_to_path(args.ca)
+        for kind, label, h1 in [
+            ("raw", "raw http/1.1", True),
+            ("raw-tls", "raw http/1.1 (TLS)", True),
+            ("raw-tls", "raw h2 (TLS)", False),
+            ("hypercorn-tls", "hypercorn h2 (TLS)", False),
         ]:
-            row = await fanout(kind, cert, context, args)
+            row = await fanout(kind, cert, context, args, h1)
             results[label] = row
             print(
                 f"{label:20} {row['us_per_delivery']:8.2f} µs/delivery  "
@@ -268,7 +278,7 @@ async def main() -> None:
             )
     report = {
         "invocation": os.environ.get("BENCH_INVOCATION", " ".join(sys.argv)),
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k != "ca"},
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
