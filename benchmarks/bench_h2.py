@@ -90,6 +90,7 @@ class Server:
 
 class Counter:
     deliveries = 0
+    resets = 0
 
 
 def count_events(previous: bytes, chunk: bytes) -> int:
@@ -157,8 +158,11 @@ async def h2_connection(
                     counter.deliveries += count_events(last.get(sid, b""), chunk)
                     last[sid] = chunk
                     conn.acknowledge_received_data(event.flow_controlled_length or 0, sid)
-                elif isinstance(event, h2.events.StreamReset) and window == 0:
-                    open_stream()
+                elif isinstance(event, h2.events.StreamReset):
+                    if counter is not None:
+                        counter.resets += 1
+                    if window == 0:
+                        open_stream()
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     return
             if out := conn.data_to_send():
@@ -206,9 +210,10 @@ async def soak(
 ) -> dict[str, object]:
     server = Server(kind, cert, 200, 1024)
     samples: list[float] = []
+    counter = Counter()
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(h2_connection, server.port, context, streams, None, 0)
+            nursery.start_soon(h2_connection, server.port, context, streams, counter, 0)
             for _ in range(int(seconds)):
                 await trio.sleep(1)
                 samples.append(round(rss_mib(server.proc.pid), 1))
@@ -224,6 +229,8 @@ async def soak(
         "growth_mib_per_s_after_5s": round(
             (settled[-1] - settled[0]) / max(len(settled) - 1, 1), 3
         ),
+        "streams_reset_by_server": counter.resets,
+        "events_received": counter.deliveries,
     }
 
 
@@ -273,7 +280,8 @@ async def main() -> None:
         for label, row in soaks.items():
             print(
                 f"never-granting client, {label}: RSS {row['rss_mib']} MiB; "
-                f"growth after 5 s {row['growth_mib_per_s_after_5s']} MiB/s",
+                f"growth after 5 s {row['growth_mib_per_s_after_5s']} MiB/s; "
+                f"{row['streams_reset_by_server']} streams reset by the server",
                 flush=True,
             )
     report = {

@@ -293,8 +293,11 @@ class H2Protocol:
         """Give back receive window for ``length`` bytes of body read (or discarded)."""
         if length <= 0:
             return
-        # Also for a closed stream: the connection's window still matters.
-        self.h2.acknowledge_received_data(length, stream_id)
+        try:
+            # Also for a closed stream: the connection's window still matters.
+            self.h2.acknowledge_received_data(length, stream_id)
+        except h2.exceptions.ProtocolError:
+            return  # the connection is closed
         self._flush()
 
     def goaway(self) -> None:
