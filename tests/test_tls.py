@@ -140,3 +140,21 @@ def test_cli_options() -> None:
         "optional",
     )
     assert (cfg.max_handshakes, cfg.h2_max_concurrent_streams) == (8, 50)
+
+
+async def test_connection_limit_closes_without_a_plain_text_answer(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app = make_app()
+    server = await start_tls_server(nursery, app, certs, max_connections=1)
+    with trio.fail_after(10):
+        holder = await trio.open_tcp_stream("127.0.0.1", server.port)  # takes the one slot
+        while not server.server.connections:
+            await trio.sleep(0.01)
+        extra = await trio.open_tcp_stream("127.0.0.1", server.port)
+        # Closed at once: no "HTTP/1.1 503" bytes a TLS client would choke on.
+        with contextlib.suppress(trio.BrokenResourceError):
+            assert await extra.receive_some(100) == b""
+        assert app.refusals["max_connections"] == 1
+        await extra.aclose()
+        await holder.aclose()

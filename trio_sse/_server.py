@@ -278,6 +278,10 @@ class Server:
         reset the connection unless more arrive later.
         """
         assert self._nursery is not None
+        if self.tls is not None:
+            # A TLS client cannot read a plain-text answer: just close.
+            self._nursery.start_soon(trio.aclose_forcefully, stream)
+            return
         data = refusal_bytes(status, self.config.retry_after)
         if self._rejecting >= self.config.max_refusing:
             self.limits.refusals["refusal_not_awaited"] += 1
