@@ -113,17 +113,17 @@ def test_settings_are_checked(certs: Certs, tmp_path: Path) -> None:
             Config(**{name: 0})  # type: ignore[arg-type]
 
 
-def test_cli_options() -> None:
+def test_cli_options(certs: Certs) -> None:
     args = _parser().parse_args(
         [
             "serve",
             "m:app",
             "--certfile",
-            "cert.pem",
+            str(certs.server),
             "--keyfile",
-            "key.pem",
+            str(certs.server),
             "--client-ca",
-            "ca.pem",
+            str(certs.ca),
             "--client-cert",
             "optional",
             "--max-handshakes",
@@ -134,9 +134,9 @@ def test_cli_options() -> None:
     )
     cfg = _build_config(Config(), args)
     assert (cfg.certfile, cfg.keyfile, cfg.client_ca, cfg.client_cert) == (
-        "cert.pem",
-        "key.pem",
-        "ca.pem",
+        str(certs.server),
+        str(certs.server),
+        str(certs.ca),
         "optional",
     )
     assert (cfg.max_handshakes, cfg.h2_max_concurrent_streams) == (8, 50)
@@ -158,3 +158,9 @@ async def test_connection_limit_closes_without_a_plain_text_answer(
         assert app.refusals["max_connections"] == 1
         await extra.aclose()
         await holder.aclose()
+
+
+def test_cli_says_in_one_line_when_the_certificate_cannot_load(tmp_path: Path) -> None:
+    args = _parser().parse_args(["serve", "m:app", "--certfile", str(tmp_path / "none.pem")])
+    with pytest.raises(SystemExit, match="trio-sse: cannot load the TLS certificate"):
+        _build_config(Config(), args)

@@ -30,6 +30,7 @@ from ._doctor import add_doctor_parser, doctor
 from ._errors import unwrap_groups
 from ._listen import add_listen_parser, listen
 from ._server import serve, serve_listeners
+from ._tls import server_ssl_context
 from ._version import __version__
 from ._workers import (
     LISTEN_FDS_OPTION,
@@ -207,9 +208,11 @@ def _build_config(base: Config, args: argparse.Namespace) -> Config:
     # Options default to SUPPRESS: only those given on the command line exist.
     changes = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     try:
-        return replace(base, **changes)
+        config = replace(base, **changes)
+        server_ssl_context(config)  # a certificate that cannot load: one line, now
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"trio-sse: {exc}") from exc
+    return config
 
 
 def _parser() -> argparse.ArgumentParser:
