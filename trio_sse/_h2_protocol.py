@@ -31,6 +31,16 @@ breach ends the connection with ``GOAWAY``; nothing is raised to the caller.
 Rule 3, graceful shutdown: :meth:`H2Protocol.goaway` writes a ``GOAWAY``
 frame with the last stream accepted, without closing h2's state machine, so
 the streams already running can still end properly (final ``retry:``).
+
+Rule 4, DATA frames without h2's per-frame cost: :meth:`H2Protocol.send_data`
+writes the 9-byte frame header itself and subtracts the bytes from the
+stream's and the connection's send windows, exactly what
+``H2Connection.send_data`` does for a DATA frame without ``END_STREAM`` or
+padding (such a frame changes no other state); the stream must be open for
+sending (``OPEN`` or ``HALF_CLOSED_REMOTE``) and the connection not closed.
+Everything else (HEADERS, ``END_STREAM``, resets, settings) goes through h2.
+This relies on attributes of h2 4.x (``streams``, ``state_machine``,
+``outbound_flow_control_window``), hence the ``h2<5`` pin.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionState
+from h2.stream import StreamState
 from hyperframe.frame import GoAwayFrame
 
 from ._config import Config
@@ -72,6 +84,9 @@ Action = tuple[str, int, Any]
 #: The receive window of each stream (request bodies); the connection's is
 #: the same. Event streams barely read, so the RFC's default is plenty.
 RECEIVE_WINDOW: Final = 65_535
+
+#: Stream states in which the server may send DATA.
+_SENDABLE: Final = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 
 # RFC 9113 8.2.2: connection-specific fields must not appear in HTTP/2.
 _CONNECTION_HEADERS: Final = frozenset(
@@ -241,23 +256,44 @@ class H2Protocol:
     def send_data(self, stream_id: int, data: memoryview) -> int:
         """Frame as much of ``data`` as the windows and the buffer allow; how much (Rule 1).
 
+        The hot path of a broadcast (once per event per stream), so DATA
+        frames are written here directly (Rule 4) rather than through
+        ``H2Connection.send_data``, which costs about 10 µs a frame.
+
         Raises:
             PeerGone: the stream was reset (or the connection closed).
         """
         conn = self.h2
-        try:
-            budget = min(conn.local_flow_control_window(stream_id), self.room, len(data))
-            if budget <= 0:
-                return 0
-            size = conn.max_outbound_frame_size
-            sent = 0
-            while sent < budget:
-                n = min(size, budget - sent)
-                conn.send_data(stream_id, data[sent : sent + n])
-                sent += n
-        except h2.exceptions.ProtocolError as exc:
-            raise PeerGone(str(exc)) from exc
-        self._flush()
+        stream = conn.streams.get(stream_id)
+        if (
+            stream is None
+            or stream.state_machine.state not in _SENDABLE
+            or conn.state_machine.state is ConnectionState.CLOSED
+        ):
+            raise PeerGone(f"stream {stream_id} is closed")
+        size = conn.max_outbound_frame_size
+        room = self.room
+        room -= 9 * -(-room // (size + 9))  # each frame's 9-byte header counts too
+        budget = min(
+            stream.outbound_flow_control_window,
+            conn.outbound_flow_control_window,
+            room,
+            len(data),
+        )
+        if budget <= 0:
+            return 0
+        # Rule 4: what h2 would do for DATA frames without END_STREAM or
+        # padding, which change no state but the two windows.
+        stream.outbound_flow_control_window -= budget
+        conn.outbound_flow_control_window -= budget
+        sid = stream_id.to_bytes(4, "big")
+        out = self.out
+        sent = 0
+        while sent < budget:
+            n = min(size, budget - sent)
+            out += n.to_bytes(3, "big") + b"\x00\x00" + sid  # length, DATA, no flags
+            out += data[sent : sent + n]
+            sent += n
         return sent
 
     def window(self, stream_id: int) -> int:
