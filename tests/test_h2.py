@@ -353,3 +353,25 @@ async def test_streams_per_client_limit_holds_on_one_connection(
         assert status == b"429"
         assert counts["started"] == 2
         await peer.aclose()
+
+
+async def test_a_burst_over_the_stream_limit_refuses_only_the_extra_streams(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app, _, counts = make_app()
+    server = await start_tls_server(nursery, app, certs, h2_max_concurrent_streams=3)
+    with trio.fail_after(10):
+        # Sent before the client has read the server's SETTINGS (RFC 9113
+        # 5.1.2: a stream error, not a connection error).
+        peer = await H2Peer.connect(server.port, certs)
+        sids = [peer.request("/slow") for _ in range(5)]
+        await peer.flush()
+        await peer.receive_until(lambda: all(s in peer.data or s in peer.resets for s in sids))
+        assert [s in peer.data for s in sids] == [True, True, True, False, False]
+        assert peer.resets == {
+            sids[3]: h2.errors.ErrorCodes.REFUSED_STREAM,
+            sids[4]: h2.errors.ErrorCodes.REFUSED_STREAM,
+        }
+        assert peer.goaway is None
+        assert counts["started"] == 3
+        await peer.aclose()

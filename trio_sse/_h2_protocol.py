@@ -55,7 +55,7 @@ import h2.exceptions
 import h2.settings
 from h2.connection import ConnectionState
 from h2.stream import StreamState
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from ._config import Config
 from ._transport import PeerGone
@@ -136,19 +136,27 @@ class H2Protocol:
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
         codes = h2.settings.SettingCodes
+        advertised = {
+            codes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
+            codes.MAX_HEADER_LIST_SIZE: config.max_header_size,
+            codes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
+            codes.ENABLE_CONNECT_PROTOCOL: 0,
+        }
+        # h2 treats a stream over its own MAX_CONCURRENT_STREAMS as an error
+        # of the whole connection; RFC 9113 5.1.2 allows refusing just that
+        # stream, which the connection task does (it also counts streams
+        # reset but still running). So h2's own limit is lifted, and the
+        # SETTINGS frame advertising the real one is written here.
         conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                codes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
-                codes.MAX_HEADER_LIST_SIZE: config.max_header_size,
-                codes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-                codes.ENABLE_CONNECT_PROTOCOL: 0,
-            },
+            client=False, initial_values={**advertised, codes.MAX_CONCURRENT_STREAMS: 2**31 - 1}
         )
         # Enforced from the first frame, not only once the peer acknowledges.
         conn.decoder.max_header_list_size = config.max_header_size
         conn.initiate_connection()
-        self.out = bytearray(conn.data_to_send())
+        conn.data_to_send()  # h2's SETTINGS frame, replaced by:
+        settings = SettingsFrame(0)
+        settings.settings = {int(code): value for code, value in advertised.items()}
+        self.out = bytearray(settings.serialize())
         self.in_flight = 0
         self.goaway_sent = False
         self.last_stream = 0
