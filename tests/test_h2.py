@@ -375,3 +375,16 @@ async def test_a_burst_over_the_stream_limit_refuses_only_the_extra_streams(
         assert peer.goaway is None
         assert counts["started"] == 3
         await peer.aclose()
+
+
+async def test_body_limit_and_head_over_http2(nursery: trio.Nursery, certs: Certs) -> None:
+    app, _, _ = make_app()
+    server = await start_tls_server(nursery, app, certs, max_body_size=1000)
+    with trio.fail_after(10):
+        async with client(certs) as c:
+            r = await c.post(server.url + "/echo", content=b"x" * 5000)
+            assert (r.http_version, r.status_code) == ("HTTP/2", 413)
+            r = await c.post(server.url + "/echo", content=b"y" * 1000)
+            assert (r.status_code, r.content) == (200, b"y" * 1000)
+            r = await c.head(server.url + "/")
+            assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "6")
