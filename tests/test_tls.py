@@ -14,7 +14,7 @@ import pytest
 import trio
 from h2_peers import Certs, start_tls_server
 
-from trio_sse import App, Config, Request
+from trio_sse import App, Config, Event, EventStream, Request
 from trio_sse._cli import _build_config, _parser
 from trio_sse._server import Server
 
@@ -164,3 +164,34 @@ def test_cli_says_in_one_line_when_the_certificate_cannot_load(tmp_path: Path) -
     args = _parser().parse_args(["serve", "m:app", "--certfile", str(tmp_path / "none.pem")])
     with pytest.raises(SystemExit, match="trio-sse: cannot load the TLS certificate"):
         _build_config(Config(), args)
+
+
+async def test_http11_streams_over_tls_end_with_retry_at_shutdown(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app = make_app()
+
+    @app.stream("/s")
+    async def s(request: Request, stream: EventStream) -> None:
+        await stream.send(Event("hi"))
+        await trio.sleep_forever()
+
+    server = await start_tls_server(
+        nursery, app, certs, stream_end_retry=300, stream_end_retry_jitter=0, alpn="http/1.1"
+    )
+    with trio.fail_after(10):
+        tcp = await trio.open_tcp_stream("127.0.0.1", server.port)
+        # https_compatible: like browsers, accept an end without close_notify.
+        tls = trio.SSLStream(
+            tcp, context(certs), server_hostname="127.0.0.1", https_compatible=True
+        )
+        await tls.send_all(b"GET /s HTTP/1.1\r\nhost: x\r\n\r\n")
+        body = b""
+        while b"data: hi" not in body:
+            body += await tls.receive_some(65536)
+        nursery.start_soon(server.shutdown)
+        while chunk := await tls.receive_some(65536):
+            body += chunk
+        assert body.startswith(b"HTTP/1.1 200")
+        assert body.endswith(b"retry: 300\n\n\r\n0\r\n\r\n")
+        await tls.aclose()
