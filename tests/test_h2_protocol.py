@@ -182,3 +182,19 @@ def test_response_headers_drop_connection_specific_fields() -> None:
         (b"content-type", b"text/plain"),
         (b"x-a", b"1"),
     ]
+
+
+def test_priority_in_request_headers_is_not_a_control_frame() -> None:
+    """Browsers put a priority in each request's HEADERS: 300 at once are no flood."""
+    server, client = pair(Config(h2_max_control_frames=10, h2_max_concurrent_streams=1000))
+    for _ in range(300):
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, GET, end_stream=True, priority_weight=200, priority_depends_on=0)
+    actions = server.receive(client.data_to_send(), 0.0)
+    assert [kind for kind, _, _ in actions].count(REQUEST) == 300
+    assert not [a for a in actions if a[0] == CLOSED]
+    # A PRIORITY frame of its own still counts.
+    for _ in range(10):
+        client.prioritize(1, weight=100)
+    (closed,) = [a for a in server.receive(client.data_to_send(), 0.1) if a[0] == CLOSED]
+    assert "PRIORITY" in closed[2]

@@ -119,6 +119,7 @@ class H2Protocol:
     """
 
     __slots__ = (
+        "_attached",
         "_control",
         "_resets",
         "_window_start",
@@ -163,6 +164,7 @@ class H2Protocol:
         self._window_start = -1.0
         self._control = 0
         self._resets = 0
+        self._attached: h2.events.PriorityUpdated | None = None
 
     # -- receiving --------------------------------------------------------------
 
@@ -184,6 +186,14 @@ class H2Protocol:
             return [(CLOSED, 0, f"HTTP/2 protocol error: {exc}")]
         actions: list[Action] = []
         for event in events:
+            if isinstance(event, h2.events.RequestReceived) and event.priority_updated:
+                # The priority of a request's own HEADERS frame is part of
+                # the request, not a control frame: a browser opening many
+                # streams at once must not look like a flood.
+                self._attached = event.priority_updated
+            elif event is self._attached:
+                self._attached = None
+                continue
             action = self._translate(event, now)
             if action is not None:
                 actions.append(action)
