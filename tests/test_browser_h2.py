@@ -28,8 +28,11 @@ CONFIG = Config(
 )
 EXTRA_SOURCES = """(n) => {
   window.extra = Array(n).fill(0);
+  window.sources = [];
   for (let i = 0; i < n; i++) {
-    new EventSource("events").addEventListener("clock", () => { window.extra[i] += 1; });
+    const source = new EventSource("events");
+    source.addEventListener("clock", () => { window.extra[i] += 1; });
+    window.sources.push(source);
   }
 }"""
 
@@ -69,6 +72,15 @@ def test_raw_server_http2_serves_more_than_six_streams(tmp_path: Path) -> None:
         assert page.inner_text("#protocol").startswith("HTTP/2")
         clock = app.state.broker.topic("clock")
         assert server.call(lambda: clock.stats().subscribers) == 8
+        # Closing them resets their streams (RST_STREAM): their handlers end,
+        # the page's own stream and the connection go on.
+        page.evaluate("window.sources.forEach((s) => s.close())")
+        deadline = time.monotonic() + 10
+        while server.call(lambda: clock.stats().subscribers) != 1:
+            assert time.monotonic() < deadline, "closed EventSources still subscribed"
+            time.sleep(0.05)
+        count = page.evaluate("window.demo.count")
+        page.wait_for_function(f"window.demo.count > {count + 3}", timeout=10_000)
 
 
 def test_raw_server_http1_stalls_the_seventh_stream() -> None:
