@@ -388,3 +388,20 @@ async def test_body_limit_and_head_over_http2(nursery: trio.Nursery, certs: Cert
             assert (r.status_code, r.content) == (200, b"y" * 1000)
             r = await c.head(server.url + "/")
             assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "6")
+
+
+async def test_split_cookie_fields_are_joined(nursery: trio.Nursery, certs: Certs) -> None:
+    app = App()
+
+    @app.get("/cookie")
+    async def cookie(request: Request) -> str:
+        return request.headers["cookie"]
+
+    server = await start_tls_server(nursery, app, certs)
+    with trio.fail_after(10):
+        peer = await H2Peer.connect(server.port, certs)
+        sid = peer.request("/cookie", extra=[(b"cookie", b"a=1"), (b"cookie", b"b=2")])
+        await peer.flush()
+        await peer.receive_until(lambda: sid in peer.ended)
+        assert bytes(peer.data[sid]) == b"a=1; b=2"
+        await peer.aclose()

@@ -132,11 +132,18 @@ class H2Stream:
     def _request(self) -> tuple[Request, str | None]:
         pseudo: dict[bytes, bytes] = {}
         fields: list[tuple[bytes, bytes]] = []
+        cookies: list[bytes] = []
         for name, value in self._headers:
             if name.startswith(b":"):
                 pseudo[name] = value
+            elif name == b"cookie":
+                cookies.append(value)
             else:
                 fields.append((name, value))
+        if cookies:
+            # RFC 9113 8.2.3: HTTP/2 may split cookies into several fields;
+            # the application sees the one header HTTP/1.1 would carry.
+            fields.append((b"cookie", b"; ".join(cookies)))
         authority = pseudo.get(b":authority")
         if authority is not None and not any(n == b"host" for n, _ in fields):
             fields.insert(0, (b"host", authority))
