@@ -23,11 +23,13 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import httpx
 import trio
 import trustme
 from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
 
 import trio_sse
+from trio_sse import App, Broker, Event, EventStream, Request, TopicOptions, topic_stream
 from trio_sse._server import Server
 
 
@@ -228,3 +230,36 @@ class H2Peer:
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
+
+
+def sample_app() -> tuple[App, Broker, dict[str, int]]:
+    """An App with a page, an echo, a topic stream and a stream that counts its runs."""
+    app = App()
+    broker = Broker(TopicOptions(buffer_size=8))
+    broker.topic("t")
+    counts = {"started": 0, "cancelled": 0}
+    app.add_route("/events/{topic}", topic_stream(broker))
+
+    @app.get("/")
+    async def index(request: object) -> str:
+        return "hello\n"
+
+    @app.post("/echo")
+    async def echo(request: Request) -> bytes:
+        return await request.body()
+
+    @app.stream("/slow")
+    async def slow(request: object, stream: EventStream) -> None:
+        counts["started"] += 1
+        try:
+            await stream.send(Event("first"))
+            await trio.sleep_forever()
+        finally:
+            counts["cancelled"] += 1
+
+    return app, broker, counts
+
+
+def https_client(certs: Certs, http2: bool = True) -> httpx.AsyncClient:
+    """An httpx client trusting the test CA (HTTP/2 unless told otherwise)."""
+    return httpx.AsyncClient(http2=http2, verify=ssl.create_default_context(cafile=certs.ca))
