@@ -127,6 +127,10 @@ class Config:
         h2_max_resets: streams a client may reset per second on one
             connection (the "rapid reset" attack, CVE-2023-44487); beyond:
             ``GOAWAY(ENHANCE_YOUR_CALM)``.
+        h2c: HTTP/2 without TLS on a plain-TCP server: ``"off"``, or
+            ``"prior-knowledge"`` (a connection that opens with the HTTP/2
+            preface speaks HTTP/2, any other HTTP/1.1), for proxies and
+            clients that speak h2c to their upstream.
 
     Raises:
         ValueError: a setting is out of range (the message names it).
@@ -172,6 +176,7 @@ class Config:
     h2_max_buffer: int = 256 * 1024
     h2_max_control_frames: int = 100
     h2_max_resets: int = 100
+    h2c: str = "off"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -197,6 +202,8 @@ class Config:
             if f.name in _INTEGERS and not isinstance(value, int):
                 raise TypeError(f"Config.{f.name} must be an int, got {value!r}")
 
+        if self.h2c not in ("off", "prior-knowledge"):
+            raise ValueError(f"Config.h2c must be 'off' or 'prior-knowledge', got {self.h2c!r}")
         if self.client_cert not in ("required", "optional"):
             raise ValueError(
                 f"Config.client_cert must be 'required' or 'optional', got {self.client_cert!r}"
@@ -288,6 +295,7 @@ _STRINGS = frozenset(
         "client_ca",
         "client_cert",
         "alpn",
+        "h2c",
     }
 )
 _INTEGERS = frozenset(

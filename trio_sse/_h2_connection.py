@@ -70,6 +70,7 @@ class H2ServerConnection:
         stream: the socket (a :class:`trio.SSLStream` that chose ``h2``).
         peer: the client's address.
         accepted_at: when the TCP connection was accepted (``trio.current_time()``).
+        received: bytes already read from ``stream`` (h2c: the preface).
 
     """
 
@@ -78,6 +79,7 @@ class H2ServerConnection:
         "_nursery",
         "_output",
         "_reader",
+        "_received",
         "accepted_at",
         "blocked_room",
         "blocked_window",
@@ -95,6 +97,7 @@ class H2ServerConnection:
         stream: trio.abc.Stream,
         peer: tuple[str, int] | None,
         accepted_at: float,
+        received: bytes = b"",
     ) -> None:
         self.server = server
         self.config = server.config
@@ -109,6 +112,8 @@ class H2ServerConnection:
         self._reader = trio.CancelScope(deadline=accepted_at + self.config.header_timeout)
         self._closing = False
         self._nursery: trio.Nursery | None = None
+        # Bytes read before this task took over (h2c: the preface).
+        self._received = received
 
     # -- called by streams and the server ---------------------------------------
 
@@ -174,12 +179,14 @@ class H2ServerConnection:
             if self.server.stopping:
                 self.interrupt()
             while True:
-                try:
-                    with map_io_errors:
-                        data = await self.stream.receive_some(read_size)
-                except PeerGone:
-                    data = b""
-                for kind, sid, payload in proto.receive(bytes(data), trio.current_time()):
+                data, self._received = self._received, b""
+                if not data:
+                    try:
+                        with map_io_errors:
+                            data = bytes(await self.stream.receive_some(read_size))
+                    except PeerGone:
+                        data = b""
+                for kind, sid, payload in proto.receive(data, trio.current_time()):
                     if kind == REQUEST:
                         self._open(sid, payload)
                     elif kind == BODY:

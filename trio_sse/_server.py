@@ -34,7 +34,8 @@ TLS and HTTP/2: with ``Config.certfile`` each accepted connection first
 completes a TLS handshake (``_tls.py``), then ALPN picks the task that serves
 it: HTTP/2 (``_h2_connection.py``, one exchange per stream) or HTTP/1.1
 (``_connection.py``). Both are in :attr:`Server.connections` and shut down
-the same way.
+the same way. Without TLS, ``Config.h2c`` lets the first bytes choose
+instead (``_h2c.py``).
 
 The hot path
 ------------
@@ -60,6 +61,7 @@ from ._config import Config
 from ._connection import _Connection, _Served, linger
 from ._errors import unwrap_groups
 from ._event import Event
+from ._h2c import H2CSniff
 from ._limits import ClientLimits
 from ._sockets import (
     check_descriptor_limit,
@@ -258,11 +260,13 @@ class Server:
                     self._reject(stream, 429)
                     continue
                 set_keepalive(stream, self.config)
-                conn: _Served = (
-                    _Connection(self, stream, peer)
-                    if self.tls is None
-                    else self.tls.connection(self, stream, peer)
-                )
+                conn: _Served
+                if self.tls is not None:
+                    conn = self.tls.connection(self, stream, peer)
+                elif self.config.h2c != "off":
+                    conn = H2CSniff(self, stream, peer)  # HTTP/2 without TLS: _h2c.py
+                else:
+                    conn = _Connection(self, stream, peer)
                 self.connections.add(conn)
                 self._nursery.start_soon(conn.run)
         finally:
