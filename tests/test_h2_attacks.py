@@ -117,6 +117,8 @@ async def test_settings_flood(nursery: trio.Nursery, certs: Certs, no_errors: No
         await peer.flush()
         assert await goaway_code(peer) == ErrorCodes.ENHANCE_YOUR_CALM
         await still_served(polite)
+        # Counted for metrics (the refusals of App.refusals).
+        assert app.refusals["h2_flood"] == 1
 
 
 async def test_ping_flood_without_reading(
@@ -253,6 +255,7 @@ async def test_bad_frames(
         peer = await H2Peer.connect(server.port, certs)
         await peer.send_raw(frames)
         assert await goaway_code(peer) != ErrorCodes.NO_ERROR
+        assert app.refusals["h2_protocol_error"] == 1
         ok = await H2Peer.connect(server.port, certs)
         sid = ok.request("/")
         await ok.flush()

@@ -150,7 +150,13 @@ class H2ServerConnection:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop, nursery.cancel_scope)
                 reason = await self._read_loop()
-                logger.debug("HTTP/2 connection from %s ends: %s", self.client, reason)
+                if (breach := self.proto.breach) is not None:
+                    # Counted for metrics (App.refusals), like other refusals.
+                    refusals = self.server.limits.refusals
+                    refusals[breach] = refusals.get(breach, 0) + 1
+                    logger.info("HTTP/2 connection from %s closed: %s", self.client, reason)
+                else:
+                    logger.debug("HTTP/2 connection from %s ends: %s", self.client, reason)
                 # Streams still running lost their peer (or the connection broke
                 # the protocol): their handlers are cancelled, they reset.
                 self._closing = True

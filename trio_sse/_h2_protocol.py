@@ -114,6 +114,8 @@ class H2Protocol:
             finished sending (set by the connection task; counted against
             ``Config.h2_max_buffer``).
         goaway_sent: a ``GOAWAY`` went out; new streams are refused.
+        breach: why the server ended the connection, if the peer broke a
+            rule: ``"h2_flood"`` (a flood limit) or ``"h2_protocol_error"``.
         last_stream: the highest stream id accepted so far.
 
     """
@@ -123,6 +125,7 @@ class H2Protocol:
         "_control",
         "_resets",
         "_window_start",
+        "breach",
         "config",
         "goaway_sent",
         "h2",
@@ -165,6 +168,7 @@ class H2Protocol:
         self._control = 0
         self._resets = 0
         self._attached: h2.events.PriorityUpdated | None = None
+        self.breach: str | None = None
 
     # -- receiving --------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class H2Protocol:
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued a GOAWAY with the error code already.
             self._flush()
+            self.breach = "h2_protocol_error"
             return [(CLOSED, 0, f"HTTP/2 protocol error: {exc}")]
         actions: list[Action] = []
         for event in events:
@@ -244,6 +249,7 @@ class H2Protocol:
         return self._control > cfg.h2_max_control_frames or self._resets > cfg.h2_max_resets
 
     def _calm(self, reason: str) -> Action:
+        self.breach = "h2_flood"
         self.close(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         return (CLOSED, 0, reason)
 
