@@ -117,6 +117,19 @@ def bench_workers(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_workers_shutdown.py", *session.posargs)
 
 
+@nox.session(name="bench-h2")
+def bench_h2(session: nox.Session) -> None:
+    """HTTP/2 fan-out CPU per delivery (raw h2, raw HTTP/1.1, hypercorn h2) and RSS under a
+    client that never grants window (``-- --quick``: about a minute)."""
+    session.install("-e", ".[http2]", "hypercorn", "trustme")
+    invocation = " ".join(
+        ["python3 noxfile.py -s bench-h2", *(["--", *session.posargs] if session.posargs else [])]
+    )
+    session.run(
+        "python", "benchmarks/bench_h2.py", *session.posargs, env={"BENCH_INVOCATION": invocation}
+    )
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Fan-out load benchmark against the peers (``-- --quick``: under two minutes)."""

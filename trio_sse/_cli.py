@@ -30,6 +30,7 @@ from ._doctor_cli import add_doctor_parser, doctor
 from ._errors import unwrap_groups
 from ._listen import add_listen_parser, listen
 from ._server import serve, serve_listeners
+from ._tls import server_ssl_context
 from ._version import __version__
 from ._workers import (
     LISTEN_FDS_OPTION,
@@ -120,7 +121,10 @@ async def serve_until_signal(
                     listeners = await server.start(serve_fn)
                     for listener in listeners:
                         addr = listener.socket.getsockname()
-                        logger.info("trio-sse serving on http://%s:%s/", _host(addr[0]), addr[1])
+                        scheme = "https" if config.certfile else "http"
+                        logger.info(
+                            "trio-sse serving on %s://%s:%s/", scheme, _host(addr[0]), addr[1]
+                        )
                     task_status.started(listeners)
             watchers.cancel_scope.cancel()
 
@@ -204,9 +208,11 @@ def _build_config(base: Config, args: argparse.Namespace) -> Config:
     # Options default to SUPPRESS: only those given on the command line exist.
     changes = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     try:
-        return replace(base, **changes)
+        config = replace(base, **changes)
+        server_ssl_context(config)  # a certificate that cannot load: one line, now
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"trio-sse: {exc}") from exc
+    return config
 
 
 def _parser() -> argparse.ArgumentParser:

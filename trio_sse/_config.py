@@ -103,6 +103,34 @@ class Config:
             be published; browsers send it back as ``Last-Event-ID``, so it
             must stay well under every proxy's header limit.
         max_retry: the largest ``retry`` (ms) that may be published.
+        certfile: a PEM file with the server's certificate chain: the raw
+            server then speaks TLS (``""``: plain TCP). See ``docs/tls-http2.md``.
+        keyfile: the PEM private key (``""``: it is in ``certfile``).
+        client_ca: PEM file of the CAs that sign client certificates; when
+            set, clients are asked for a certificate (``""``: none asked).
+        client_cert: with ``client_ca``: ``"required"`` (the handshake fails
+            without a valid client certificate) or ``"optional"``.
+        alpn: the protocols offered in the TLS handshake, by preference
+            (``"h2, http/1.1"``; ``h2`` needs the ``http2`` extra).
+        max_handshakes: TLS handshakes in progress at once; more wait for a
+            slot (within ``header_timeout``), so a connect flood cannot take
+            every CPU cycle.
+        h2_max_concurrent_streams: streams one HTTP/2 connection may have
+            open at once (advertised in SETTINGS, and enforced on the
+            handlers still running: a reset stream counts until its handler
+            has ended). Beyond: ``RST_STREAM(REFUSED_STREAM)``.
+        h2_max_buffer: bytes one HTTP/2 connection may hold framed but not
+            yet taken by the socket, all its streams together; a stream
+            that would go beyond waits (it is then not keeping up).
+        h2_max_control_frames: SETTINGS, PING and PRIORITY frames accepted
+            per second on one connection; beyond: ``GOAWAY(ENHANCE_YOUR_CALM)``.
+        h2_max_resets: streams a client may reset per second on one
+            connection (the "rapid reset" attack, CVE-2023-44487); beyond:
+            ``GOAWAY(ENHANCE_YOUR_CALM)``.
+        h2c: HTTP/2 without TLS on a plain-TCP server: ``"off"``, or
+            ``"prior-knowledge"`` (a connection that opens with the HTTP/2
+            preface speaks HTTP/2, any other HTTP/1.1), for proxies and
+            clients that speak h2c to their upstream.
 
     Raises:
         ValueError: a setting is out of range (the message names it).
@@ -138,6 +166,17 @@ class Config:
     max_json_depth: int = 32
     max_event_id_length: int = 256
     max_retry: int = 3_600_000
+    certfile: str = ""
+    keyfile: str = ""
+    client_ca: str = ""
+    client_cert: str = "required"
+    alpn: str = "h2, http/1.1"
+    max_handshakes: int = 64
+    h2_max_concurrent_streams: int = 100
+    h2_max_buffer: int = 256 * 1024
+    h2_max_control_frames: int = 100
+    h2_max_resets: int = 100
+    h2c: str = "off"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -163,6 +202,12 @@ class Config:
             if f.name in _INTEGERS and not isinstance(value, int):
                 raise TypeError(f"Config.{f.name} must be an int, got {value!r}")
 
+        if self.h2c not in ("off", "prior-knowledge"):
+            raise ValueError(f"Config.h2c must be 'off' or 'prior-knowledge', got {self.h2c!r}")
+        if self.client_cert not in ("required", "optional"):
+            raise ValueError(
+                f"Config.client_cert must be 'required' or 'optional', got {self.client_cert!r}"
+            )
         self.proxy_networks()  # validates trusted_proxies
         if self.client_ip_header and not self.trusted_proxies:
             raise ValueError(
@@ -241,7 +286,18 @@ _OPTIONAL = frozenset(
         "tcp_keepalive_idle",
     }
 )
-_STRINGS = frozenset({"trusted_proxies", "client_ip_header"})
+_STRINGS = frozenset(
+    {
+        "trusted_proxies",
+        "client_ip_header",
+        "certfile",
+        "keyfile",
+        "client_ca",
+        "client_cert",
+        "alpn",
+        "h2c",
+    }
+)
 _INTEGERS = frozenset(
     {
         "stream_end_retry",
@@ -262,5 +318,10 @@ _INTEGERS = frozenset(
         "max_json_depth",
         "max_event_id_length",
         "max_retry",
+        "max_handshakes",
+        "h2_max_concurrent_streams",
+        "h2_max_buffer",
+        "h2_max_control_frames",
+        "h2_max_resets",
     }
 )

@@ -49,6 +49,16 @@ if TYPE_CHECKING:
     from ._limits import ClientLimits
 
 
+class _Served(Protocol):
+    """A connection in ``Server.connections``: HTTP/1.1, HTTP/2, or a TLS handshake."""
+
+    def interrupt(self) -> None:
+        """Called at shutdown."""
+
+    async def run(self) -> None:
+        """Serve until the connection ends (then it leaves ``Server.connections``)."""
+
+
 class _Owner(Protocol):
     """What a connection needs of its server (``_server.Server``)."""
 
@@ -56,7 +66,7 @@ class _Owner(Protocol):
     config: Config
     limits: ClientLimits
     stopping: bool
-    connections: set[_Connection]
+    connections: set[_Served]
     heartbeat_chunk: bytes
     heartbeat_raw: bytes
 

@@ -255,7 +255,8 @@ async def diagnose(
                 "note",
                 "HTTP/1.1: a browser opens at most six connections per "
                 "origin, shared by all its tabs; a seventh stream waits",
-                "serve over HTTP/2 (TLS at a proxy, or hypercorn with a certificate)",
+                "serve over HTTP/2: Config.certfile on trio-sse's own server "
+                "(docs/tls-http2.md), or TLS at a proxy",
             )
         )
     return report

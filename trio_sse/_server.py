@@ -30,6 +30,13 @@ plus ``shutdown_grace_period``: whatever has not finished by then is cut.
 The lifespan and the background tasks sit in a shielded scope too, so they
 outlast the connections and the lifespan exits normally.
 
+TLS and HTTP/2: with ``Config.certfile`` each accepted connection first
+completes a TLS handshake (``_tls.py``), then ALPN picks the task that serves
+it: HTTP/2 (``_h2_connection.py``, one exchange per stream) or HTTP/1.1
+(``_connection.py``). Both are in :attr:`Server.connections` and shut down
+the same way. Without TLS, ``Config.h2c`` lets the first bytes choose
+instead (``_h2c.py``).
+
 The hot path
 ------------
 
@@ -51,9 +58,10 @@ import trio
 
 from ._app import App
 from ._config import Config
-from ._connection import _Connection, linger
+from ._connection import _Connection, _Served, linger
 from ._errors import unwrap_groups
 from ._event import Event
+from ._h2c import H2CSniff
 from ._limits import ClientLimits
 from ._sockets import (
     check_descriptor_limit,
@@ -63,6 +71,7 @@ from ._sockets import (
     refuse_now,
     set_keepalive,
 )
+from ._tls import TLSAcceptor, server_ssl_context
 from ._transport import PeerGone
 
 __all__ = ["Server", "serve", "serve_listeners"]
@@ -148,7 +157,7 @@ class Server:
     def __init__(self, app: App, config: Config) -> None:
         self.app = app
         self.config = config
-        self.connections: set[_Connection] = set()
+        self.connections: set[_Served] = set()
         self.stopping = False
         self._conns_scope = trio.CancelScope(shield=True)
         self._accept_scope = trio.CancelScope()
@@ -158,6 +167,9 @@ class Server:
         self.limits = ClientLimits(config, app.refusals)
         self.heartbeat_chunk = Event(comment=config.heartbeat_comment).encode_chunk()
         self.heartbeat_raw = config.heartbeat_bytes()
+        # TLS (and HTTP/2 through ALPN) when Config.certfile is set: _tls.py.
+        context = server_ssl_context(config)
+        self.tls = None if context is None else TLSAcceptor(context, config)
 
     async def run(
         self,
@@ -248,7 +260,13 @@ class Server:
                     self._reject(stream, 429)
                     continue
                 set_keepalive(stream, self.config)
-                conn = _Connection(self, stream, peer)
+                conn: _Served
+                if self.tls is not None:
+                    conn = self.tls.connection(self, stream, peer)
+                elif self.config.h2c != "off":
+                    conn = H2CSniff(self, stream, peer)  # HTTP/2 without TLS: _h2c.py
+                else:
+                    conn = _Connection(self, stream, peer)
                 self.connections.add(conn)
                 self._nursery.start_soon(conn.run)
         finally:
@@ -264,6 +282,10 @@ class Server:
         reset the connection unless more arrive later.
         """
         assert self._nursery is not None
+        if self.tls is not None:
+            # A TLS client cannot read a plain-text answer: just close.
+            self._nursery.start_soon(trio.aclose_forcefully, stream)
+            return
         data = refusal_bytes(status, self.config.retry_after)
         if self._rejecting >= self.config.max_refusing:
             self.limits.refusals["refusal_not_awaited"] += 1

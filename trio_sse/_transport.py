@@ -1,10 +1,11 @@
 """What a server gives the exchange: the :class:`Transport` protocol and its errors.
 
 A transport frames responses and moves bytes; everything above that is the
-:class:`~trio_sse._exchange.Exchange`'s. Two implement it: the raw server's
-connection (``_server.py``: h11 framing, a socket) and the ASGI adapter
-(``_asgi.py``: ASGI messages). No trio import: a transport's coroutines are
-whatever its server runs on.
+:class:`~trio_sse._exchange.Exchange`'s. Three implement it: the raw server's
+connection (``_server.py``: h11 framing, a socket), one stream of the raw
+server's HTTP/2 connections (``_h2_stream.py``: DATA frames within the peer's
+flow-control window) and the ASGI adapter (``_asgi.py``: ASGI messages).
+No trio import: a transport's coroutines are whatever its server runs on.
 """
 
 from __future__ import annotations

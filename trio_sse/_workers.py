@@ -202,8 +202,13 @@ class Supervisor:
         for listener in listeners:
             host_, port_ = listener.socket.getsockname()[:2]
             host_ = f"[{host_}]" if ":" in host_ else host_
+            scheme = "https" if self.config.certfile else "http"
             logger.info(
-                "trio-sse serving on http://%s:%s/ with %d workers", host_, port_, self.workers
+                "trio-sse serving on %s://%s:%s/ with %d workers",
+                scheme,
+                host_,
+                port_,
+                self.workers,
             )
         read_end, write_end = os.pipe()
         try:
