@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
@@ -44,31 +44,7 @@ from ._websocket import is_websocket_upgrade
 from ._websocket_raw import serve_raw_websocket, websocket_available
 
 if TYPE_CHECKING:
-    from ._app import App
-    from ._config import Config
-    from ._limits import ClientLimits
-
-
-class _Served(Protocol):
-    """A connection in ``Server.connections``: HTTP/1.1, HTTP/2, or a TLS handshake."""
-
-    def interrupt(self) -> None:
-        """Called at shutdown."""
-
-    async def run(self) -> None:
-        """Serve until the connection ends (then it leaves ``Server.connections``)."""
-
-
-class _Owner(Protocol):
-    """What a connection needs of its server (``_server.Server``)."""
-
-    app: App
-    config: Config
-    limits: ClientLimits
-    stopping: bool
-    connections: set[_Served]
-    heartbeat_chunk: bytes
-    heartbeat_raw: bytes
+    from ._serving import Owner
 
 
 __all__ = ["linger"]
@@ -117,7 +93,7 @@ class _Connection:
     )
 
     def __init__(
-        self, server: _Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None = None
+        self, server: Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None = None
     ) -> None:
         self.server = server
         self.config = server.config

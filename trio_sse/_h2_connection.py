@@ -54,7 +54,7 @@ from ._sockets import map_io_errors
 from ._transport import PeerGone
 
 if TYPE_CHECKING:
-    from ._connection import _Owner
+    from ._serving import Owner
 
 __all__ = ["H2ServerConnection"]
 
@@ -93,7 +93,7 @@ class H2ServerConnection:
 
     def __init__(
         self,
-        server: _Owner,
+        server: Owner,
         stream: trio.abc.Stream,
         peer: tuple[str, int] | None,
         accepted_at: float,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import trio
 
@@ -47,11 +47,26 @@ from ._request import Headers, Request
 from ._transport import BodyTooLarge, PeerGone
 
 if TYPE_CHECKING:
-    from ._h2_connection import H2ServerConnection
+    from ._h2_protocol import H2Protocol
+    from ._serving import Owner
 
 __all__ = ["H2Stream"]
 
 logger = logging.getLogger("trio_sse.server")
+
+
+class _Carrier(Protocol):
+    """What a stream needs of its connection (``_h2_connection.H2ServerConnection``)."""
+
+    server: Owner
+    client: tuple[str, int] | None
+    proto: H2Protocol
+    blocked_room: set[H2Stream]
+    blocked_window: set[H2Stream]
+
+    def kick(self) -> None: ...
+
+    def stream_finished(self, stream: H2Stream) -> None: ...
 
 
 @final
@@ -82,9 +97,7 @@ class H2Stream:
 
     direct: Final = True
 
-    def __init__(
-        self, conn: H2ServerConnection, stream_id: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
+    def __init__(self, conn: _Carrier, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.conn = conn
         self.proto = conn.proto
         self.stream_id = stream_id

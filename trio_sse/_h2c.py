@@ -23,7 +23,7 @@ from ._sockets import map_io_errors
 from ._transport import PeerGone
 
 if TYPE_CHECKING:
-    from ._connection import _Owner
+    from ._serving import Owner
 
 __all__ = ["PREFACE", "H2CSniff"]
 
@@ -36,7 +36,7 @@ class H2CSniff:
     """An accepted connection until its first bytes say HTTP/2 or HTTP/1.1."""
 
     def __init__(
-        self, server: _Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None
+        self, server: Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None
     ) -> None:
         self.server = server
         self.stream = stream

@@ -58,11 +58,12 @@ import trio
 
 from ._app import App
 from ._config import Config
-from ._connection import _Connection, _Served, linger
+from ._connection import _Connection, linger
 from ._errors import unwrap_groups
 from ._event import Event
 from ._h2c import H2CSniff
 from ._limits import ClientLimits
+from ._serving import Served
 from ._sockets import (
     check_descriptor_limit,
     map_io_errors,
@@ -157,7 +158,7 @@ class Server:
     def __init__(self, app: App, config: Config) -> None:
         self.app = app
         self.config = config
-        self.connections: set[_Served] = set()
+        self.connections: set[Served] = set()
         self.stopping = False
         self._conns_scope = trio.CancelScope(shield=True)
         self._accept_scope = trio.CancelScope()
@@ -260,7 +261,7 @@ class Server:
                     self._reject(stream, 429)
                     continue
                 set_keepalive(stream, self.config)
-                conn: _Served
+                conn: Served
                 if self.tls is not None:
                     conn = self.tls.connection(self, stream, peer)
                 elif self.config.h2c != "off":

@@ -38,7 +38,7 @@ from ._transport import PeerGone
 
 if TYPE_CHECKING:
     from ._config import Config
-    from ._connection import _Owner
+    from ._serving import Owner
 
 __all__ = ["TLSAcceptor", "h2_available", "server_ssl_context"]
 
@@ -120,7 +120,7 @@ class TLSAcceptor:
         self.slots = trio.Semaphore(config.max_handshakes)
 
     def connection(
-        self, server: _Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None
+        self, server: Owner, stream: trio.abc.Stream, peer: tuple[str, int] | None
     ) -> _Handshake:
         """The task to serve an accepted connection: handshake first."""
         return _Handshake(server, self, stream, peer)
@@ -132,7 +132,7 @@ class _Handshake:
 
     def __init__(
         self,
-        server: _Owner,
+        server: Owner,
         acceptor: TLSAcceptor,
         stream: trio.abc.Stream,
         peer: tuple[str, int] | None,
