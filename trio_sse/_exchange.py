@@ -61,7 +61,9 @@ from ._http import (
 )
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
+from ._parked import serve_parked
 from ._request import Request
+from ._topic_writer import TopicWriter
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
 if TYPE_CHECKING:
@@ -90,15 +92,6 @@ class _ExchangeEventStream(EventStream):
         if isinstance(event, str):
             event = Event(event)
         await self._exchange.stream_write(self._encode(event))
-
-    def direct_sink(self) -> Callable[[Event], bool] | None:
-        """A synchronous writer for idle moments; see :meth:`EventStream.direct_sink`."""
-        exchange = self._exchange
-        if not exchange.transport.direct:
-            return None
-        write_nowait = exchange.write_nowait
-        encode = self._encode
-        return lambda event: write_nowait(encode(event))
 
     async def send_many(self, events: Sequence[Event]) -> None:
         """Send several events with one write."""
@@ -321,6 +314,7 @@ class Exchange(WriteClock):
             self.transport.close_after()
             if self._stream_scope is not None:
                 self._stream_scope.cancel()
+            self.wake_now()  # a parked stream (``_parked.py``) ends
             return True
         self.wrote()
         if rest is not None:
@@ -355,6 +349,9 @@ class Exchange(WriteClock):
         await transport.start_stream(response, head_only)
         if head_only:
             return
+        if transport.direct and type(response.handler) is TopicWriter:
+            await self._stream_parked(request, response, response.handler)
+            return
         event_stream = _ExchangeEventStream(self, transport.encoder(), request.last_event_id)
         async with trio.open_nursery() as nursery:
             self._stream_scope = nursery.cancel_scope
@@ -377,6 +374,32 @@ class Exchange(WriteClock):
                 await self.write(tail, last=True)
             nursery.cancel_scope.cancel()
         self._stream_scope = None
+
+    async def _stream_parked(
+        self, request: Request, response: StreamResponse, writer: TopicWriter
+    ) -> None:
+        """A topic stream in this task alone (``_parked.py``); then its end, as :meth:`_stream`."""
+        cfg = self.config
+        transport = self.transport
+        gone = False
+        with trio.CancelScope() as stop:
+            self.stop_scope = stop
+            stop.deadline = response.deadline(cfg.max_stream_lifetime)
+            if transport.stopping:
+                stop.cancel()
+            try:
+                gone = await serve_parked(self, writer, transport.encoder())
+            except PeerGone:
+                gone = True
+            except Exception:
+                logger.exception("stream handler for %s raised", request.path)
+        self.stop_scope = None
+        if gone:
+            transport.close_after()
+            return
+        final = cfg.stream_end_event() if stop.cancelled_caught else None
+        with contextlib.suppress(PeerGone):
+            await self.write(transport.stream_tail(b"" if final is None else final.encode()), last=True)
 
     async def _companion(self, stream_scope: trio.CancelScope) -> None:
         """Wait for the peer to leave (then cancel the stream); flush; heartbeats."""
