@@ -342,6 +342,10 @@ class _Connection:
             # The request body (if any) is not read during a stream: close afterwards.
             self._must_close = True
         await self.exchange.write(stream_head(self.h11, response, self._chunked, head_only))
+        if not head_only:
+            # The connection closes after the stream: h11's state (about
+            # 1.3 KB) is not needed any more; an idle stream does not keep it.
+            del self.h11
 
     async def _send_error(
         self, status: int, detail: str, headers: dict[str, str] | None = None
