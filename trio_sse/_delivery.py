@@ -50,6 +50,7 @@ import trio
 
 from ._event import Event
 from ._history import Entry
+from ._queue import Queue
 
 if TYPE_CHECKING:
     from ._options import EndReason
@@ -89,6 +90,27 @@ class Delivery:
     :class:`~trio_sse.Subscription` adds the public stream API on top.
     """
 
+    # Slots: an idle stream holds one of these; a __dict__ for its 17
+    # attributes would cost about 600 bytes more.
+    __slots__ = (
+        "_backlog",
+        "_end_reason",
+        "_final",
+        "_lot",
+        "_merge",
+        "_mode",
+        "_pending",
+        "_position",
+        "_queue",
+        "_send_nowait",
+        "_sink",
+        "_sink_error",
+        "_state",
+        "_topics",
+        "_waker",
+        "dropped",
+    )
+
     def __init__(self, topics: tuple[Topic, ...]) -> None:
         self._topics = topics
         self._state = NEW
@@ -106,8 +128,7 @@ class Delivery:
         self._waker: Callable[[], None] | None = None
         self._sink_error: Exception | None = None
         self._position: str | None = None
-        self._send: trio.MemorySendChannel[Entry[Topic]]
-        self._receive: trio.MemoryReceiveChannel[Entry[Topic]]
+        self._queue: Queue[Entry[Topic]]
         self._send_nowait: _Send
         self.dropped = 0
 
@@ -116,7 +137,7 @@ class Delivery:
         """Events waiting for this subscriber (its lag), including backlog."""
         if self._state != ACTIVE:
             return 0
-        return self._receive.statistics().current_buffer_used + len(self._backlog)
+        return len(self._queue) + len(self._backlog)
 
     def _end(self, reason: EndReason, by: Topic | None) -> None:
         # Rule 1: detach first, close second.
@@ -130,7 +151,7 @@ class Delivery:
         if by is not None:
             by._evicted += 1
             self._final = by.options.eviction_event
-        self._send.close()
+        self._queue.close()
         if self._lot is not None:
             self._lot.unpark_all()
         if self._waker is not None:
@@ -199,7 +220,7 @@ class Delivery:
             # reorder, so the caller evicts instead.
             return False
         try:
-            dropped = self._receive.receive_nowait()
+            dropped = self._queue.receive_nowait()
         except trio.WouldBlock:  # pragma: no cover - send_nowait failed, so it is full
             return False
         dropped.topic._dropped += 1
@@ -253,7 +274,7 @@ class Delivery:
 
     async def _receive_direct(self) -> Entry[Topic]:
         """Wait for an entry, letting the sink take events meanwhile."""
-        receive = self._receive
+        receive = self._queue
         # A checkpoint either way, as trio's own receive() is.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:

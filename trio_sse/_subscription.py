@@ -21,6 +21,7 @@ from ._cursor import parse_cursor
 from ._delivery import ACTIVE, ENDED, LEFT, NEW, NO_EVENTS, Delivery, Mode
 from ._event import Event
 from ._history import Entry
+from ._queue import Queue
 from ._resume import Fetched, Resume
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Subscription(Delivery):
         dropped: events discarded from this subscriber's queue under
             ``drop_oldest``.
     """
+
+    __slots__ = ("__weakref__", "_cursor_in", "_merged", "_resume", "replayed", "reset")
 
     def __init__(self, topics: tuple[Topic, ...], cursor: str | None, *, merged: bool) -> None:
         super().__init__(topics)
@@ -161,8 +164,8 @@ class Subscription(Delivery):
         self._pending = resume.pending
         self._merge = resume.merge
         size = max(t.options.buffer_size for t in topics)
-        self._send, self._receive = trio.open_memory_channel[Entry["Topic"]](size)
-        self._send_nowait = self._send.send_nowait
+        self._queue = Queue[Entry["Topic"]](size)
+        self._send_nowait = self._queue.send_nowait
         self._state = ACTIVE
         self._set_mode(Mode.QUEUE)
         return resume.remote
@@ -184,7 +187,7 @@ class Subscription(Delivery):
         self._end("left", None)
         self._state = LEFT
         self._final = None
-        self._receive.close()
+        self._queue.close_receiver()
 
     # -- receiving -----------------------------------------------------------
 
@@ -223,7 +226,7 @@ class Subscription(Delivery):
         """
         if self._pending or self._state != ACTIVE:
             return self._take_special()
-        entry = self._receive.receive_nowait()
+        entry = self._queue.receive_nowait()
         if self._backlog:
             self._refill()
         return self._convert_one(entry)
@@ -243,7 +246,7 @@ class Subscription(Delivery):
             await trio.lowlevel.checkpoint()
             return self._take_special()
         try:
-            entry = await self._receive.receive()
+            entry = await self._queue.receive()
         except trio.EndOfChannel:  # ended while we waited
             return self._take_special()
         if self._backlog:
@@ -293,7 +296,7 @@ class Subscription(Delivery):
         if self._pending or self._state != ACTIVE:
             await trio.lowlevel.checkpoint()
             return self._take_batch_special(max_events)
-        receive = self._receive
+        receive = self._queue
         try:
             if self._sink is not None and not self._backlog:
                 first = await self._receive_direct()
@@ -330,7 +333,7 @@ class Subscription(Delivery):
         """
         if self._pending or self._state != ACTIVE:
             return self._take_batch_special(max_events)
-        receive_nowait = self._receive.receive_nowait
+        receive_nowait = self._queue.receive_nowait
         entries: list[Entry[Topic]] = []
         for _ in range(max_events):
             try:
@@ -358,7 +361,7 @@ class Subscription(Delivery):
                 self._pending = NO_EVENTS
             # Pending events exist only while active (ending clears them):
             # top up with live events already queued, without waiting.
-            receive_nowait = self._receive.receive_nowait
+            receive_nowait = self._queue.receive_nowait
             convert = self._convert_one
             while len(batch) < max_events:
                 try:
