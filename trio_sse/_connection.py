@@ -146,12 +146,16 @@ class _Connection:
         graceful = True
         try:
             graceful = await self._serve()
+            # A topic stream runs here, after _serve's frames and the request
+            # are gone (dispatch(park_later=True)): an idle stream holds less.
+            await self.exchange.run_parked()
         except PeerGone:
             graceful = False
         except Exception:
             graceful = False
             logger.exception("internal error serving connection from %s", self.client)
         finally:
+            self.exchange.abandon_parked()
             self.server.connections.discard(self)
             self.server.limits.release_connection(self.client and self.client[0])
             try:
@@ -388,7 +392,7 @@ class _Connection:
                 request.path_params = ws_params
                 return await self._websocket(event, request, ws_route)
         del event  # not kept alive by this frame during a stream
-        await self.exchange.dispatch(request)
+        await self.exchange.dispatch(request, park_later=True)
         return True
 
     async def _websocket(self, event: h11.Request, request: Request, route: WebSocketRoute) -> bool:

@@ -124,6 +124,7 @@ class Exchange(WriteClock):
         "_gone",
         "_lock",
         "_out",
+        "_parked",
         "_partial",
         "_stream_scope",
         "_write_now",
@@ -157,11 +158,21 @@ class Exchange(WriteClock):
         self._partial = False
         self._gone = False
         self._yield_countdown = 16
+        # A parked stream whose head is sent, left for run_parked() (see
+        # dispatch(park_later=True)): writer, deadline, path, limit key.
+        self._parked: tuple[TopicWriter, float, str, str | None] | None = None
 
     # -- dispatch (Rule 1) ----------------------------------------------------
 
-    async def dispatch(self, request: Request) -> None:
+    async def dispatch(self, request: Request, *, park_later: bool = False) -> None:
         """Answer ``request``: route, handler, error mapping, response or stream.
+
+        Args:
+            request: the request.
+            park_later: a topic stream that runs parked (``_parked.py``)
+                returns after its head, for the caller to run with
+                :meth:`run_parked` once the frames of the request (and the
+                request) are gone: an idle stream then holds neither.
 
         Raises:
             PeerGone: the peer left while a response was being written.
@@ -212,9 +223,13 @@ class Exchange(WriteClock):
                 await self.respond(refusal, False)
                 return
             try:
-                await self._stream(request, response, False)
+                await self._stream(request, response, False, park_later)
             finally:
-                limits.release_stream(key)
+                parked = self._parked
+                if parked is None:
+                    limits.release_stream(key)
+                else:  # released by run_parked()
+                    self._parked = (parked[0], parked[1], parked[2], key)
 
     async def respond(
         self, response: Response, head_only: bool, request: Request | None = None
@@ -342,7 +357,13 @@ class Exchange(WriteClock):
 
     # -- streams (Rule 3) -----------------------------------------------------
 
-    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> None:
+    async def _stream(
+        self,
+        request: Request,
+        response: StreamResponse,
+        head_only: bool,
+        park_later: bool = False,
+    ) -> None:
         """Send the head, run the handler beside its companion, end the stream."""
         cfg = self.config
         transport = self.transport
@@ -350,7 +371,11 @@ class Exchange(WriteClock):
         if head_only:
             return
         if transport.direct and type(response.handler) is TopicWriter:
-            await self._stream_parked(request, response, response.handler)
+            deadline = response.deadline(cfg.max_stream_lifetime)
+            if park_later:  # run_parked() runs it (see dispatch)
+                self._parked = (response.handler, deadline, request.path, None)
+            else:
+                await self._stream_parked(response.handler, deadline, request.path)
             return
         event_stream = _ExchangeEventStream(self, transport.encoder(), request.last_event_id)
         async with trio.open_nursery() as nursery:
@@ -375,16 +400,32 @@ class Exchange(WriteClock):
             nursery.cancel_scope.cancel()
         self._stream_scope = None
 
-    async def _stream_parked(
-        self, request: Request, response: StreamResponse, writer: TopicWriter
-    ) -> None:
+    async def run_parked(self) -> None:
+        """Run the stream :meth:`dispatch` left parked (``park_later``); release its limit."""
+        parked = self._parked
+        if parked is None:
+            return
+        writer, deadline, path, key = parked
+        try:
+            await self._stream_parked(writer, deadline, path)
+        finally:
+            self._parked = None
+            self.limits.release_stream(key)
+
+    def abandon_parked(self) -> None:
+        """Release the limit of a parked stream that will not run (its connection ended)."""
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            self.limits.release_stream(parked[3])
+
+    async def _stream_parked(self, writer: TopicWriter, deadline: float, path: str) -> None:
         """A topic stream in this task alone (``_parked.py``); then its end, as :meth:`_stream`."""
         cfg = self.config
         transport = self.transport
         gone = False
-        with trio.CancelScope() as stop:
+        with trio.CancelScope(deadline=deadline) as stop:
             self.stop_scope = stop
-            stop.deadline = response.deadline(cfg.max_stream_lifetime)
             if transport.stopping:
                 stop.cancel()
             try:
@@ -392,7 +433,7 @@ class Exchange(WriteClock):
             except PeerGone:
                 gone = True
             except Exception:
-                logger.exception("stream handler for %s raised", request.path)
+                logger.exception("stream handler for %s raised", path)
         self.stop_scope = None
         if gone:
             transport.close_after()
