@@ -139,8 +139,7 @@ class _Connection:
         """Called at shutdown: cancel an idle wait or a stream handler."""
         if self._interruptible is not None:
             self._interruptible.cancel()
-        if self.exchange.stop_scope is not None:
-            self.exchange.stop_scope.cancel()
+        self.exchange.stop()
 
     async def run(self) -> None:
         graceful = True

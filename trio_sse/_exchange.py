@@ -61,7 +61,7 @@ from ._http import (
 )
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
-from ._parked import serve_parked
+from ._parked import ENDED, GONE, STOPPED, serve_parked
 from ._request import Request
 from ._topic_writer import TopicWriter
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
@@ -125,6 +125,8 @@ class Exchange(WriteClock):
         "_lock",
         "_out",
         "_parked",
+        "encode",
+        "stop_requested",
         "_partial",
         "_stream_scope",
         "_write_now",
@@ -161,6 +163,10 @@ class Exchange(WriteClock):
         # A parked stream whose head is sent, left for run_parked() (see
         # dispatch(park_later=True)): writer, deadline, path, limit key.
         self._parked: tuple[TopicWriter, float, str, str | None] | None = None
+        # The framing of a parked stream's events (write_event_nowait).
+        self.encode: Callable[[Event], bytes] = Event.encode
+        # Set by stop() (a shutdown): a parked stream stops at its next wake.
+        self.stop_requested = False
 
     # -- dispatch (Rule 1) ----------------------------------------------------
 
@@ -306,6 +312,16 @@ class Exchange(WriteClock):
     async def _write_rest(self, args: tuple[bytes, bool]) -> None:
         await self.transport.write_rest(*args)
 
+    def stop(self) -> None:
+        """A shutdown: cancel the running stream handler (a parked one stops)."""
+        self.stop_requested = True
+        if self.stop_scope is not None:
+            self.stop_scope.cancel()
+
+    def write_event_nowait(self, event: Event) -> bool:
+        """:meth:`write_nowait` of the event framed by :attr:`encode` (a parked stream's sink)."""
+        return self.write_nowait(self.encode(event))
+
     def write_nowait(self, data: bytes) -> bool:
         """Write from another task (a topic's publisher) without waiting.
 
@@ -423,22 +439,20 @@ class Exchange(WriteClock):
         """A topic stream in this task alone (``_parked.py``); then its end, as :meth:`_stream`."""
         cfg = self.config
         transport = self.transport
-        gone = False
-        with trio.CancelScope(deadline=deadline) as stop:
-            self.stop_scope = stop
-            if transport.stopping:
-                stop.cancel()
-            try:
-                gone = await serve_parked(self, writer, transport.encoder())
-            except PeerGone:
-                gone = True
-            except Exception:
-                logger.exception("stream handler for %s raised", path)
+        if transport.stopping:
+            self.stop_requested = True
+        try:
+            how = await serve_parked(self, writer, transport.encoder(), deadline)
+        except PeerGone:
+            how = GONE
+        except Exception:
+            logger.exception("stream handler for %s raised", path)
+            how = ENDED
         self.stop_scope = None
-        if gone:
+        if how == GONE:
             transport.close_after()
             return
-        final = cfg.stream_end_event() if stop.cancelled_caught else None
+        final = cfg.stream_end_event() if how == STOPPED else None
         with contextlib.suppress(PeerGone):
             await self.write(transport.stream_tail(b"" if final is None else final.encode()), last=True)
 

@@ -56,13 +56,15 @@ class WriteClock:
 
     """
 
-    __slots__ = ("_wake", "interval", "last_write")
+    __slots__ = ("_wake", "interval", "last_write", "wake_cap")
 
     def __init__(self, interval: float | None) -> None:
         self.interval = interval
         self.last_write = trio.current_time()
         # The cancel scope run() waits in; None while it is not waiting.
         self._wake: trio.CancelScope | None = None
+        # Writes never push the wait's deadline past this (a stream's end).
+        self.wake_cap = math.inf
 
     def wrote(self) -> None:
         """Note a write: push the heartbeat deadline back, lazily (Rule 2)."""
@@ -70,7 +72,7 @@ class WriteClock:
         scope = self._wake
         interval = self.interval
         if scope is not None and interval is not None and scope.deadline - now < interval / 2:
-            scope.deadline = now + interval
+            scope.deadline = min(now + interval, self.wake_cap)
 
     def wake_now(self) -> None:
         """Interrupt :meth:`run`'s wait at once (its ``on_wake`` then runs)."""

@@ -29,15 +29,22 @@ and entering ``DIRECT`` mode there is no checkpoint, so no event can slip
 between the two; order and the overflow policies are the subscription's own
 (``_delivery.py``), unchanged.
 
+Rule 3, one cancel scope at a time: the stream's end (``max_stream_lifetime``
+or the response's ``expires_at``) and a server shutdown
+(:meth:`Exchange.stop`) cancel whichever scope the task is in: the wait (whose
+deadline is the sooner of the heartbeat and the end) or a write (whose
+deadline is the end). The loop then tells a stop from a wake by the flag and
+the clock. An idle stream so holds one cancel scope, not two nested ones.
+
 What an idle parked stream holds, besides its socket: the connection and its
-exchange, the subscription (its channel, no deques), this coroutine's frames,
-and two cancel scopes (the stream's deadline and the wait).
+exchange, the subscription (an empty queue holds no deque), the frames of
+``_Connection.run``, :meth:`Exchange.run_parked` and this loop, and one
+cancel scope: about 8 KB (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -50,17 +57,29 @@ if TYPE_CHECKING:
     from ._exchange import Exchange
     from ._topic_writer import TopicWriter
 
-__all__ = ["serve_parked"]
+__all__ = ["ENDED", "GONE", "STOPPED", "serve_parked"]
+
+#: How a parked stream ended: the peer left (or a write failed: nothing more
+#: may be written), the subscription ended (evicted, closed), or the stream's
+#: end or a shutdown stopped it (the final ``retry:`` is then owed).
+GONE: Final = "gone"
+ENDED: Final = "ended"
+STOPPED: Final = "stopped"
 
 
 async def serve_parked(
-    exchange: Exchange, writer: TopicWriter, encode: Callable[[Event], bytes]
-) -> bool:
-    """Run ``writer``'s subscription in this task until it ends or the peer leaves.
+    exchange: Exchange, writer: TopicWriter, encode: Callable[[Event], bytes], end: float
+) -> str:
+    """Run ``writer``'s subscription in this task until it ends, stops or the peer leaves.
+
+    Args:
+        exchange: the stream's exchange (its transport is ``direct``).
+        writer: the topic stream.
+        encode: the transport's framing of an event.
+        end: the trio time at which the stream ends (Rule 3).
 
     Returns:
-        ``True`` if the peer left or a direct write failed (nothing more may
-        be written), ``False`` if the subscription ended (evicted, closed).
+        :data:`GONE`, :data:`ENDED` or :data:`STOPPED`.
 
     Raises:
         PeerGone: a write failed.
@@ -68,48 +87,77 @@ async def serve_parked(
 
     """
     sub = writer.subscription
-    max_batch = writer.max_batch
-    write = exchange.write
-    async with sub:
+    # Entering may wait (a remote history): under the stream's end too.
+    with _stop_scope(exchange, end) as scope:
+        await sub.__aenter__()
+    exchange.stop_scope = None
+    if scope.cancelled_caught:
+        return STOPPED
+    try:
         first = writer.first_event()
-        if first is not None:
-            await write(encode(first))
-        write_nowait = exchange.write_nowait
-        sub._set_direct_sink(lambda event: write_nowait(encode(event)))
+        if first is not None and await _write(exchange, encode(first), end):
+            return STOPPED
+        del first  # not kept by this frame while idle
+        exchange.encode = encode
+        exchange.wake_cap = end  # writes never push the wait past the end
+        sub._set_direct_sink(exchange.write_event_nowait)
         sub._waker = exchange.wake_now
-        try:
-            while True:
-                batch = sub._batch_nowait(max_batch)
-                if batch:
-                    # b"".join of one item is that very bytes object: no copy.
-                    await write(b"".join([encode(e) for e in batch]))
-                    continue
-                error = sub._sink_error
-                if error is not None:
-                    sub._sink_error = None
-                    raise error
-                if sub._state != ACTIVE:
-                    return False
-                if exchange._gone:
-                    return True
-                if exchange._out:
-                    await write(b"")
-                elif exchange.due():
-                    await write(exchange.transport.heartbeat)
-                else:
-                    # Rule 1 (inline: one coroutine frame less per idle stream).
-                    if not sub._backlog:  # always so: an empty channel, an empty backlog
-                        sub._set_mode(Mode.DIRECT)
-                    interval = exchange.interval
-                    deadline = math.inf if interval is None else exchange.last_write + interval
-                    try:
-                        with trio.CancelScope(deadline=deadline) as wake:
-                            exchange._wake = wake
-                            await exchange.transport.wait_disconnect()
-                            return True
-                    finally:
-                        exchange._wake = None
-                        sub._undirect()
-        finally:
-            sub._waker = None
-            sub._set_direct_sink(None)
+        while True:
+            batch = sub._batch_nowait(writer.max_batch)
+            if batch:
+                # b"".join of one item is that very bytes object: no copy.
+                if await _write(exchange, b"".join([encode(e) for e in batch]), end):
+                    return STOPPED
+                continue
+            error = sub._sink_error
+            if error is not None:
+                sub._sink_error = None
+                raise error
+            if sub._state != ACTIVE:
+                return ENDED
+            if exchange._gone:
+                return GONE
+            if exchange._out:
+                if await _write(exchange, b"", end):
+                    return STOPPED
+            elif exchange.due():
+                if await _write(exchange, exchange.transport.heartbeat, end):
+                    return STOPPED
+            else:
+                # Rule 1: wait for the peer, in DIRECT mode.
+                if not sub._backlog:  # always so: an empty channel, an empty backlog
+                    sub._set_mode(Mode.DIRECT)
+                interval = exchange.interval
+                wake_at = end if interval is None else min(end, exchange.last_write + interval)
+                try:
+                    with _stop_scope(exchange, wake_at) as wake:
+                        exchange._wake = wake
+                        await exchange.transport.wait_disconnect()
+                        return GONE
+                finally:
+                    exchange._wake = None
+                    exchange.stop_scope = None
+                    sub._undirect()
+                if exchange.stop_requested or trio.current_time() >= end:
+                    return STOPPED
+    finally:
+        sub._waker = None
+        sub._set_direct_sink(None)
+        sub._close()  # what __aexit__ does, synchronously
+
+
+def _stop_scope(exchange: Exchange, deadline: float) -> trio.CancelScope:
+    """A scope that the stream's end and a shutdown cancel (Rule 3)."""
+    scope = trio.CancelScope(deadline=deadline)
+    exchange.stop_scope = scope
+    if exchange.stop_requested:
+        scope.cancel()
+    return scope
+
+
+async def _write(exchange: Exchange, data: bytes, end: float) -> bool:
+    """Write ``data`` before the stream's end; ``True``: stopped (Rule 3)."""
+    with _stop_scope(exchange, end) as scope:
+        await exchange.write(data)
+    exchange.stop_scope = None
+    return scope.cancelled_caught
