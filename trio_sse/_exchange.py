@@ -21,7 +21,7 @@ non-blocking ``os.write``: one system call, no trip through trio's I/O
 manager), and awaits :meth:`Transport.write_rest` for what is left, under
 ``write_timeout`` (:func:`~trio_sse._pacing.write_within`). A stall or a
 vanished peer raises :class:`PeerGone`; during a stream that cancels the
-stream. :meth:`Exchange.write_nowait` is the broadcast fast path: a topic's
+stream. :meth:`Exchange.write_event_nowait` is the broadcast fast path: a topic's
 publisher writes into an idle stream from its own task.
 
 Rule 3, the stream lifecycle: the head, then the handler in a nursery beside
@@ -153,7 +153,7 @@ class Exchange(WriteClock):
         self._stream_scope: trio.CancelScope | None = None
         # Created on the first write that does not complete at once.
         self._lock: trio.Lock | None = None
-        # Bytes write_nowait() took but could not write yet; written first.
+        # Bytes write_event_nowait() took but could not write yet; written first.
         self._out = b""
         # Set while write_rest() runs. One cancelled midway sets _gone: the
         # framing can no longer be trusted. _gone: every later write fails.
@@ -319,18 +319,17 @@ class Exchange(WriteClock):
             self.stop_scope.cancel()
 
     def write_event_nowait(self, event: Event) -> bool:
-        """:meth:`write_nowait` of the event framed by :attr:`encode` (a parked stream's sink)."""
-        return self.write_nowait(self.encode(event))
+        """Write ``event`` (framed by :attr:`encode`) from a publisher's task without waiting.
 
-    def write_nowait(self, data: bytes) -> bool:
-        """Write from another task (a topic's publisher) without waiting.
+        A parked stream's direct sink (``_parked.py``): it runs once per
+        event and idle subscriber, so it is one function.
 
         Returns:
             ``True`` if the bytes were taken: written, or partly written with
-            the rest kept for the companion task, which this wakes; also when
+            the rest kept for the parked stream, which this wakes; also when
             the peer is gone (the stream is then cancelled, the bytes
             dropped). ``False`` if a write is in progress or pending: the
-            caller must queue the event for the handler, to keep order.
+            caller must queue the event, to keep order.
 
         """
         lock = self._lock
@@ -339,7 +338,7 @@ class Exchange(WriteClock):
         if self._gone:
             return True
         try:
-            rest = self._write_now(data)
+            rest = self._write_now(self.encode(event))
         except PeerGone:
             self._gone = True
             self.transport.close_after()

@@ -15,7 +15,7 @@ Rule 1, one wait: the task waits for the socket to become readable (the peer
 leaving, :meth:`Transport.wait_disconnect`) in a cancel scope whose deadline
 is the next heartbeat. Meanwhile the subscription is in ``DIRECT`` mode:
 publishers write each event straight to the socket from their own task
-(:meth:`Exchange.write_nowait`). When they cannot (a write left bytes
+(:meth:`Exchange.write_event_nowait`). When they cannot (a write left bytes
 behind), the event takes the subscription's channel as usual and the
 subscription's *waker* (:meth:`WriteClock.wake_now`) cancels the wait; so
 does the end of the subscription (eviction, a closed topic) and a failed
@@ -44,6 +44,7 @@ cancel scope: about 8 KB (``docs/benchmarks.md``).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -132,6 +133,7 @@ async def serve_parked(
                 try:
                     with _stop_scope(exchange, wake_at) as wake:
                         exchange._wake = wake
+                        exchange._push_after = -math.inf
                         await exchange.transport.wait_disconnect()
                         return GONE
                 finally:
