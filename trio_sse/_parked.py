@@ -94,6 +94,7 @@ async def serve_parked(
     exchange.stop_scope = None
     if scope.cancelled_caught:
         return STOPPED
+    del scope  # not kept by this frame while idle
     try:
         first = writer.first_event()
         if first is not None and await _write(exchange, encode(first), end):
