@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -96,3 +97,10 @@ async def test_slices_bound_the_work_between_checkpoints() -> None:
             assert ticks.longest <= 200
             nursery.cancel_scope.cancel()
     assert all(got == ["a", "b", "c"] for got in received)
+
+
+def test_fanout_slice_is_checked() -> None:
+    for bad in (0, -1, 1.5, "10"):
+        with pytest.raises(ValueError, match="fanout_slice"):
+            TopicOptions(fanout_slice=bad)  # type: ignore[arg-type]
+    assert TopicOptions().fanout_slice == 1000

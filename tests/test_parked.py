@@ -39,7 +39,7 @@ async def test_heartbeats_while_idle_and_after_direct_writes(
     app, broker = app_with_topic(Config(heartbeat_interval=10))
     async with trio.open_nursery() as nursery:
         t0 = trio.current_time()
-        exchange, fake = await start(app, nursery)
+        _, fake = await start(app, nursery)
         await trio.sleep(25)
         assert [t - t0 for t in times(fake, HEARTBEAT)] == [10, 20]
         event = broker.publish_nowait("t", Event("x"))  # t=25: written directly
@@ -58,7 +58,7 @@ async def test_the_end_of_the_stream_and_shutdown_send_the_final_retry(
     final = config.stream_end_event().encode() + END
     async with trio.open_nursery() as nursery:
         t0 = trio.current_time()
-        exchange, fake = await start(app, nursery)
+        _, fake = await start(app, nursery)
         await trio.sleep(25)
         broker.publish_nowait("t", Event("x"))  # pushes the heartbeat, never past the end
     assert trio.current_time() - t0 == 28
@@ -80,7 +80,7 @@ async def test_a_vanished_peer_ends_the_stream_without_a_tail(
 ) -> None:
     app, broker = app_with_topic(Config(heartbeat_interval=None))
     async with trio.open_nursery() as nursery:
-        exchange, fake = await start(app, nursery)
+        _, fake = await start(app, nursery)
         fake.gone.set()
     assert not fake.data().endswith(END)
     assert fake.closing

@@ -125,8 +125,6 @@ class Exchange(WriteClock):
         "_lock",
         "_out",
         "_parked",
-        "encode",
-        "stop_requested",
         "_partial",
         "_stream_scope",
         "_write_now",
@@ -134,7 +132,9 @@ class Exchange(WriteClock):
         "app",
         "config",
         "declared_length",
+        "encode",
         "limits",
+        "stop_requested",
         "stop_scope",
         "transport",
     )
@@ -452,8 +452,9 @@ class Exchange(WriteClock):
             transport.close_after()
             return
         final = cfg.stream_end_event() if how == STOPPED else None
+        tail = transport.stream_tail(b"" if final is None else final.encode())
         with contextlib.suppress(PeerGone):
-            await self.write(transport.stream_tail(b"" if final is None else final.encode()), last=True)
+            await self.write(tail, last=True)
 
     async def _companion(self, stream_scope: trio.CancelScope) -> None:
         """Wait for the peer to leave (then cancel the stream); flush; heartbeats."""

@@ -26,7 +26,7 @@ from ._config import Config
 from ._cors import cross_site_refusal
 from ._errors import BackplaneUnavailableError
 from ._event import Event
-from ._http import EventStream, Handler, HTTPException, Response, StreamResponse
+from ._http import Handler, HTTPException, Response, StreamResponse
 from ._request import Request
 from ._topic import Topic
 from ._topic_writer import TopicWriter
