@@ -32,7 +32,10 @@ bytes a direct write left behind, and sends heartbeats after
 The handler runs under the stream's deadline: ``max_stream_lifetime`` or the
 response's ``expires_at``, the sooner, or a server shutdown; a stream ended
 that way gets ``Config.stream_end_event()`` (the ``retry:`` hint) before the
-end of the body.
+end of the body. A topic stream (:class:`~trio_sse._topic_writer.TopicWriter`)
+on a transport that writes without waiting runs *parked* instead
+(``_parked.py``): the same lifecycle in one task, with no companion, after
+``dispatch(park_later=True)`` has returned.
 
 Rule 4, request bodies: :meth:`Exchange.read_body` applies
 ``max_body_size`` (the declared length first, then the bytes received) and
@@ -61,7 +64,7 @@ from ._http import (
 )
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
-from ._parked import ENDED, GONE, STOPPED, serve_parked
+from ._parked import abandon_parked, run_parked, stream_parked
 from ._request import Request
 from ._topic_writer import TopicWriter
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
@@ -390,7 +393,7 @@ class Exchange(WriteClock):
             if park_later:  # run_parked() runs it (see dispatch)
                 self._parked = (response.handler, deadline, request.path, None)
             else:
-                await self._stream_parked(response.handler, deadline, request.path)
+                await stream_parked(self, response.handler, deadline, request.path)
             return
         event_stream = _ExchangeEventStream(self, transport.encoder(), request.last_event_id)
         async with trio.open_nursery() as nursery:
@@ -416,45 +419,12 @@ class Exchange(WriteClock):
         self._stream_scope = None
 
     async def run_parked(self) -> None:
-        """Run the stream :meth:`dispatch` left parked (``park_later``); release its limit."""
-        parked = self._parked
-        if parked is None:
-            return
-        writer, deadline, path, key = parked
-        try:
-            await self._stream_parked(writer, deadline, path)
-        finally:
-            self._parked = None
-            self.limits.release_stream(key)
+        """Run the stream :meth:`dispatch` left parked (``park_later``); see ``_parked.py``."""
+        await run_parked(self)
 
     def abandon_parked(self) -> None:
         """Release the limit of a parked stream that will not run (its connection ended)."""
-        parked = self._parked
-        if parked is not None:
-            self._parked = None
-            self.limits.release_stream(parked[3])
-
-    async def _stream_parked(self, writer: TopicWriter, deadline: float, path: str) -> None:
-        """A topic stream in this task alone (``_parked.py``); then its end, as :meth:`_stream`."""
-        cfg = self.config
-        transport = self.transport
-        if transport.stopping:
-            self.stop_requested = True
-        try:
-            how = await serve_parked(self, writer, transport.encoder(), deadline)
-        except PeerGone:
-            how = GONE
-        except Exception:
-            logger.exception("stream handler for %s raised", path)
-            how = ENDED
-        self.stop_scope = None
-        if how == GONE:
-            transport.close_after()
-            return
-        final = cfg.stream_end_event() if how == STOPPED else None
-        tail = transport.stream_tail(b"" if final is None else final.encode())
-        with contextlib.suppress(PeerGone):
-            await self.write(tail, last=True)
+        abandon_parked(self)
 
     async def _companion(self, stream_scope: trio.CancelScope) -> None:
         """Wait for the peer to leave (then cancel the stream); flush; heartbeats."""

@@ -44,12 +44,15 @@ cancel scope: about 8 KB (``docs/benchmarks.md``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from ._delivery import ACTIVE, Mode
+from ._transport import PeerGone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,7 +61,9 @@ if TYPE_CHECKING:
     from ._exchange import Exchange
     from ._topic_writer import TopicWriter
 
-__all__ = ["ENDED", "GONE", "STOPPED", "serve_parked"]
+__all__ = ["ENDED", "GONE", "STOPPED", "abandon_parked", "run_parked", "serve_parked"]
+
+logger = logging.getLogger("trio_sse.exchange")
 
 #: How a parked stream ended: the peer left (or a write failed: nothing more
 #: may be written), the subscription ended (evicted, closed), or the stream's
@@ -66,6 +71,52 @@ __all__ = ["ENDED", "GONE", "STOPPED", "serve_parked"]
 GONE: Final = "gone"
 ENDED: Final = "ended"
 STOPPED: Final = "stopped"
+
+
+async def run_parked(exchange: Exchange) -> None:
+    """Run the stream ``dispatch(park_later=True)`` left, then release its limit."""
+    parked = exchange._parked
+    if parked is None:
+        return
+    writer, deadline, path, key = parked
+    try:
+        await stream_parked(exchange, writer, deadline, path)
+    finally:
+        exchange._parked = None
+        exchange.limits.release_stream(key)
+
+
+def abandon_parked(exchange: Exchange) -> None:
+    """Release the limit of a parked stream that will not run (its connection ended)."""
+    parked = exchange._parked
+    if parked is not None:
+        exchange._parked = None
+        exchange.limits.release_stream(parked[3])
+
+
+async def stream_parked(
+    exchange: Exchange, writer: TopicWriter, deadline: float, path: str
+) -> None:
+    """A parked topic stream, then its end, as ``Exchange._stream`` ends a stream."""
+    cfg = exchange.config
+    transport = exchange.transport
+    if transport.stopping:
+        exchange.stop_requested = True
+    try:
+        how = await serve_parked(exchange, writer, transport.encoder(), deadline)
+    except PeerGone:
+        how = GONE
+    except Exception:
+        logger.exception("stream handler for %s raised", path)
+        how = ENDED
+    exchange.stop_scope = None
+    if how == GONE:
+        transport.close_after()
+        return
+    final = cfg.stream_end_event() if how == STOPPED else None
+    tail = transport.stream_tail(b"" if final is None else final.encode())
+    with contextlib.suppress(PeerGone):
+        await exchange.write(tail, last=True)
 
 
 async def serve_parked(
