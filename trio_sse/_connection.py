@@ -162,7 +162,14 @@ class _Connection:
                     with trio.move_on_after(self.config.close_linger):
                         await linger(self.stream, self.config.read_size)
             finally:
-                await trio.aclose_forcefully(self.stream)
+                try:
+                    await trio.aclose_forcefully(self.stream)
+                finally:
+                    # The exchange refers back to this connection: breaking
+                    # the cycle frees both (and the socket) at once, without
+                    # waiting for the cyclic GC (and frozen by gc.freeze(),
+                    # they would never be freed).
+                    del self.exchange
 
     async def _serve(self) -> bool:
         """Serve requests until the connection should close; True: close gracefully."""
