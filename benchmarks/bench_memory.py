@@ -8,6 +8,7 @@ Run it with ``python3 noxfile.py -s bench-memory`` (arguments after ``--``):
     --hold 12 --settle 16        seconds before sampling a loaded / a disconnected server
     --churn 10000                streams per churn round (spread as above)
     --peers trio-sse,floor       servers to measure (the floor: one process only)
+    --trio-sse REV               a git revision of trio_sse/ instead of the work tree
 
 Strategy
 --------
@@ -174,11 +175,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def servers(peer: str, count: int, rate: float, log: Path) -> Iterator[list[tuple[int, int]]]:
-    """Start ``count`` server processes; yields ``(pid, port)`` pairs."""
+def servers(
+    peer: str, count: int, rate: float, log: Path, source: Path
+) -> Iterator[list[tuple[int, int]]]:
+    """Start ``count`` server processes (trio-sse from ``source``); yields ``(pid, port)``."""
     script = {"trio-sse": "trio_sse_server.py", "floor": "floor.py"}[peer]
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "PYTHONPATH": str(source)}
     try:
         with log.open("ab") as out:
             for _ in range(count):
@@ -224,7 +227,7 @@ def settle(pids: list[int], seconds: float) -> int:
 
 def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     processes = 1 if peer == "floor" else args.processes
-    with servers(peer, processes, args.rate, log) as procs:
+    with servers(peer, processes, args.rate, log, args.source) as procs:
         pids = [pid for pid, _ in procs]
         ports = [port for _, port in procs]
         with holders(ports, 100, source=9):
@@ -285,7 +288,20 @@ def main() -> int:
         help="seconds after a disconnect before sampling (deadlines of the closed streams, "
         "up to the 15 s heartbeat, expire: trio drops them from its heap then)",
     )
+    parser.add_argument(
+        "--trio-sse",
+        default="worktree",
+        metavar="REV",
+        help="git revision of trio_sse/ to measure, or 'worktree' (default): the files as they are",
+    )
     args = parser.parse_args()
+    args.source = HERE.parent
+    if args.trio_sse != "worktree":
+        sys.path.insert(0, str(HERE))
+        from bench_load import export_trio_sse
+
+        args.source, commit = export_trio_sse(args.trio_sse)
+        print(f"bench-memory: trio-sse at commit {commit[:12]}")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = RESULTS / "logs"
@@ -312,7 +328,12 @@ def main() -> int:
             )
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
     out = RESULTS / f"memory-{stamp}.json"
-    meta = {"argv": sys.argv[1:], "rlimit_nofile": limit, "python": sys.version.split()[0]}
+    meta = {
+        "argv": sys.argv[1:],
+        "trio_sse": args.trio_sse,
+        "rlimit_nofile": limit,
+        "python": sys.version.split()[0],
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(f"bench-memory: wrote {out.relative_to(HERE.parent)}")
     return 0

@@ -103,4 +103,4 @@ def test_fanout_slice_is_checked() -> None:
     for bad in (0, -1, 1.5, "10"):
         with pytest.raises(ValueError, match="fanout_slice"):
             TopicOptions(fanout_slice=bad)  # type: ignore[arg-type]
-    assert TopicOptions().fanout_slice == 1000
+    assert TopicOptions().fanout_slice == 500

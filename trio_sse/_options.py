@@ -111,7 +111,7 @@ class TopicOptions:
     reset_event: Event | None = None
     max_id_length: int = 256
     max_retry: int = 3_600_000
-    fanout_slice: int = 1000
+    fanout_slice: int = 500
 
     def __post_init__(self) -> None:
         _check_int("buffer_size", self.buffer_size, 1)
