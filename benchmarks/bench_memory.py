@@ -78,7 +78,13 @@ def hold(port_list: str, count: int, source: str, inflight: int = 256) -> None:
         while started < count and len(connecting) + len(waiting) < inflight:
             s = socket.socket()
             s.setblocking(False)
-            s.bind((source, 0))
+            try:
+                s.bind((source, 0))
+            except OSError as exc:  # ports of this address in TIME_WAIT: say so
+                print(f"bench-memory: {source}: {exc}", file=sys.stderr)
+                s.close()
+                count = started
+                break
             with contextlib.suppress(BlockingIOError):
                 s.connect((HOST, ports[started % len(ports)]))
             sel.register(s, selectors.EVENT_WRITE)
@@ -225,6 +231,20 @@ def settle(pids: list[int], seconds: float) -> int:
 # ------------------------------------------------------------------ driver
 
 
+#: Source addresses used so far: each measurement takes fresh ones, since the
+#: ports of a closed connection stay in TIME_WAIT for a minute.
+_next_source = [30]
+
+
+def _sources(total: int) -> int:
+    first = _next_source[0]
+    _next_source[0] += -(-total // PER_HOLDER)
+    if _next_source[0] > 250:
+        _next_source[0] = 30
+        first = 30
+    return first
+
+
 def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     processes = 1 if peer == "floor" else args.processes
     with servers(peer, processes, args.rate, log, args.source) as procs:
@@ -234,7 +254,7 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
             settle(pids, 1.0)
         base = settle(pids, 1.0)
         started = time.monotonic()
-        with holders(ports, n) as ready:
+        with holders(ports, n, source=_sources(n)) as ready:
             connected_s = time.monotonic() - started
             # Let a few events and (for 15 s heartbeats) the first heartbeats go out.
             loaded = settle(pids, args.hold)
@@ -253,9 +273,8 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
             # (pymalloc arenas with a survivor are not returned), so rounds
             # are compared with the RSS after the first round too.
             first = settle(pids, args.settle)
-            per_round = -(-args.churn // PER_HOLDER)
-            for r in range(args.churn_rounds):
-                with holders(ports, args.churn, source=20 + (r % 20) * per_round):
+            for _ in range(args.churn_rounds):
+                with holders(ports, args.churn, source=_sources(args.churn)):
                     pass
             after = settle(pids, args.settle)
             row["churn"] = {
