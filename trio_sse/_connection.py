@@ -37,6 +37,7 @@ from ._event import Event
 from ._exchange import Exchange
 from ._http import HTTPException, PlainTextResponse, Response, StreamResponse
 from ._http11 import declared_length, head_error, response_bytes, stream_head, stream_tail
+from ._parked import abandon_parked, run_parked
 from ._request import Headers, Request
 from ._sockets import map_io_errors
 from ._transport import BodyTooLarge, PeerGone
@@ -147,14 +148,14 @@ class _Connection:
             graceful = await self._serve()
             # A topic stream runs here, after _serve's frames and the request
             # are gone (dispatch(park_later=True)): an idle stream holds less.
-            await self.exchange.run_parked()
+            await run_parked(self.exchange)
         except PeerGone:
             graceful = False
         except Exception:
             graceful = False
             logger.exception("internal error serving connection from %s", self.client)
         finally:
-            self.exchange.abandon_parked()
+            abandon_parked(self.exchange)
             self.server.connections.discard(self)
             self.server.limits.release_connection(self.client and self.client[0])
             try:

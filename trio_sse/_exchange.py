@@ -64,7 +64,7 @@ from ._http import (
 )
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
-from ._parked import abandon_parked, run_parked, stream_parked
+from ._parked import stream_parked
 from ._request import Request
 from ._topic_writer import TopicWriter
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
@@ -180,7 +180,7 @@ class Exchange(WriteClock):
             request: the request.
             park_later: a topic stream that runs parked (``_parked.py``)
                 returns after its head, for the caller to run with
-                :meth:`run_parked` once the frames of the request (and the
+                ``_parked.run_parked`` once the frames of the request (and the
                 request) are gone: an idle stream then holds neither.
 
         Raises:
@@ -417,14 +417,6 @@ class Exchange(WriteClock):
                 await self.write(tail, last=True)
             nursery.cancel_scope.cancel()
         self._stream_scope = None
-
-    async def run_parked(self) -> None:
-        """Run the stream :meth:`dispatch` left parked (``park_later``); see ``_parked.py``."""
-        await run_parked(self)
-
-    def abandon_parked(self) -> None:
-        """Release the limit of a parked stream that will not run (its connection ended)."""
-        abandon_parked(self)
 
     async def _companion(self, stream_scope: trio.CancelScope) -> None:
         """Wait for the peer to leave (then cancel the stream); flush; heartbeats."""

@@ -38,7 +38,7 @@ the clock. An idle stream so holds one cancel scope, not two nested ones.
 
 What an idle parked stream holds, besides its socket: the connection and its
 exchange, the subscription (an empty queue holds no deque), the frames of
-``_Connection.run``, :meth:`Exchange.run_parked` and this loop, and one
+``_Connection.run``, :func:`run_parked` and this loop, and one
 cancel scope: about 8 KB (``docs/benchmarks.md``).
 """
 
@@ -61,7 +61,15 @@ if TYPE_CHECKING:
     from ._exchange import Exchange
     from ._topic_writer import TopicWriter
 
-__all__ = ["ENDED", "GONE", "STOPPED", "abandon_parked", "run_parked", "serve_parked"]
+__all__ = [
+    "ENDED",
+    "GONE",
+    "STOPPED",
+    "abandon_parked",
+    "run_parked",
+    "serve_parked",
+    "stream_parked",
+]
 
 logger = logging.getLogger("trio_sse.exchange")
 
@@ -74,13 +82,35 @@ STOPPED: Final = "stopped"
 
 
 async def run_parked(exchange: Exchange) -> None:
-    """Run the stream ``dispatch(park_later=True)`` left, then release its limit."""
+    """Run the stream ``dispatch(park_later=True)`` left, end it, release its limit.
+
+    Called by the connection's task itself (one coroutine frame: an idle
+    stream holds it). The end is ``Exchange._stream``'s: the final ``retry:``
+    after a stop, the end of the body, nothing after the peer left.
+    """
     parked = exchange._parked
     if parked is None:
         return
     writer, deadline, path, key = parked
+    transport = exchange.transport
     try:
-        await stream_parked(exchange, writer, deadline, path)
+        if transport.stopping:
+            exchange.stop_requested = True
+        try:
+            how = await serve_parked(exchange, writer, transport.encoder(), deadline)
+        except PeerGone:
+            how = GONE
+        except Exception:
+            logger.exception("stream handler for %s raised", path)
+            how = ENDED
+        exchange.stop_scope = None
+        if how == GONE:
+            transport.close_after()
+            return
+        final = exchange.config.stream_end_event() if how == STOPPED else None
+        tail = transport.stream_tail(b"" if final is None else final.encode())
+        with contextlib.suppress(PeerGone):
+            await exchange.write(tail, last=True)
     finally:
         exchange._parked = None
         exchange.limits.release_stream(key)
@@ -97,26 +127,9 @@ def abandon_parked(exchange: Exchange) -> None:
 async def stream_parked(
     exchange: Exchange, writer: TopicWriter, deadline: float, path: str
 ) -> None:
-    """A parked topic stream, then its end, as ``Exchange._stream`` ends a stream."""
-    cfg = exchange.config
-    transport = exchange.transport
-    if transport.stopping:
-        exchange.stop_requested = True
-    try:
-        how = await serve_parked(exchange, writer, transport.encoder(), deadline)
-    except PeerGone:
-        how = GONE
-    except Exception:
-        logger.exception("stream handler for %s raised", path)
-        how = ENDED
-    exchange.stop_scope = None
-    if how == GONE:
-        transport.close_after()
-        return
-    final = cfg.stream_end_event() if how == STOPPED else None
-    tail = transport.stream_tail(b"" if final is None else final.encode())
-    with contextlib.suppress(PeerGone):
-        await exchange.write(tail, last=True)
+    """Run a parked stream at once (a caller of ``dispatch`` without ``park_later``)."""
+    exchange._parked = (writer, deadline, path, None)  # dispatch releases the limit
+    await run_parked(exchange)
 
 
 async def serve_parked(
