@@ -39,7 +39,7 @@ the clock. An idle stream so holds one cancel scope, not two nested ones.
 What an idle parked stream holds, besides its socket: the connection and its
 exchange, the subscription (an empty queue holds no deque), the frames of
 ``_Connection.run``, :func:`run_parked` and this loop, and one
-cancel scope: about 8 KB (``docs/benchmarks.md``).
+cancel scope: about 7 KB of RSS (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class Subscription(Delivery):
         self._pending = resume.pending
         self._merge = resume.merge
         size = max(t.options.buffer_size for t in topics)
-        self._queue = Queue[Entry["Topic"]](size)
+        self._queue = Queue(size)
         self._send_nowait = self._queue.send_nowait
         self._state = ACTIVE
         self._set_mode(Mode.QUEUE)
