@@ -110,6 +110,19 @@ def bench_topics(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_topics.py", *session.posargs)
 
 
+@nox.session(name="bench-memory")
+def bench_memory(session: nox.Session) -> None:
+    """RSS per open topic stream and after churn, against the floor.
+
+    Arguments after ``--`` go to ``benchmarks/bench_memory.py``: ``--streams
+    1000,10000`` (totals), ``--processes N`` (server processes), ``--churn-rounds
+    R``, ``--churn N``, ``--peers trio-sse,floor``. One process holds at most
+    ``RLIMIT_NOFILE`` streams; spread 100,000 over several (``--processes 6``).
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_memory.py", *session.posargs)
+
+
 @nox.session(name="bench-workers")
 def bench_workers(session: nox.Session) -> None:
     """SIGTERM to exit of ``trio-sse serve --workers 2`` with 100 open streams."""

@@ -2,7 +2,7 @@
 
 Run with ``python3 noxfile.py -s bench-topics``. "parked" writers wait in
 ``receive_batch`` (one trio task wake-up per subscriber per event); "direct"
-writers have a sink (``Subscription.set_direct_sink``) standing in for the
+writers have a sink (the private ``Subscription._set_direct_sink``) standing in for the
 raw server's non-blocking socket write, so these figures exclude the system
 call itself. In-process only: no sockets.
 """
@@ -51,7 +51,7 @@ async def parked(sink: bool) -> tuple[float, float]:
     async def writer(sub) -> None:
         nonlocal written
         if sink:
-            sub.set_direct_sink(direct)
+            sub._set_direct_sink(direct)
         while batch := await sub.receive_batch(64):
             out.append(b"".join([e.encode_chunk() for e in batch]))  # the write
             out.clear()

@@ -18,7 +18,17 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from trio_sse import App, Config, Event, EventStream, HTTPException, Request, Response
+from trio_sse import (
+    App,
+    Broker,
+    Config,
+    Event,
+    EventStream,
+    HTTPException,
+    Request,
+    Response,
+    topic_stream,
+)
 from trio_sse._exchange import Exchange
 from trio_sse._http import StreamResponse
 from trio_sse._limits import ClientLimits
@@ -434,37 +444,39 @@ async def test_body_limits_and_timeout(autojump_clock: trio.testing.MockClock) -
 async def test_direct_writes_and_the_flush_of_what_did_not_fit(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """A topic stream on a direct transport runs parked (``_parked.py``), in order."""
     app = App(config=Config(heartbeat_interval=None))
-    sinks: list[Callable[[Event], bool] | None] = []
-    done = trio.Event()
-
-    @app.stream("/s")
-    async def s(request: Request, stream: EventStream) -> None:
-        sinks.append(stream.direct_sink())
-        await done.wait()
-
+    broker = Broker()
+    topic = broker.topic("t")
+    app.add_route("/s", topic_stream(broker, ["t"]))
     exchange, fake = make(app, room=4)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
         await trio.testing.wait_all_tasks_blocked()
-        [sink] = sinks
-        assert sink is not None
-        assert sink(Event("one"))  # 11 bytes: 4 written now, 7 left to the companion
-        assert not sink(Event("two"))  # bytes pending: the caller must queue, to keep order
+        assert len(topic._subscribers) == 1
+        one = topic.publish_nowait(Event("one"))  # 4 bytes written now, the rest kept
+        two = topic.publish_nowait(Event("two"))  # bytes pending: queued, to keep order
+        assert fake.data() == one.encode()[:4]
         await trio.testing.wait_all_tasks_blocked()
-        assert fake.data() == Event("one").encode()
-        assert sink(Event("three"))
-        done.set()
-    assert fake.data() == Event("one").encode() + Event("three").encode() + END
-    # No direct path: no sink.
-    sinks.clear()
-    done = trio.Event()
+        assert fake.data() == one.encode() + two.encode()
+        three = topic.publish_nowait(Event("three"))  # parked again: written at once
+        assert fake.data() == one.encode() + two.encode() + three.encode()[:4]
+        await trio.testing.wait_all_tasks_blocked()
+        fake.gone.set()  # the peer leaves: no tail, the subscription ends
+    assert fake.data() == one.encode() + two.encode() + three.encode()
+    assert not topic._subscribers
+    assert fake.closing
+    # No direct path: the general writer, through the subscription's channel.
     exchange, fake = make(app)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
         await trio.testing.wait_all_tasks_blocked()
-        done.set()
-    assert sinks == [None]
+        four = topic.publish_nowait(Event("four"))
+        await trio.testing.wait_all_tasks_blocked()
+        start = Event(id=three.id).encode()  # a fresh subscriber's position
+        assert fake.data() == start + four.encode()
+        topic.close()
+    assert fake.data() == start + four.encode() + END
 
 
 async def test_writes_by_many_tasks_keep_their_order(

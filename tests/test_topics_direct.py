@@ -35,7 +35,7 @@ async def test_an_idle_writer_is_bypassed_without_waking() -> None:
     sink = Sink()
     batches: list[list[Event]] = []
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         nursery.start_soon(writer, sub, batches)
         await trio.testing.wait_all_tasks_blocked()
         for i in range(3):
@@ -66,7 +66,7 @@ async def test_queued_events_are_received_before_the_sink_is_used() -> None:
     topic = make_broker().topic("t")
     sink = Sink()
     async with topic.subscribe() as sub:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         topic.publish_nowait(Event("queued"))
         assert [e.data for e in await sub.receive_batch()] == ["queued"]
         assert sink.taken == []
@@ -77,13 +77,13 @@ async def test_sink_off_and_merged_ids() -> None:
     sink = Sink()
     batches: list[list[Event]] = []
     async with broker.subscribe_many(["a", "b"]) as sub, trio.open_nursery() as nursery:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         nursery.start_soon(writer, sub, batches)
         await trio.testing.wait_all_tasks_blocked()
         broker.publish_nowait("a", Event("a1"))
         broker.publish_nowait("b", Event("b1"))
         assert [e.id for e in sink.taken] == ["a:1,b:", "a:1,b:1"]
-        sub.set_direct_sink(None)
+        sub._set_direct_sink(None)
         broker.publish_nowait("a", Event("a2"))
         await trio.testing.wait_all_tasks_blocked()
         assert [[e.id for e in b] for b in batches] == [["a:2,b:1"]]
@@ -95,7 +95,7 @@ async def test_eviction_and_close_while_direct() -> None:
     sink = Sink()
     batches: list[list[Event]] = []
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         nursery.start_soon(writer, sub, batches)
         await trio.testing.wait_all_tasks_blocked()
         sink.open = False
@@ -113,7 +113,7 @@ async def test_block_policy_backlog_bypasses_the_sink(
     topic = make_broker(TopicOptions(buffer_size=1, overflow="block", block_deadline=10)).topic("t")
     sink = Sink()
     async with topic.subscribe() as sub, trio.open_nursery() as nursery:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         topic.publish_nowait(Event("0"))
         nursery.start_soon(topic.publish, Event("1"))  # waits in the backlog
         await trio.testing.wait_all_tasks_blocked()
@@ -129,7 +129,7 @@ async def test_a_raising_sink_fails_the_writer_not_the_publisher() -> None:
         raise OSError("boom")
 
     async with topic.subscribe() as bad, topic.subscribe() as good:
-        bad.set_direct_sink(broken)
+        bad._set_direct_sink(broken)
         errors: list[BaseException] = []
 
         async def bad_writer() -> None:
@@ -151,7 +151,7 @@ async def test_a_raising_sink_fails_the_writer_not_the_publisher() -> None:
 async def test_receive_batch_with_a_sink_is_a_checkpoint() -> None:
     topic = make_broker().topic("t")
     async with topic.subscribe() as sub:
-        sub.set_direct_sink(Sink())
+        sub._set_direct_sink(Sink())
         topic.publish_nowait(Event("x"))
         with trio.CancelScope() as scope:
             scope.cancel()
@@ -177,7 +177,7 @@ async def test_sink_takes_events_while_idle_then_queue_keeps_order() -> None:
 
     batches: list[list[str]] = []
     async with topic.subscribe() as sub:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         async with trio.open_nursery() as nursery:
 
             async def writer() -> None:
@@ -214,7 +214,7 @@ async def test_refused_sink_with_full_queue_applies_overflow_policy() -> None:
     broker = make_broker(TopicOptions(buffer_size=2, eviction_event=Event(retry=500)))
     topic = broker.topic("t")
     async with topic.subscribe() as sub:
-        sub.set_direct_sink(lambda event: False)
+        sub._set_direct_sink(lambda event: False)
         async with trio.open_nursery() as nursery:
             got: list[list[Event]] = []
 
@@ -245,7 +245,7 @@ async def test_merged_subscription_sink_gets_composite_ids() -> None:
         return True
 
     async with broker.subscribe_many(["a", "b"]) as sub:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sub.receive_batch)
             await trio.testing.wait_all_tasks_blocked()

@@ -129,7 +129,7 @@ async def test_ten_thousand_subscribe_cycles_leave_nothing_behind() -> None:
                     topic.publish_nowait(Event("y"))
         if i % 1000 == 0:
             refs.append(weakref.ref(sub))
-            refs.append(weakref.ref(sub._receive))
+            refs.append(weakref.ref(sub._queue))
 
     for i in range(200):  # warm up caches and interned objects
         await cycle(i)

@@ -91,7 +91,7 @@ async def test_direct_while_the_writer_is_idle_queue_when_the_sink_refuses() -> 
 
     batches: list[list[Event]] = []
     async with broker.subscribe_many(["a", "b"]) as sub, trio.open_nursery() as nursery:
-        sub.set_direct_sink(sink)
+        sub._set_direct_sink(sink)
 
         async def writer() -> None:
             while batch := await sub.receive_batch():

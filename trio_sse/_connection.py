@@ -37,6 +37,7 @@ from ._event import Event
 from ._exchange import Exchange
 from ._http import HTTPException, PlainTextResponse, Response, StreamResponse
 from ._http11 import declared_length, head_error, response_bytes, stream_head, stream_tail
+from ._parked import abandon_parked, run_parked
 from ._request import Headers, Request
 from ._sockets import map_io_errors
 from ._transport import BodyTooLarge, PeerGone
@@ -125,19 +126,22 @@ class _Connection:
         """Called at shutdown: cancel an idle wait or a stream handler."""
         if self._interruptible is not None:
             self._interruptible.cancel()
-        if self.exchange.stop_scope is not None:
-            self.exchange.stop_scope.cancel()
+        self.exchange.stop()
 
     async def run(self) -> None:
         graceful = True
         try:
             graceful = await self._serve()
+            # A topic stream runs here, after _serve's frames and the request
+            # are gone (dispatch(park_later=True)): an idle stream holds less.
+            await run_parked(self.exchange)
         except PeerGone:
             graceful = False
         except Exception:
             graceful = False
             logger.exception("internal error serving connection from %s", self.client)
         finally:
+            abandon_parked(self.exchange)
             self.server.connections.discard(self)
             self.server.limits.release_connection(self.client and self.client[0])
             try:
@@ -145,7 +149,14 @@ class _Connection:
                     with trio.move_on_after(self.config.close_linger):
                         await linger(self.stream, self.config.read_size)
             finally:
-                await trio.aclose_forcefully(self.stream)
+                try:
+                    await trio.aclose_forcefully(self.stream)
+                finally:
+                    # The exchange refers back to this connection: breaking
+                    # the cycle frees both (and the socket) at once, without
+                    # waiting for the cyclic GC (and frozen by gc.freeze(),
+                    # they would never be freed).
+                    del self.exchange
 
     async def _serve(self) -> bool:
         """Serve requests until the connection should close; True: close gracefully."""
@@ -188,8 +199,23 @@ class _Connection:
 
     async def wait_disconnect(self) -> None:
         """Read (and drop) bytes until the peer closes: a stream reads nothing."""
-        while await self._receive():
-            pass
+        fd = self.fd
+        if fd is None:
+            while await self._receive():
+                pass
+            return
+        # On the descriptor: an idle stream then holds two frames here
+        # instead of receive_some's six, and no 64 KiB read buffer is
+        # allocated for the bytes (none, usually) that a stream ignores.
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                if not os.read(fd, 1024):
+                    return
+            except BlockingIOError:
+                pass
+            except OSError:
+                return
 
     async def _next_event(self) -> Any:
         while True:
@@ -313,6 +339,10 @@ class _Connection:
             # The request body (if any) is not read during a stream: close afterwards.
             self._must_close = True
         await self.exchange.write(stream_head(self.h11, response, self._chunked, head_only))
+        if not head_only:
+            # The connection closes after the stream: h11's state (about
+            # 1.3 KB) is not needed any more; an idle stream does not keep it.
+            del self.h11
 
     async def _send_error(
         self, status: int, detail: str, headers: dict[str, str] | None = None
@@ -354,7 +384,8 @@ class _Connection:
             if ws_route is not None:
                 request.path_params = ws_params
                 return await self._websocket(event, request, ws_route)
-        await self.exchange.dispatch(request)
+        del event  # not kept alive by this frame during a stream
+        await self.exchange.dispatch(request, park_later=True)
         return True
 
     async def _websocket(self, event: h11.Request, request: Request, route: WebSocketRoute) -> bool:

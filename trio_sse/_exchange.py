@@ -21,7 +21,7 @@ non-blocking ``os.write``: one system call, no trip through trio's I/O
 manager), and awaits :meth:`Transport.write_rest` for what is left, under
 ``write_timeout`` (:func:`~trio_sse._pacing.write_within`). A stall or a
 vanished peer raises :class:`PeerGone`; during a stream that cancels the
-stream. :meth:`Exchange.write_nowait` is the broadcast fast path: a topic's
+stream. :meth:`Exchange.write_event_nowait` is the broadcast fast path: a topic's
 publisher writes into an idle stream from its own task.
 
 Rule 3, the stream lifecycle: the head, then the handler in a nursery beside
@@ -32,7 +32,10 @@ bytes a direct write left behind, and sends heartbeats after
 The handler runs under the stream's deadline: ``max_stream_lifetime`` or the
 response's ``expires_at``, the sooner, or a server shutdown; a stream ended
 that way gets ``Config.stream_end_event()`` (the ``retry:`` hint) before the
-end of the body.
+end of the body. A topic stream (:class:`~trio_sse._topic_writer.TopicWriter`)
+on a transport that writes without waiting runs *parked* instead
+(``_parked.py``): the same lifecycle in one task, with no companion, after
+``dispatch(park_later=True)`` has returned.
 
 Rule 4, request bodies: :meth:`Exchange.read_body` applies
 ``max_body_size`` (the declared length first, then the bytes received) and
@@ -61,7 +64,9 @@ from ._http import (
 )
 from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
+from ._parked import stream_parked
 from ._request import Request
+from ._topic_writer import TopicWriter
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
 if TYPE_CHECKING:
@@ -90,15 +95,6 @@ class _ExchangeEventStream(EventStream):
         if isinstance(event, str):
             event = Event(event)
         await self._exchange.stream_write(self._encode(event))
-
-    def direct_sink(self) -> Callable[[Event], bool] | None:
-        """A synchronous writer for idle moments; see :meth:`EventStream.direct_sink`."""
-        exchange = self._exchange
-        if not exchange.transport.direct:
-            return None
-        write_nowait = exchange.write_nowait
-        encode = self._encode
-        return lambda event: write_nowait(encode(event))
 
     async def send_many(self, events: Sequence[Event]) -> None:
         """Send several events with one write."""
@@ -131,6 +127,7 @@ class Exchange(WriteClock):
         "_gone",
         "_lock",
         "_out",
+        "_parked",
         "_partial",
         "_stream_scope",
         "_write_now",
@@ -138,7 +135,9 @@ class Exchange(WriteClock):
         "app",
         "config",
         "declared_length",
+        "encode",
         "limits",
+        "stop_requested",
         "stop_scope",
         "transport",
     )
@@ -157,18 +156,32 @@ class Exchange(WriteClock):
         self._stream_scope: trio.CancelScope | None = None
         # Created on the first write that does not complete at once.
         self._lock: trio.Lock | None = None
-        # Bytes write_nowait() took but could not write yet; written first.
+        # Bytes write_event_nowait() took but could not write yet; written first.
         self._out = b""
         # Set while write_rest() runs. One cancelled midway sets _gone: the
         # framing can no longer be trusted. _gone: every later write fails.
         self._partial = False
         self._gone = False
         self._yield_countdown = 16
+        # A parked stream whose head is sent, left for run_parked() (see
+        # dispatch(park_later=True)): writer, deadline, path, limit key.
+        self._parked: tuple[TopicWriter, float, str, str | None] | None = None
+        # The framing of a parked stream's events (write_event_nowait).
+        self.encode: Callable[[Event], bytes] = Event.encode
+        # Set by stop() (a shutdown): a parked stream stops at its next wake.
+        self.stop_requested = False
 
     # -- dispatch (Rule 1) ----------------------------------------------------
 
-    async def dispatch(self, request: Request) -> None:
+    async def dispatch(self, request: Request, *, park_later: bool = False) -> None:
         """Answer ``request``: route, handler, error mapping, response or stream.
+
+        Args:
+            request: the request.
+            park_later: a topic stream that runs parked (``_parked.py``)
+                returns after its head, for the caller to run with
+                ``_parked.run_parked`` once the frames of the request (and the
+                request) are gone: an idle stream then holds neither.
 
         Raises:
             PeerGone: the peer left while a response was being written.
@@ -219,9 +232,13 @@ class Exchange(WriteClock):
                 await self.respond(refusal, False)
                 return
             try:
-                await self._stream(request, response, False)
+                await self._stream(request, response, False, park_later)
             finally:
-                limits.release_stream(key)
+                parked = self._parked
+                if parked is None:
+                    limits.release_stream(key)
+                else:  # released by run_parked()
+                    self._parked = (parked[0], parked[1], parked[2], key)
 
     async def respond(
         self, response: Response, head_only: bool, request: Request | None = None
@@ -298,15 +315,24 @@ class Exchange(WriteClock):
     async def _write_rest(self, args: tuple[bytes, bool]) -> None:
         await self.transport.write_rest(*args)
 
-    def write_nowait(self, data: bytes) -> bool:
-        """Write from another task (a topic's publisher) without waiting.
+    def stop(self) -> None:
+        """A shutdown: cancel the running stream handler (a parked one stops)."""
+        self.stop_requested = True
+        if self.stop_scope is not None:
+            self.stop_scope.cancel()
+
+    def write_event_nowait(self, event: Event) -> bool:
+        """Write ``event`` (framed by :attr:`encode`) from a publisher's task without waiting.
+
+        A parked stream's direct sink (``_parked.py``): it runs once per
+        event and idle subscriber, so it is one function.
 
         Returns:
             ``True`` if the bytes were taken: written, or partly written with
-            the rest kept for the companion task, which this wakes; also when
+            the rest kept for the parked stream, which this wakes; also when
             the peer is gone (the stream is then cancelled, the bytes
             dropped). ``False`` if a write is in progress or pending: the
-            caller must queue the event for the handler, to keep order.
+            caller must queue the event, to keep order.
 
         """
         lock = self._lock
@@ -315,12 +341,13 @@ class Exchange(WriteClock):
         if self._gone:
             return True
         try:
-            rest = self._write_now(data)
+            rest = self._write_now(self.encode(event))
         except PeerGone:
             self._gone = True
             self.transport.close_after()
             if self._stream_scope is not None:
                 self._stream_scope.cancel()
+            self.wake_now()  # a parked stream (``_parked.py``) ends
             return True
         self.wrote()
         if rest is not None:
@@ -348,12 +375,25 @@ class Exchange(WriteClock):
 
     # -- streams (Rule 3) -----------------------------------------------------
 
-    async def _stream(self, request: Request, response: StreamResponse, head_only: bool) -> None:
+    async def _stream(
+        self,
+        request: Request,
+        response: StreamResponse,
+        head_only: bool,
+        park_later: bool = False,
+    ) -> None:
         """Send the head, run the handler beside its companion, end the stream."""
         cfg = self.config
         transport = self.transport
         await transport.start_stream(response, head_only)
         if head_only:
+            return
+        if transport.direct and type(response.handler) is TopicWriter:
+            deadline = response.deadline(cfg.max_stream_lifetime)
+            if park_later:  # run_parked() runs it (see dispatch)
+                self._parked = (response.handler, deadline, request.path, None)
+            else:
+                await stream_parked(self, response.handler, deadline, request.path)
             return
         event_stream = _ExchangeEventStream(self, transport.encoder(), request.last_event_id)
         async with trio.open_nursery() as nursery:

@@ -189,18 +189,6 @@ class EventStream(ABC):
     async def send_many(self, events: Sequence[Event]) -> None:
         """Send several events in one write."""
 
-    def direct_sink(self) -> Callable[[Event], bool] | None:
-        """A synchronous writer another task may call while this stream is idle.
-
-        Used by topic streams: a topic calls the sink from the publisher's
-        task, writing each event straight to an idle connection instead of
-        waking the stream's task. The sink returns ``False`` when the
-        connection is busy; the event then goes through the subscriber's
-        bounded queue as usual. ``None`` (the default) when the transport
-        cannot write synchronously.
-        """
-        return None
-
 
 @final
 class StreamResponse:

@@ -88,6 +88,14 @@ class TopicOptions:
             common limits (8 KiB).
         max_retry: the largest ``retry`` (ms) a published event may carry
             (default one hour), so a typo cannot park every browser for days.
+        fanout_slice: the most subscribers :meth:`Topic.publish` serves
+            between two checkpoints (at least 1). A larger fan-out is
+            delivered in slices, yielding to other tasks between them, so
+            that publishing to 100,000 subscribers does not hold the event
+            loop for the whole pass (on the raw server each idle subscriber
+            costs one write system call). Order and the overflow policy are
+            unchanged. :meth:`Topic.publish_nowait` cannot yield: its pass is
+            whole unless a sliced pass is already running.
 
     Raises:
         ValueError: a size or duration is out of range.
@@ -103,9 +111,11 @@ class TopicOptions:
     reset_event: Event | None = None
     max_id_length: int = 256
     max_retry: int = 3_600_000
+    fanout_slice: int = 500
 
     def __post_init__(self) -> None:
         _check_int("buffer_size", self.buffer_size, 1)
+        _check_int("fanout_slice", self.fanout_slice, 1)
         _check_int("max_id_length", self.max_id_length, 1)
         _check_int("max_retry", self.max_retry, 0)
         _check_int("history_size", self.history_size, 0)

@@ -56,26 +56,38 @@ class WriteClock:
 
     """
 
-    __slots__ = ("_wake", "interval", "last_write")
+    __slots__ = ("_push_after", "_wake", "interval", "last_write", "wake_cap")
 
     def __init__(self, interval: float | None) -> None:
         self.interval = interval
         self.last_write = trio.current_time()
         # The cancel scope run() waits in; None while it is not waiting.
         self._wake: trio.CancelScope | None = None
+        # Writes never push the wait's deadline past this (a stream's end).
+        self.wake_cap = math.inf
+        # Before this time a write need not look at the wait's deadline (more
+        # than half an interval left): one float comparison per write instead
+        # of reading CancelScope.deadline, a property, at every delivery.
+        self._push_after = -math.inf
 
     def wrote(self) -> None:
         """Note a write: push the heartbeat deadline back, lazily (Rule 2)."""
         now = self.last_write = trio.current_time()
+        if now < self._push_after:
+            return
         scope = self._wake
         interval = self.interval
-        if scope is not None and interval is not None and scope.deadline - now < interval / 2:
-            scope.deadline = now + interval
+        if scope is not None and interval is not None:
+            deadline = scope.deadline
+            if deadline - now < interval / 2:
+                deadline = scope.deadline = min(now + interval, self.wake_cap)
+            self._push_after = deadline - interval / 2
 
     def wake_now(self) -> None:
         """Interrupt :meth:`run`'s wait at once (its ``on_wake`` then runs)."""
         if self._wake is not None:
             self._wake.deadline = -math.inf
+            self._push_after = -math.inf
 
     def due(self) -> bool:
         """Whether the stream has been silent for a whole interval."""
@@ -116,6 +128,7 @@ class WriteClock:
                     deadline = woke + interval
             with trio.CancelScope(deadline=deadline) as wake:
                 self._wake = wake
+                self._push_after = -math.inf
                 try:
                     await wait()
                     return

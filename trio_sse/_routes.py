@@ -26,9 +26,10 @@ from ._config import Config
 from ._cors import cross_site_refusal
 from ._errors import BackplaneUnavailableError
 from ._event import Event
-from ._http import EventStream, Handler, HTTPException, Response, StreamResponse
+from ._http import Handler, HTTPException, Response, StreamResponse
 from ._request import Request
 from ._topic import Topic
+from ._topic_writer import TopicWriter
 
 __all__ = ["health_endpoint", "metrics_endpoint", "publish_endpoint", "topic_stream"]
 
@@ -133,17 +134,11 @@ def topic_stream(
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0])) from None
 
-        async def run(stream: EventStream) -> None:
-            subscription.set_direct_sink(stream.direct_sink())
-            async with subscription:
-                cursor = subscription.cursor
-                if last_event_id is None and cursor is not None:
-                    await stream.send(Event(id=cursor))
-                while batch := await subscription.receive_batch(max_batch):
-                    await stream.send_many(batch)
-
+        # A known handler type: the raw server runs it in the connection's
+        # own task (``_parked.py``); other servers call it.
+        writer = TopicWriter(subscription, max_batch, announce=last_event_id is None)
         return StreamResponse(
-            run, expires_at=expires_at(request) if expires_at is not None else None
+            writer, expires_at=expires_at(request) if expires_at is not None else None
         )
 
     return handler

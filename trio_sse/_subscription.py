@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, final
 import trio
 
 from ._cursor import parse_cursor
-from ._delivery import ACTIVE, ENDED, LEFT, NEW, Delivery, Mode
+from ._delivery import ACTIVE, ENDED, LEFT, NEW, NO_EVENTS, Delivery, Mode
 from ._event import Event
 from ._history import Entry
+from ._queue import Queue
 from ._resume import Fetched, Resume
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Subscription(Delivery):
         dropped: events discarded from this subscriber's queue under
             ``drop_oldest``.
     """
+
+    __slots__ = ("__weakref__", "_cursor_in", "_merged", "_resume", "replayed", "reset")
 
     def __init__(self, topics: tuple[Topic, ...], cursor: str | None, *, merged: bool) -> None:
         super().__init__(topics)
@@ -161,8 +164,8 @@ class Subscription(Delivery):
         self._pending = resume.pending
         self._merge = resume.merge
         size = max(t.options.buffer_size for t in topics)
-        self._send, self._receive = trio.open_memory_channel[Entry["Topic"]](size)
-        self._send_nowait = self._send.send_nowait
+        self._queue = Queue(size)
+        self._send_nowait = self._queue.send_nowait
         self._state = ACTIVE
         self._set_mode(Mode.QUEUE)
         return resume.remote
@@ -172,6 +175,8 @@ class Subscription(Delivery):
         resume = self._resume
         del self._resume
         resume.finish(fetched, active=self._state == ACTIVE)
+        if not self._pending:
+            self._pending = NO_EVENTS  # the Resume's deque goes with it
         self._position = resume.position
         self.reset = resume.reset
         self.replayed = resume.replayed
@@ -182,14 +187,17 @@ class Subscription(Delivery):
         self._end("left", None)
         self._state = LEFT
         self._final = None
-        self._receive.close()
+        self._queue.close_receiver()
 
     # -- receiving -----------------------------------------------------------
 
     def _take_special(self) -> Event:
         """Next event when the fast path does not apply (pending, ended, …)."""
-        if self._pending:
-            event = self._pending.popleft()
+        pending = self._pending
+        if pending:
+            event = pending.popleft()
+            if not pending:
+                self._pending = NO_EVENTS
             if event.id is not None:
                 self._position = event.id
             return event
@@ -218,7 +226,7 @@ class Subscription(Delivery):
         """
         if self._pending or self._state != ACTIVE:
             return self._take_special()
-        entry = self._receive.receive_nowait()
+        entry = self._queue.receive_nowait()
         if self._backlog:
             self._refill()
         return self._convert_one(entry)
@@ -238,34 +246,30 @@ class Subscription(Delivery):
             await trio.lowlevel.checkpoint()
             return self._take_special()
         try:
-            entry = await self._receive.receive()
+            entry = await self._queue.receive()
         except trio.EndOfChannel:  # ended while we waited
             return self._take_special()
         if self._backlog:
             self._refill()
         return self._convert_one(entry)
 
-    def set_direct_sink(self, sink: Callable[[Event], bool] | None) -> None:
-        """Let publishers hand events straight to an idle writer.
+    def _set_direct_sink(self, sink: Callable[[Event], bool] | None) -> None:
+        """Let publishers hand events straight to an idle writer (the raw server's).
 
-        While :meth:`receive_batch` waits with nothing queued, each event
-        published to this subscriber is passed to ``sink(event)`` in the
-        publisher's task instead of being queued and waking this task. The
-        sink returns ``True`` when it took the event (for the raw server: the
-        bytes went to the socket) and ``False`` when it cannot take it now;
-        the event, and every later one, is then queued as usual, so order and
-        the bounded-buffer overflow policy are unchanged. The sink must not
-        block or checkpoint. ``None`` turns it off.
+        Private to the server (issue 10): while :meth:`receive_batch` waits
+        with nothing queued, each event published to this subscriber is
+        passed to ``sink(event)`` in the publisher's task instead of being
+        queued and waking this task. The sink returns ``True`` when it took
+        the event and ``False`` when it cannot take it now; the event, and
+        every later one, is then queued as usual, so order and the
+        bounded-buffer overflow policy are unchanged. The sink must not block
+        or checkpoint. ``None`` turns it off.
 
         Error handling:
             If the sink raises an :class:`Exception`, the error belongs to this
             subscriber, not to the publisher whose task called it: the sink is
             turned off, and the pending :meth:`receive_batch` raises the error
             in the writer's task; the event is kept for the next receive.
-
-        Topic streams (:func:`~trio_sse.topic_stream`) set this from
-        :meth:`EventStream.direct_sink`: one system call per delivery and no
-        task switch while a connection keeps up.
         """
         self._sink = sink
 
@@ -285,15 +289,14 @@ class Subscription(Delivery):
         Raises:
             ValueError: *max_events* is below 1.
             trio.ClosedResourceError: the ``async with`` block has exited.
-            Exception: whatever the direct sink raised (see
-                :meth:`set_direct_sink`).
+            Exception: whatever the server's direct sink raised.
         """
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
         if self._pending or self._state != ACTIVE:
             await trio.lowlevel.checkpoint()
             return self._take_batch_special(max_events)
-        receive = self._receive
+        receive = self._queue
         try:
             if self._sink is not None and not self._backlog:
                 first = await self._receive_direct()
@@ -321,13 +324,44 @@ class Subscription(Delivery):
         self._position = batch[-1].id
         return batch
 
+    def _batch_nowait(self, max_events: int) -> list[Event]:
+        """The events ready now, at most ``max_events``, without waiting.
+
+        ``[]`` when none is ready; once the stream has ended, ``[]`` after its
+        final event (the caller then sees ``_state != ACTIVE``). For writers
+        that wait for something else than the channel (``_parked.py``).
+        """
+        if self._pending or self._state != ACTIVE:
+            return self._take_batch_special(max_events)
+        receive_nowait = self._queue.receive_nowait
+        entries: list[Entry[Topic]] = []
+        for _ in range(max_events):
+            try:
+                entries.append(receive_nowait())
+            except trio.WouldBlock:
+                break
+        if self._backlog:
+            self._refill()
+        if not entries:
+            return []
+        merge = self._merge
+        if merge is None:
+            batch = [e.event for e in entries]
+        else:
+            convert = merge.convert
+            batch = [convert(e) for e in entries]
+        self._position = batch[-1].id
+        return batch
+
     def _take_batch_special(self, max_events: int) -> list[Event]:
         pending = self._pending
         if pending:
             batch = [pending.popleft() for _ in range(min(max_events, len(pending)))]
+            if not pending:
+                self._pending = NO_EVENTS
             # Pending events exist only while active (ending clears them):
             # top up with live events already queued, without waiting.
-            receive_nowait = self._receive.receive_nowait
+            receive_nowait = self._queue.receive_nowait
             convert = self._convert_one
             while len(batch) < max_events:
                 try:

@@ -10,9 +10,11 @@ event, which the subscription sets according to its delivery mode. Publishing
 goes through the broker's :class:`~trio_sse.Backplane`, which assigns the id
 and calls back :meth:`Topic.deliver_nowait` / :meth:`Topic.deliver`.
 
-Rule 1: delivery is one synchronous pass. Recording the event in the history
-and offering it to every subscriber happen with no checkpoint in between, so
-no task can observe a half-published event. The pass is a bare loop of calls
+Rule 1: delivery is one synchronous pass, up to ``TopicOptions.fanout_slice``
+subscribers. Recording the event in the history and offering it to every
+subscriber happen with no checkpoint in between, so no task can observe a
+half-published event. (A larger pass by :meth:`Topic.deliver` yields between
+slices, with the same members, order and policies: ``_fanout.py``.) The pass is a bare loop of calls
 (``send_nowait``, or the subscription's direct or full function): no task per
 subscriber, no allocation per subscriber (the channel item is the history
 entry, shared by everyone) and no test of a subscriber's state. Subscribers
@@ -42,12 +44,14 @@ with the topic's reset event, never silence.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
 import trio
 
 from ._cursor import escape, with_id
 from ._event import Event
+from ._fanout import defer, pass_sliced, wait_turn
 from ._history import Entry, History
 from ._options import OverflowPolicy, TopicOptions, TopicStats
 from ._subscription import Subscription
@@ -95,6 +99,11 @@ class Topic:
         self._evicted = 0
         self._replayed = 0
         self._resets = 0
+        # Sliced fan-out (``_fanout.py``): a pass is running; events recorded
+        # meanwhile, with their members; deliverers waiting for their turn.
+        self._fanning = False
+        self._later: deque[tuple[Entry[Topic], list[Delivery]]] | None = None
+        self._fan_lot: trio.lowlevel.ParkingLot | None = None
 
     def __repr__(self) -> str:
         return f"<Topic {self.name!r} subscribers={len(self._subscribers)}>"
@@ -205,6 +214,9 @@ class Topic:
             trio.ClosedResourceError: the topic is closed.
         """
         entry = self._record(event)
+        if self._fanning:
+            defer(self, entry)  # behind the running sliced pass (_fanout.py)
+            return
         slow = self._send_all(entry)
         if slow is not None:
             self._overflow(entry, slow, may_wait=False)
@@ -223,9 +235,14 @@ class Topic:
             trio.ClosedResourceError: the topic is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._fanning:
+            await wait_turn(self)
         entry = self._record(event)
-        slow = self._send_all(entry)
-        waiting = None if slow is None else self._overflow(entry, slow, may_wait=True)
+        if len(self._subscribers) > self.options.fanout_slice:
+            waiting = await pass_sliced(self, entry)
+        else:
+            slow = self._send_all(entry)
+            waiting = None if slow is None else self._overflow(entry, slow, may_wait=True)
         if waiting is None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return

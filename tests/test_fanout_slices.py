@@ -1,0 +1,106 @@
+"""Sliced fan-out (``_fanout.py``): bounded work between checkpoints, same order and policy."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_sse import Broker, Event, TopicOptions
+from trio_sse._subscription import Subscription
+
+
+class Ticks:
+    """An unrelated task's checkpoints, and the deliveries made between two of them."""
+
+    def __init__(self) -> None:
+        self.since_tick = 0
+        self.longest = 0
+
+    def delivered(self) -> None:
+        self.since_tick += 1
+        self.longest = max(self.longest, self.since_tick)
+
+    async def run(self) -> None:
+        while True:
+            self.since_tick = 0
+            await trio.lowlevel.checkpoint()
+
+
+async def direct_writer(sub: Subscription, ticks: Ticks, got: list[str]) -> None:
+    def sink(event: Event) -> bool:
+        ticks.delivered()
+        got.append(event.data or "")
+        return True
+
+    sub._set_direct_sink(sink)
+    while batch := await sub.receive_batch():
+        got.extend(e.data or "" for e in batch)
+
+
+async def test_events_published_during_a_sliced_pass_keep_order_without_duplicates() -> None:
+    broker = Broker(TopicOptions(fanout_slice=100))
+    topic = broker.topic("t")
+    ticks = Ticks()
+    received: list[list[str]] = [[] for _ in range(1000)]
+    late: dict[str, list[str]] = {}
+    done = trio.Event()
+
+    async def meddle() -> None:
+        # Runs between two slices of the pass of "a": some have it, others not.
+        while not (0 < sum(1 for got in received if got) < len(received)):
+            await trio.lowlevel.checkpoint()
+        first = topic.publish_nowait(Event("b"))  # deferred behind the pass
+        async with topic.subscribe() as fresh, topic.subscribe(first.id) as resumed:
+            assert resumed.replayed == 0
+            topic.publish_nowait(Event("c"))
+            await trio.testing.wait_all_tasks_blocked()
+            late["fresh"] = [e.data or "" for e in await fresh.receive_batch()]
+            late["resumed"] = [e.data or "" for e in await resumed.receive_batch()]
+        done.set()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for got in received:
+                sub = topic.subscribe()
+                await sub.__aenter__()
+                nursery.start_soon(direct_writer, sub, ticks, got)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(meddle)
+            await topic.publish(Event("a"))
+            await done.wait()
+            assert late == {"fresh": ["c"], "resumed": ["c"]}
+            nursery.cancel_scope.cancel()
+    assert all(got == ["a", "b", "c"] for got in received)
+    assert topic.stats().delivered == 3 * 1000 + 2
+
+
+async def test_slices_bound_the_work_between_checkpoints() -> None:
+    broker = Broker(TopicOptions(fanout_slice=100))
+    topic = broker.topic("t")
+    ticks = Ticks()
+    received: list[list[str]] = [[] for _ in range(1000)]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for got in received:
+                sub = topic.subscribe()
+                await sub.__aenter__()
+                nursery.start_soon(direct_writer, sub, ticks, got)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ticks.run)
+            await trio.lowlevel.checkpoint()
+            ticks.longest = 0
+            for name in "abc":
+                await topic.publish(Event(name))
+            # Another task ran at least once every two slices (trio runs a
+            # batch of tasks in random order): 3,000 deliveries without slices.
+            assert ticks.longest <= 200
+            nursery.cancel_scope.cancel()
+    assert all(got == ["a", "b", "c"] for got in received)
+
+
+def test_fanout_slice_is_checked() -> None:
+    for bad in (0, -1, 1.5, "10"):
+        with pytest.raises(ValueError, match="fanout_slice"):
+            TopicOptions(fanout_slice=bad)  # type: ignore[arg-type]
+    assert TopicOptions().fanout_slice == 500

@@ -1,0 +1,230 @@
+"""A parked topic stream: one task per idle stream on the raw server.
+
+Theory of operation
+-------------------
+
+A topic stream (:class:`~trio_sse._topic_writer.TopicWriter`) run the general
+way costs two tasks: the handler waiting in ``receive_batch`` and the
+exchange's companion waiting for the peer to leave. On the raw server, where
+a write can be tried without waiting (``Transport.direct``), the exchange
+runs it *parked* instead, in the connection's own task, which is owned by the
+server's connection nursery like any other (structured concurrency holds:
+the stream ends with its task).
+
+Rule 1, one wait: the task waits for the socket to become readable (the peer
+leaving, :meth:`Transport.wait_disconnect`) in a cancel scope whose deadline
+is the next heartbeat. Meanwhile the subscription is in ``DIRECT`` mode:
+publishers write each event straight to the socket from their own task
+(:meth:`Exchange.write_event_nowait`). When they cannot (a write left bytes
+behind), the event takes the subscription's queue as usual and the
+subscription's *waker* (:meth:`WriteClock.wake_now`) cancels the wait; so
+does the end of the subscription (eviction, a closed topic) and a failed
+direct write.
+
+Rule 2, the loop: after each wake, in this order: queued events (in batches
+of ``max_batch``, in order, through :meth:`Exchange.write`), the end of the
+subscription (its final event first), bytes a direct write left behind, a
+heartbeat if one is due. Then wait again. Between reading the queue empty
+and entering ``DIRECT`` mode there is no checkpoint, so no event can slip
+between the two; order and the overflow policies are the subscription's own
+(``_delivery.py``), unchanged.
+
+Rule 3, one cancel scope at a time: the stream's end (``max_stream_lifetime``
+or the response's ``expires_at``) and a server shutdown
+(:meth:`Exchange.stop`) cancel whichever scope the task is in: the wait (whose
+deadline is the sooner of the heartbeat and the end) or a write (whose
+deadline is the end). The loop then tells a stop from a wake by the flag and
+the clock. An idle stream so holds one cancel scope, not two nested ones.
+
+What an idle parked stream holds, besides its socket: the connection and its
+exchange, the subscription (an empty queue holds no deque), the frames of
+``_Connection.run``, :func:`run_parked` and this loop, and one
+cancel scope: about 7 KB of RSS (``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._delivery import ACTIVE, Mode
+from ._transport import PeerGone
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._event import Event
+    from ._exchange import Exchange
+    from ._topic_writer import TopicWriter
+
+__all__ = [
+    "ENDED",
+    "GONE",
+    "STOPPED",
+    "abandon_parked",
+    "run_parked",
+    "serve_parked",
+    "stream_parked",
+]
+
+logger = logging.getLogger("trio_sse.exchange")
+
+#: How a parked stream ended: the peer left (or a write failed: nothing more
+#: may be written), the subscription ended (evicted, closed), or the stream's
+#: end or a shutdown stopped it (the final ``retry:`` is then owed).
+GONE: Final = "gone"
+ENDED: Final = "ended"
+STOPPED: Final = "stopped"
+
+
+async def run_parked(exchange: Exchange) -> None:
+    """Run the stream ``dispatch(park_later=True)`` left, end it, release its limit.
+
+    Called by the connection's task itself (one coroutine frame: an idle
+    stream holds it). The end is ``Exchange._stream``'s: the final ``retry:``
+    after a stop, the end of the body, nothing after the peer left.
+    """
+    parked = exchange._parked
+    if parked is None:
+        return
+    writer, deadline, path, key = parked
+    transport = exchange.transport
+    try:
+        if transport.stopping:
+            exchange.stop_requested = True
+        try:
+            how = await serve_parked(exchange, writer, transport.encoder(), deadline)
+        except PeerGone:
+            how = GONE
+        except Exception:
+            logger.exception("stream handler for %s raised", path)
+            how = ENDED
+        exchange.stop_scope = None
+        if how == GONE:
+            transport.close_after()
+            return
+        final = exchange.config.stream_end_event() if how == STOPPED else None
+        tail = transport.stream_tail(b"" if final is None else final.encode())
+        with contextlib.suppress(PeerGone):
+            await exchange.write(tail, last=True)
+    finally:
+        exchange._parked = None
+        exchange.limits.release_stream(key)
+
+
+def abandon_parked(exchange: Exchange) -> None:
+    """Release the limit of a parked stream that will not run (its connection ended)."""
+    parked = exchange._parked
+    if parked is not None:
+        exchange._parked = None
+        exchange.limits.release_stream(parked[3])
+
+
+async def stream_parked(
+    exchange: Exchange, writer: TopicWriter, deadline: float, path: str
+) -> None:
+    """Run a parked stream at once (a caller of ``dispatch`` without ``park_later``)."""
+    exchange._parked = (writer, deadline, path, None)  # dispatch releases the limit
+    await run_parked(exchange)
+
+
+async def serve_parked(
+    exchange: Exchange, writer: TopicWriter, encode: Callable[[Event], bytes], end: float
+) -> str:
+    """Run ``writer``'s subscription in this task until it ends, stops or the peer leaves.
+
+    Args:
+        exchange: the stream's exchange (its transport is ``direct``).
+        writer: the topic stream.
+        encode: the transport's framing of an event.
+        end: the trio time at which the stream ends (Rule 3).
+
+    Returns:
+        :data:`GONE`, :data:`ENDED` or :data:`STOPPED`.
+
+    Raises:
+        PeerGone: a write failed.
+        Exception: the direct sink's error (a bug), raised in this task.
+
+    """
+    sub = writer.subscription
+    # Entering may wait (a remote history): under the stream's end too.
+    with _stop_scope(exchange, end) as scope:
+        await sub.__aenter__()
+    exchange.stop_scope = None
+    if scope.cancelled_caught:
+        return STOPPED
+    del scope  # not kept by this frame while idle
+    try:
+        first = writer.first_event()
+        if first is not None and await _write(exchange, encode(first), end):
+            return STOPPED
+        del first  # not kept by this frame while idle
+        exchange.encode = encode
+        exchange.wake_cap = end  # writes never push the wait past the end
+        sub._set_direct_sink(exchange.write_event_nowait)
+        sub._waker = exchange.wake_now
+        while True:
+            batch = sub._batch_nowait(writer.max_batch)
+            if batch:
+                # b"".join of one item is that very bytes object: no copy.
+                if await _write(exchange, b"".join([encode(e) for e in batch]), end):
+                    return STOPPED
+                continue
+            error = sub._sink_error
+            if error is not None:
+                sub._sink_error = None
+                raise error
+            if sub._state != ACTIVE:
+                return ENDED
+            if exchange._gone:
+                return GONE
+            if exchange._out:
+                if await _write(exchange, b"", end):
+                    return STOPPED
+            elif exchange.due():
+                if await _write(exchange, exchange.transport.heartbeat, end):
+                    return STOPPED
+            else:
+                # Rule 1: wait for the peer, in DIRECT mode.
+                if not sub._backlog:  # always so: an empty channel, an empty backlog
+                    sub._set_mode(Mode.DIRECT)
+                interval = exchange.interval
+                wake_at = end if interval is None else min(end, exchange.last_write + interval)
+                try:
+                    with _stop_scope(exchange, wake_at) as wake:
+                        exchange._wake = wake
+                        exchange._push_after = -math.inf
+                        await exchange.transport.wait_disconnect()
+                        return GONE
+                finally:
+                    exchange._wake = None
+                    exchange.stop_scope = None
+                    sub._undirect()
+                if exchange.stop_requested or trio.current_time() >= end:
+                    return STOPPED
+    finally:
+        sub._waker = None
+        sub._set_direct_sink(None)
+        sub._close()  # what __aexit__ does, synchronously
+
+
+def _stop_scope(exchange: Exchange, deadline: float) -> trio.CancelScope:
+    """A scope that the stream's end and a shutdown cancel (Rule 3)."""
+    scope = trio.CancelScope(deadline=deadline)
+    exchange.stop_scope = scope
+    if exchange.stop_requested:
+        scope.cancel()
+    return scope
+
+
+async def _write(exchange: Exchange, data: bytes, end: float) -> bool:
+    """Write ``data`` before the stream's end; ``True``: stopped (Rule 3)."""
+    with _stop_scope(exchange, end) as scope:
+        await exchange.write(data)
+    exchange.stop_scope = None
+    return scope.cancelled_caught
