@@ -33,3 +33,31 @@ def drain(sub: Subscription) -> list[Event]:
 def data(events: list[Event]) -> list[str | None]:
     """The data of each event."""
     return [e.data for e in events]
+
+
+class Ticks:
+    """An unrelated task's checkpoints, and the deliveries made between two of them."""
+
+    def __init__(self) -> None:
+        self.since_tick = 0
+        self.longest = 0
+
+    def delivered(self) -> None:
+        self.since_tick += 1
+        self.longest = max(self.longest, self.since_tick)
+
+    async def run(self) -> None:
+        while True:
+            self.since_tick = 0
+            await trio.lowlevel.checkpoint()
+
+
+async def direct_writer(sub: Subscription, ticks: Ticks, got: list[str]) -> None:
+    def sink(event: Event) -> bool:
+        ticks.delivered()
+        got.append(event.data or "")
+        return True
+
+    sub._set_direct_sink(sink)
+    while batch := await sub.receive_batch():
+        got.extend(e.data or "" for e in batch)

@@ -5,37 +5,9 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from brokers import Ticks, direct_writer
 
 from trio_sse import Broker, Event, TopicOptions
-from trio_sse._subscription import Subscription
-
-
-class Ticks:
-    """An unrelated task's checkpoints, and the deliveries made between two of them."""
-
-    def __init__(self) -> None:
-        self.since_tick = 0
-        self.longest = 0
-
-    def delivered(self) -> None:
-        self.since_tick += 1
-        self.longest = max(self.longest, self.since_tick)
-
-    async def run(self) -> None:
-        while True:
-            self.since_tick = 0
-            await trio.lowlevel.checkpoint()
-
-
-async def direct_writer(sub: Subscription, ticks: Ticks, got: list[str]) -> None:
-    def sink(event: Event) -> bool:
-        ticks.delivered()
-        got.append(event.data or "")
-        return True
-
-    sub._set_direct_sink(sink)
-    while batch := await sub.receive_batch():
-        got.extend(e.data or "" for e in batch)
 
 
 async def test_events_published_during_a_sliced_pass_keep_order_without_duplicates() -> None:

@@ -11,7 +11,9 @@ import re
 
 import pytest
 import trio
+import trio.testing
 from backplanes import publish_retrying, receive_n, start_node, stream_ids, wait_connected
+from brokers import Ticks, direct_writer
 from redis_servers import RedisServer
 
 from trio_sse import (
@@ -367,3 +369,30 @@ async def test_entries_over_max_entry_size_are_refused_and_skipped(
             fits = await broker.publish("t", Event("x" * 900))
             assert await sub.receive() == fits
         assert backplane.stats().malformed == 1
+
+
+async def test_the_reader_slices_a_large_fan_out(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    # An event read from Redis for more than fanout_slice subscribers goes out
+    # in slices, as a local publish() does: other tasks run between them.
+    with trio.fail_after(30):
+        _, node = await start_node(nursery, redis_server.url, options=TopicOptions(fanout_slice=50))
+        topic = node.topic("t")
+        ticks = Ticks()
+        received: list[list[str]] = [[] for _ in range(500)]
+        async with trio.open_nursery() as inner:
+            for got in received:
+                sub = topic.subscribe()
+                await sub.__aenter__()
+                inner.start_soon(direct_writer, sub, ticks, got)
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(ticks.run)
+            for name in "abc":
+                await node.publish("t", Event(name))
+            while not all(len(got) == 3 for got in received):
+                await trio.sleep(0.01)
+            # 1,500 deliveries without slices; a task waits at most two slices.
+            assert ticks.longest <= 100
+            inner.cancel_scope.cancel()
+    assert all(got == ["a", "b", "c"] for got in received)

@@ -34,20 +34,40 @@ collected over all slices and waited for at the end, as before.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 if TYPE_CHECKING:
-    from ._delivery import Delivery
     from ._history import Entry
-    from ._topic import Topic
+    from ._options import TopicOptions
+
+#: A subscriber's key in its topic (a ``_delivery.Delivery``).
+Delivery = Any
 
 __all__ = ["pass_sliced", "wait_turn"]
 
 
-async def wait_turn(topic: Topic) -> None:
+class FanTopic(Protocol):
+    """What a pass needs of its topic (``_topic.Topic``; named here, not imported)."""
+
+    @property
+    def options(self) -> TopicOptions: ...
+
+    _subscribers: dict[Delivery, Callable[[Entry[Any]], None]]
+    _delivered: int
+    _fanning: bool
+    _later: deque[tuple[Entry[Any], list[Delivery]]] | None
+    _fan_lot: trio.lowlevel.ParkingLot | None
+
+    def _overflow(
+        self, entry: Entry[Any], slow: list[Delivery], *, may_wait: bool
+    ) -> list[Delivery] | None: ...
+
+
+async def wait_turn(topic: FanTopic) -> None:
     """Wait until no sliced pass runs on ``topic`` (Rule 2); a checkpoint if none."""
     while topic._fanning:
         lot = topic._fan_lot
@@ -56,7 +76,7 @@ async def wait_turn(topic: Topic) -> None:
         await lot.park()
 
 
-def defer(topic: Topic, entry: Entry[Topic]) -> None:
+def defer(topic: FanTopic, entry: Entry[Any]) -> None:
     """Queue ``entry`` behind the running pass, with its members (Rules 1, 2)."""
     later = topic._later
     if later is None:
@@ -64,7 +84,7 @@ def defer(topic: Topic, entry: Entry[Topic]) -> None:
     later.append((entry, list(topic._subscribers)))
 
 
-async def pass_sliced(topic: Topic, entry: Entry[Topic]) -> list[Delivery] | None:
+async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | None:
     """Fan ``entry`` out in slices, then whatever was deferred meanwhile.
 
     Returns:
@@ -88,7 +108,7 @@ async def pass_sliced(topic: Topic, entry: Entry[Topic]) -> list[Delivery] | Non
 
 
 async def _slices(
-    topic: Topic, entry: Entry[Topic], members: list[Delivery], *, may_wait: bool
+    topic: FanTopic, entry: Entry[Any], members: list[Delivery], *, may_wait: bool
 ) -> list[Delivery] | None:
     size = topic.options.fanout_slice
     subscribers = topic._subscribers

@@ -10,7 +10,8 @@ subscriptions wait for that (:meth:`Reader.wait_ready`).
 Rule 2: one reader task per group of streams (all of them; with a cluster,
 one group per hash slot, since one ``XREAD`` cannot span slots) reads from
 the last id it delivered and hands each entry to the local topics, in stream
-order, through :meth:`Topic.deliver_nowait` (``deliver`` under ``block``).
+order, through :meth:`Topic.deliver_nowait` (``deliver`` under ``block``, and
+for a topic with more than ``fanout_slice`` subscribers, whose pass it slices).
 
 Rule 3: nothing is skipped silently. After a reconnect the watcher checks
 each topic before anyone reads: the same epoch record and the stream at or
@@ -357,7 +358,11 @@ class Reader:
                     continue
                 self.lag = max(0.0, now_ms - stream_order(stream_id)[0]) / 1000
                 for topic in self._topics(watch.name):
-                    if topic._policy is OverflowPolicy.BLOCK:
+                    # deliver() waits under block, and slices a large fan-out.
+                    if (
+                        topic._policy is OverflowPolicy.BLOCK
+                        or len(topic._subscribers) > topic.options.fanout_slice
+                    ):
                         await topic.deliver(event)
                     else:
                         topic.deliver_nowait(event)
