@@ -36,10 +36,18 @@ from ._app import WebSocketRoute
 from ._event import Event
 from ._exchange import Exchange
 from ._http import HTTPException, PlainTextResponse, Response, StreamResponse
-from ._http11 import declared_length, head_error, response_bytes, stream_head, stream_tail
+from ._http11 import (
+    declared_length,
+    head_error,
+    next_cycle,
+    request_head_bytes,
+    response_bytes,
+    stream_head,
+    stream_tail,
+)
 from ._parked import abandon_parked, run_parked
 from ._request import Headers, Request
-from ._sockets import map_io_errors
+from ._sockets import linger, map_io_errors
 from ._transport import BodyTooLarge, PeerGone
 from ._websocket import is_websocket_upgrade
 from ._websocket_raw import serve_raw_websocket, websocket_available
@@ -48,21 +56,12 @@ if TYPE_CHECKING:
     from ._serving import Owner
 
 
-__all__ = ["linger"]
+__all__ = ["_Connection"]
 
 logger = logging.getLogger("trio_sse.server")
 
 #: Whether a socket's descriptor takes ``os.write`` (the direct-write path).
 _DIRECT_WRITES = sys.platform != "win32"
-
-
-async def linger(stream: trio.abc.Stream, read_size: int) -> None:
-    """Half-close, then read until the peer closes (caller bounds the time)."""
-    with contextlib.suppress(PeerGone), map_io_errors:
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            await stream.send_eof()
-        while await stream.receive_some(read_size):
-            pass
 
 
 class _Connection:
@@ -174,16 +173,7 @@ class _Connection:
             keep_going = await self._handle(request)
             if not keep_going or self._must_close or self.server.stopping:
                 return True
-            if self.h11.their_state is h11.SEND_BODY:
-                # The handler did not read the request body. A GET's (empty)
-                # body has already been parsed, so taking its end costs no
-                # I/O; a body that has not all arrived closes the connection.
-                with contextlib.suppress(h11.RemoteProtocolError):
-                    while isinstance(self.h11.next_event(), h11.Data):
-                        pass
-            if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-                self.h11.start_next_cycle()
-            else:
+            if not next_cycle(self.h11):
                 return True
 
     # -- reading ------------------------------------------------------------
@@ -204,9 +194,8 @@ class _Connection:
             while await self._receive():
                 pass
             return
-        # On the descriptor: an idle stream then holds two frames here
-        # instead of receive_some's six, and no 64 KiB read buffer is
-        # allocated for the bytes (none, usually) that a stream ignores.
+        # On the descriptor, inline (no frame more per idle stream): two
+        # frames here instead of receive_some's six, and no 64 KiB buffer.
         while True:
             await trio.lowlevel.wait_readable(fd)
             try:
@@ -398,9 +387,7 @@ class _Connection:
             )
             await self._send_error(501, "WebSocket support is not installed")
             return False
-        head = b"%s %s HTTP/%s\r\n" % (event.method, event.target, event.http_version)
-        head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in event.headers.raw_items())
-        head += b"\r\n" + self.h11.trailing_data[0]
+        head = request_head_bytes(event) + self.h11.trailing_data[0]
 
         def interruptible(scope: trio.CancelScope | None) -> None:
             self._interruptible = scope

@@ -24,8 +24,8 @@ vanished peer raises :class:`PeerGone`; during a stream that cancels the
 stream. :meth:`Exchange.write_event_nowait` is the broadcast fast path: a topic's
 publisher writes into an idle stream from its own task.
 
-Rule 3, the stream lifecycle: the head, then the handler in a nursery beside
-one *companion* task, which waits for the peer to leave
+Rule 3, the stream lifecycle (``_streamed.py``): the head, then the handler
+in a nursery beside one *companion* task, which waits for the peer to leave
 (:meth:`Transport.wait_disconnect`: the handler is then cancelled), flushes
 bytes a direct write left behind, and sends heartbeats after
 ``heartbeat_interval`` of silence (:class:`~trio_sse._pacing.WriteClock`).
@@ -44,9 +44,8 @@ Rule 4, request bodies: :meth:`Exchange.read_body` applies
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
 import trio
@@ -55,7 +54,6 @@ from ._config import Config
 from ._cors import add_cors_headers
 from ._event import Event
 from ._http import (
-    EventStream,
     HTTPException,
     PlainTextResponse,
     Response,
@@ -66,6 +64,7 @@ from ._limits import ClientLimits
 from ._pacing import WriteClock, write_within
 from ._parked import stream_parked
 from ._request import Request
+from ._streamed import stream_in_nursery
 from ._topic_writer import TopicWriter
 from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
@@ -75,35 +74,6 @@ if TYPE_CHECKING:
 __all__ = ["Exchange"]
 
 logger = logging.getLogger("trio_sse.exchange")
-
-
-@final
-class _ExchangeEventStream(EventStream):
-    """:class:`EventStream` over an exchange: frame, then the one write path."""
-
-    __slots__ = ("_encode", "_exchange")
-
-    def __init__(
-        self, exchange: Exchange, encode: Callable[[Event], bytes], last_event_id: str | None
-    ) -> None:
-        self._exchange = exchange
-        self._encode = encode
-        self.last_event_id = last_event_id
-
-    async def send(self, event: Event | str) -> None:
-        """Send one event."""
-        if isinstance(event, str):
-            event = Event(event)
-        await self._exchange.stream_write(self._encode(event))
-
-    async def send_many(self, events: Sequence[Event]) -> None:
-        """Send several events with one write."""
-        if not events:
-            await trio.lowlevel.checkpoint()
-            return
-        encode = self._encode
-        # b"".join of one item returns that very bytes object: no copy.
-        await self._exchange.stream_write(b"".join([encode(e) for e in events]))
 
 
 @final
@@ -395,40 +365,4 @@ class Exchange(WriteClock):
             else:
                 await stream_parked(self, response.handler, deadline, request.path)
             return
-        event_stream = _ExchangeEventStream(self, transport.encoder(), request.last_event_id)
-        async with trio.open_nursery() as nursery:
-            self._stream_scope = nursery.cancel_scope
-            nursery.start_soon(self._companion, nursery.cancel_scope)
-            with trio.CancelScope() as stop:
-                self.stop_scope = stop
-                stop.deadline = response.deadline(cfg.max_stream_lifetime)
-                if transport.stopping:
-                    stop.cancel()
-                try:
-                    await response.handler(event_stream)
-                except Exception:
-                    logger.exception("stream handler for %s raised", request.path)
-            self.stop_scope = None
-            final = cfg.stream_end_event() if stop.cancelled_caught else None
-            tail = transport.stream_tail(b"" if final is None else final.encode())
-            # After a write cut midway (or a vanished peer) this raises
-            # PeerGone: no tail. It waits for a write in progress (a flush).
-            with contextlib.suppress(PeerGone):
-                await self.write(tail, last=True)
-            nursery.cancel_scope.cancel()
-        self._stream_scope = None
-
-    async def _companion(self, stream_scope: trio.CancelScope) -> None:
-        """Wait for the peer to leave (then cancel the stream); flush; heartbeats."""
-        await self.run(self.transport.wait_disconnect, self._on_wake, self._pending)
-        stream_scope.cancel()
-
-    def _pending(self) -> bool:
-        return bool(self._out)
-
-    async def _on_wake(self) -> None:
-        if self._out:
-            await self.stream_write(b"")
-        elif self.due():
-            # If a slow write holds the lock, this waits for it (harmless).
-            await self.stream_write(self.transport.heartbeat)
+        await stream_in_nursery(self, request, response)

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ._options import OverflowPolicy
+
 if TYPE_CHECKING:
     from ._history import Entry
     from ._options import TopicOptions
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 #: A subscriber's key in its topic (a ``_delivery.Delivery``).
 Delivery = Any
 
-__all__ = ["pass_sliced", "wait_turn"]
+__all__ = ["defer", "overflow", "pass_sliced", "wait_turn"]
 
 
 class FanTopic(Protocol):
@@ -61,10 +63,7 @@ class FanTopic(Protocol):
     _fanning: bool
     _later: deque[tuple[Entry[Any], list[Delivery]]] | None
     _fan_lot: trio.lowlevel.ParkingLot | None
-
-    def _overflow(
-        self, entry: Entry[Any], slow: list[Delivery], *, may_wait: bool
-    ) -> list[Delivery] | None: ...
+    _policy: OverflowPolicy
 
 
 async def wait_turn(topic: FanTopic) -> None:
@@ -141,6 +140,31 @@ async def _slices(
             topic._delivered += served
             continue
         topic._delivered += served - len(slow)
-        more = topic._overflow(entry, slow, may_wait=may_wait)
+        more = overflow(topic, entry, slow, may_wait=may_wait)
         if more:
             waiting = more if waiting is None else waiting + more
+
+
+def overflow(
+    topic: FanTopic, entry: Entry[Any], slow: list[Delivery], *, may_wait: bool
+) -> list[Delivery] | None:
+    """Apply the topic's overflow policy to the subscribers whose queue was full.
+
+    Returns:
+        The ``block`` waiters (``None``: none).
+
+    """
+    policy = topic._policy
+    waiting: list[Delivery] | None = None
+    for sub in slow:
+        if policy is OverflowPolicy.BLOCK and may_wait:
+            sub._backlog_append(entry)
+            if waiting is None:
+                waiting = [sub]
+            else:
+                waiting.append(sub)
+        elif policy is OverflowPolicy.DROP_OLDEST and sub._drop_oldest_and_send(entry):
+            topic._delivered += 1
+        else:
+            sub._end("evicted", topic)
+    return waiting

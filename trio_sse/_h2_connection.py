@@ -46,11 +46,10 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._connection import linger
 from ._h2_protocol import BODY, END_BODY, REQUEST, RESET, WINDOW, H2Protocol
 from ._h2_stream import H2Stream
 from ._pacing import write_within
-from ._sockets import map_io_errors
+from ._sockets import linger, map_io_errors
 from ._transport import PeerGone
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ h11's chunked writer keeps no byte count, so that is safe.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from typing import Final
@@ -28,6 +29,8 @@ __all__ = [
     "LAST_CHUNK",
     "declared_length",
     "head_error",
+    "next_cycle",
+    "request_head_bytes",
     "response_bytes",
     "stream_head",
     "stream_tail",
@@ -130,3 +133,27 @@ def stream_tail(chunked: bool, final: bytes) -> bytes:
     if final:
         return b"%x\r\n%b\r\n%b" % (len(final), final, LAST_CHUNK)
     return LAST_CHUNK
+
+
+def request_head_bytes(event: h11.Request) -> bytes:
+    """A parsed request head as bytes again (for a library taking over the socket)."""
+    head = b"%s %s HTTP/%s\r\n" % (event.method, event.target, event.http_version)
+    head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in event.headers.raw_items())
+    return head + b"\r\n"
+
+
+def next_cycle(conn: h11.Connection) -> bool:
+    """Ready ``conn`` for the next request; ``False``: the connection must close.
+
+    A handler may not have read the request body. A GET's (empty) body has
+    already been parsed, so taking its end costs no I/O; a body that has not
+    all arrived closes the connection.
+    """
+    if conn.their_state is h11.SEND_BODY:
+        with contextlib.suppress(h11.RemoteProtocolError):
+            while isinstance(conn.next_event(), h11.Data):
+                pass
+    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        conn.start_next_cycle()
+        return True
+    return False

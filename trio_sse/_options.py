@@ -138,6 +138,22 @@ class TopicOptions:
                 raise TypeError(f"{name} must be an Event or None, got {type(value).__name__}")
 
 
+def check_bounds(options: TopicOptions, event: Event) -> None:
+    """Refuse an event whose id or ``retry`` is over the topic's bounds."""
+    event_id = event.id
+    if event_id and len(event_id.encode("utf-8")) > options.max_id_length:
+        raise ValueError(
+            f"event id of {len(event_id.encode('utf-8'))} bytes is longer than "
+            f"TopicOptions.max_id_length ({options.max_id_length}): browsers send "
+            "it back as a header on every reconnect"
+        )
+    retry = event.retry
+    if retry is not None and retry > options.max_retry:
+        raise ValueError(
+            f"retry {retry} ms is over TopicOptions.max_retry ({options.max_retry} ms)"
+        )
+
+
 def _check_int(name: str, value: object, minimum: int) -> None:
     if type(value) is not int or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -58,7 +58,7 @@ import trio
 
 from ._app import App
 from ._config import Config
-from ._connection import _Connection, linger
+from ._connection import _Connection
 from ._errors import unwrap_groups
 from ._event import Event
 from ._h2c import H2CSniff
@@ -66,6 +66,7 @@ from ._limits import ClientLimits
 from ._serving import Served
 from ._sockets import (
     check_descriptor_limit,
+    linger,
     map_io_errors,
     peer_address,
     refusal_bytes,

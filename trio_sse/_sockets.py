@@ -27,6 +27,7 @@ from ._transport import PeerGone
 
 __all__ = [
     "check_descriptor_limit",
+    "linger",
     "map_io_errors",
     "peer_address",
     "refusal_bytes",
@@ -166,3 +167,12 @@ def check_descriptor_limit(config: Config) -> None:
             hard,
             needed,
         )
+
+
+async def linger(stream: trio.abc.Stream, read_size: int) -> None:
+    """Half-close, then read until the peer closes (caller bounds the time)."""
+    with contextlib.suppress(PeerGone), map_io_errors:
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        while await stream.receive_some(read_size):
+            pass

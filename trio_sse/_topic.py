@@ -14,7 +14,8 @@ Rule 1: delivery is one synchronous pass, up to ``TopicOptions.fanout_slice``
 subscribers. Recording the event in the history and offering it to every
 subscriber happen with no checkpoint in between, so no task can observe a
 half-published event. (A larger pass by :meth:`Topic.deliver` yields between
-slices, with the same members, order and policies: ``_fanout.py``.) The pass is a bare loop of calls
+slices, with the same members, order and policies: ``_fanout.py``, which
+also applies the policies.) The pass is a bare loop of calls
 (``send_nowait``, or the subscription's direct or full function): no task per
 subscriber, no allocation per subscriber (the channel item is the history
 entry, shared by everyone) and no test of a subscriber's state. Subscribers
@@ -51,9 +52,9 @@ import trio
 
 from ._cursor import escape, with_id
 from ._event import Event
-from ._fanout import defer, pass_sliced, wait_turn
+from ._fanout import defer, overflow, pass_sliced, wait_turn
 from ._history import Entry, History
-from ._options import OverflowPolicy, TopicOptions, TopicStats
+from ._options import OverflowPolicy, TopicOptions, TopicStats, check_bounds
 from ._subscription import Subscription
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class Topic:
         """
         if type(event) is not Event:
             raise TypeError(f"expected an Event, got {type(event).__name__}")
-        self._check_bounds(event)
+        check_bounds(self.options, event)
         return self.broker.backplane.publish_nowait(self, event)
 
     async def publish(self, event: Event) -> Event:
@@ -181,23 +182,8 @@ class Topic:
         """
         if type(event) is not Event:
             raise TypeError(f"expected an Event, got {type(event).__name__}")
-        self._check_bounds(event)
+        check_bounds(self.options, event)
         return await self.broker.backplane.publish(self, event)
-
-    def _check_bounds(self, event: Event) -> None:
-        options = self.options
-        event_id = event.id
-        if event_id and len(event_id.encode("utf-8")) > options.max_id_length:
-            raise ValueError(
-                f"event id of {len(event_id.encode('utf-8'))} bytes is longer than "
-                f"TopicOptions.max_id_length ({options.max_id_length}): browsers send "
-                "it back as a header on every reconnect"
-            )
-        retry = event.retry
-        if retry is not None and retry > options.max_retry:
-            raise ValueError(
-                f"retry {retry} ms is over TopicOptions.max_retry ({options.max_retry} ms)"
-            )
 
     def deliver_nowait(self, event: Event) -> None:
         """Fan out an event whose id is final, without blocking.
@@ -219,7 +205,7 @@ class Topic:
             return
         slow = self._send_all(entry)
         if slow is not None:
-            self._overflow(entry, slow, may_wait=False)
+            overflow(self, entry, slow, may_wait=False)
 
     async def deliver(self, event: Event) -> None:
         """Fan out an event whose id is final; under ``block``, wait for room.
@@ -242,7 +228,7 @@ class Topic:
             waiting = await pass_sliced(self, entry)
         else:
             slow = self._send_all(entry)
-            waiting = None if slow is None else self._overflow(entry, slow, may_wait=True)
+            waiting = None if slow is None else overflow(self, entry, slow, may_wait=True)
         if waiting is None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
@@ -298,24 +284,6 @@ class Topic:
         else:
             self._delivered += len(subscribers) - len(slow)
         return slow
-
-    def _overflow(
-        self, entry: Entry[Topic], slow: list[Delivery], *, may_wait: bool
-    ) -> list[Delivery] | None:
-        policy = self._policy
-        waiting: list[Delivery] | None = None
-        for sub in slow:
-            if policy is OverflowPolicy.BLOCK and may_wait:
-                sub._backlog_append(entry)
-                if waiting is None:
-                    waiting = [sub]
-                else:
-                    waiting.append(sub)
-            elif policy is OverflowPolicy.DROP_OLDEST and sub._drop_oldest_and_send(entry):
-                self._delivered += 1
-            else:
-                sub._end("evicted", self)
-        return waiting
 
     # -- history -----------------------------------------------------------
 
