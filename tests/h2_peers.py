@@ -261,5 +261,10 @@ def sample_app() -> tuple[App, Broker, dict[str, int]]:
 
 
 def https_client(certs: Certs, http2: bool = True) -> httpx.AsyncClient:
-    """An httpx client trusting the test CA (HTTP/2 unless told otherwise)."""
-    return httpx.AsyncClient(http2=http2, verify=ssl.create_default_context(cafile=certs.ca))
+    """An httpx client trusting the test CA (HTTP/2 unless told otherwise).
+
+    httpx's 5 s timeouts are raised: the tests bound themselves with fail_after.
+    """
+    return httpx.AsyncClient(
+        http2=http2, verify=ssl.create_default_context(cafile=certs.ca), timeout=30.0
+    )
