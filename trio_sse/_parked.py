@@ -85,7 +85,7 @@ async def run_parked(exchange: Exchange) -> None:
     """Run the stream ``dispatch(park_later=True)`` left, end it, release its limit.
 
     Called by the connection's task itself (one coroutine frame: an idle
-    stream holds it). The end is ``Exchange._stream``'s: the final ``retry:``
+    stream holds it). The end is ``_streamed.stream_in_nursery``'s: the final ``retry:``
     after a stop, the end of the body, nothing after the peer left.
     """
     parked = exchange._parked
