@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Real redis-server processes (one server, more servers, a cluster); see redis_servers.py.
@@ -18,3 +21,19 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture
+def time_bound() -> Iterator[None]:
+    """Ends a synchronous (browser) test within 45 s, whatever hangs (SIGALRM, main thread)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError("browser test took more than 45 s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(45)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -10,9 +10,8 @@ by the test, not only by the page's own bookkeeping.
 from __future__ import annotations
 
 import re
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,21 +30,7 @@ from playwright.sync_api import Page
 from trio_sse import Broker, Config, Event
 from trio_sse.demo import DemoOptions, make_app
 
-
-@pytest.fixture(autouse=True)
-def time_bound() -> Iterator[None]:
-    """Every browser test ends within 45 s, whatever hangs (SIGALRM in the main thread)."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError("browser test took more than 45 s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(45)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("time_bound")
 
 
 #: Fast ticks and reconnects; the server ends streams with an exact retry.

@@ -9,9 +9,7 @@ over HTTP/2 all eight receive events; over plain HTTP/1.1 two stay silent.
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,20 +35,7 @@ EXTRA_SOURCES = """(n) => {
 }"""
 
 
-@pytest.fixture(autouse=True)
-def time_bound() -> Iterator[None]:
-    """Every browser test ends within 45 s, whatever hangs (SIGALRM in the main thread)."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError("browser test took more than 45 s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(45)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("time_bound")
 
 
 def open_eight_sources(page: Page, url: str) -> str:
