@@ -315,14 +315,7 @@ class Subscription(Delivery):
                     break
             if self._backlog:
                 self._refill()
-        merge = self._merge
-        if merge is None:
-            batch = [e.event for e in entries]
-        else:
-            convert = merge.convert
-            batch = [convert(e) for e in entries]
-        self._position = batch[-1].id
-        return batch
+        return self._events(entries)
 
     def _batch_nowait(self, max_events: int) -> list[Event]:
         """The events ready now, at most ``max_events``, without waiting.
@@ -344,6 +337,10 @@ class Subscription(Delivery):
             self._refill()
         if not entries:
             return []
+        return self._events(entries)
+
+    def _events(self, entries: list[Entry[Topic]]) -> list[Event]:
+        """The events of ``entries`` (converted for a merged stream); moves the position."""
         merge = self._merge
         if merge is None:
             batch = [e.event for e in entries]
