@@ -25,7 +25,7 @@ from ._transport import PeerGone
 if TYPE_CHECKING:
     from ._serving import Owner
 
-__all__ = ["PREFACE", "H2CSniff"]
+__all__ = ["PREFACE", "H2CSniff", "serve_as"]
 
 #: RFC 9113 3.4: what an HTTP/2 client sends first.
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -67,15 +67,34 @@ class H2CSniff:
             server.limits.release_connection(self.client and self.client[0])
             await trio.aclose_forcefully(self.stream)
             return
-        if data.startswith(PREFACE):
-            from ._h2_connection import H2ServerConnection
+        await serve_as(
+            data.startswith(PREFACE), server, self.stream, self.client, self.accepted_at, data
+        )
 
-            conn: _Connection | H2ServerConnection = H2ServerConnection(
-                server, self.stream, self.client, self.accepted_at, received=data
-            )
-        else:
-            conn = _Connection(server, self.stream, self.client)
-            conn.accepted_at = self.accepted_at
-            conn.h11.receive_data(data)
-        server.connections.add(conn)
-        await conn.run()
+
+async def serve_as(
+    h2: bool,
+    server: Owner,
+    stream: trio.abc.Stream,
+    peer: tuple[str, int] | None,
+    accepted_at: float,
+    received: bytes = b"",
+) -> None:
+    """Serve an accepted connection as HTTP/2 or HTTP/1.1, once that is known.
+
+    After ALPN (``_tls.py``) or the first bytes (h2c): ``received`` are the
+    bytes already read. h2 is imported only when HTTP/2 is chosen (an extra).
+    """
+    if h2:
+        from ._h2_connection import H2ServerConnection
+
+        conn: _Connection | H2ServerConnection = H2ServerConnection(
+            server, stream, peer, accepted_at, received=received
+        )
+    else:
+        conn = _Connection(server, stream, peer)
+        conn.accepted_at = accepted_at
+        if received:
+            conn.h11.receive_data(received)
+    server.connections.add(conn)
+    await conn.run()

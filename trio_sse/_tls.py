@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._connection import _Connection
+from ._h2c import serve_as
 from ._sockets import map_io_errors
 from ._transport import PeerGone
 
@@ -172,14 +172,5 @@ class _Handshake:
                 await trio.aclose_forcefully(tls)
         if not done:
             return
-        if tls.selected_alpn_protocol() == "h2":
-            from ._h2_connection import H2ServerConnection
-
-            conn: _Connection | H2ServerConnection = H2ServerConnection(
-                server, tls, self.client, self.accepted_at
-            )
-        else:
-            conn = _Connection(server, tls, self.client)
-            conn.accepted_at = self.accepted_at
-        server.connections.add(conn)
-        await conn.run()
+        h2 = tls.selected_alpn_protocol() == "h2"
+        await serve_as(h2, server, tls, self.client, self.accepted_at)
