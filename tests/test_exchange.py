@@ -10,6 +10,7 @@ behaviour on real servers is ``test_app_both_servers.py``.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -31,12 +32,39 @@ from trio_sse import (
 )
 from trio_sse._exchange import Exchange
 from trio_sse._http import StreamResponse
+from trio_sse._idle import IdleStreams
 from trio_sse._limits import ClientLimits
 from trio_sse._request import Headers
 from trio_sse._transport import BodyTooLarge
 
 HEARTBEAT = b":\n\n"
 END = b"<end>"
+
+
+class Gone:
+    """The peer leaving: sets an event (``wait_disconnect``, the companion's wait)
+    and closes the peer's end of a socket pair (a parked stream watches the
+    other end's descriptor)."""
+
+    def __init__(self, peer: socket.socket | None) -> None:
+        self.event = trio.Event()
+        self.peer = peer
+
+    def set(self) -> None:
+        self.event.set()
+        if self.peer is not None:
+            self.peer.close()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+@pytest.fixture
+async def idle(nursery: trio.Nursery) -> IdleStreams:
+    """The server's watch over idle parked streams, running for the test."""
+    service = IdleStreams()
+    nursery.start_soon(service.run)
+    return service
 
 
 class FakeTransport:
@@ -54,7 +82,10 @@ class FakeTransport:
         self.room = room
         self.stopping = False
         self.stall = False
-        self.gone = trio.Event()
+        # A direct transport has a descriptor, watched while a stream is parked.
+        self.sockets = socket.socketpair() if self.direct else None
+        self.fd = None if self.sockets is None else self.sockets[1].fileno()
+        self.gone = Gone(None if self.sockets is None else self.sockets[0])
         self.body: bytes | None = None
         self.body_arrived = trio.Event()
         self.closing = False
@@ -112,10 +143,18 @@ class FakeTransport:
     def data(self) -> bytes:
         return b"".join(data for _, data in self.writes)
 
+    def __del__(self) -> None:
+        for sock in self.sockets or ():
+            sock.close()
 
-def make(app: App, **transport: int | None) -> tuple[Exchange, FakeTransport]:
+
+def make(
+    app: App, idle: IdleStreams | None = None, **transport: int | None
+) -> tuple[Exchange, FakeTransport]:
+    """An exchange on a fake transport; topic streams park in ``idle`` if it is direct."""
     fake = FakeTransport(**transport)
-    exchange = Exchange(app, app.config, fake, ClientLimits(app.config))
+    idle = idle if fake.fd is not None else None
+    exchange = Exchange(app, app.config, fake, ClientLimits(app.config), idle, fake.fd or 0)
     fake.exchange = exchange
     return exchange, fake
 
@@ -442,14 +481,14 @@ async def test_body_limits_and_timeout(autojump_clock: trio.testing.MockClock) -
 
 
 async def test_direct_writes_and_the_flush_of_what_did_not_fit(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, idle: IdleStreams
 ) -> None:
     """A topic stream on a direct transport runs parked (``_parked.py``), in order."""
     app = App(config=Config(heartbeat_interval=None))
     broker = Broker()
     topic = broker.topic("t")
     app.add_route("/s", topic_stream(broker, ["t"]))
-    exchange, fake = make(app, room=4)
+    exchange, fake = make(app, idle, room=4)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
         await trio.testing.wait_all_tasks_blocked()

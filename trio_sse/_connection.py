@@ -112,7 +112,9 @@ class _Connection:
         self.heartbeat = server.heartbeat_chunk
         # The request being answered is a HEAD: errors too get no body.
         self._head = False
-        self.exchange = Exchange(server.app, self.config, self, server.limits)
+        fd = self.fd
+        idle = None if fd is None else server.idle
+        self.exchange = Exchange(server.app, self.config, self, server.limits, idle, fd or 0)
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -70,6 +70,7 @@ from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
 if TYPE_CHECKING:
     from ._app import App
+    from ._idle import IdleStreams, Park
 
 __all__ = ["Exchange"]
 
@@ -97,6 +98,7 @@ class Exchange(WriteClock):
         "_gone",
         "_lock",
         "_out",
+        "_park",
         "_parked",
         "_partial",
         "_stream_scope",
@@ -106,6 +108,8 @@ class Exchange(WriteClock):
         "config",
         "declared_length",
         "encode",
+        "fd",
+        "idle",
         "limits",
         "stop_requested",
         "stop_scope",
@@ -113,9 +117,19 @@ class Exchange(WriteClock):
     )
 
     def __init__(
-        self, app: App, config: Config, transport: Transport, limits: ClientLimits
+        self,
+        app: App,
+        config: Config,
+        transport: Transport,
+        limits: ClientLimits,
+        idle: IdleStreams | None = None,
+        fd: int = -1,
     ) -> None:
         super().__init__(config.heartbeat_interval)
+        # With a direct transport: where a topic stream parks, watched on fd.
+        self.idle = idle
+        self.fd = fd
+        self._park: Park | None = None
         self.app = app
         self.config = config
         self.transport = transport
@@ -290,19 +304,36 @@ class Exchange(WriteClock):
         self.stop_requested = True
         if self.stop_scope is not None:
             self.stop_scope.cancel()
+        self.wake_now()
+
+    def parked(self, park: Park | None) -> None:
+        """Note that the stream sleeps in ``park`` (``_idle.py``), or no longer."""
+        self._park = park
+
+    def wake_now(self) -> None:
+        """Wake the stream's wait: a parked stream's park, or the heartbeat wait."""
+        if self._park is not None:
+            self._park.wake()
+        else:
+            super().wake_now()
+
+    def heartbeat_nowait(self) -> bool:
+        """:meth:`write_nowait` of the heartbeat (an idle parked stream's, ``_idle.py``)."""
+        return self.write_nowait(self.transport.heartbeat)
 
     def write_event_nowait(self, event: Event) -> bool:
-        """Write ``event`` (framed by :attr:`encode`) from a publisher's task without waiting.
+        """:meth:`write_nowait` of ``event`` framed by :attr:`encode`: a parked stream's sink."""
+        return self.write_nowait(self.encode(event))
 
-        A parked stream's direct sink (``_parked.py``): it runs once per
-        event and idle subscriber, so it is one function.
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` from another task (a publisher's, ``_idle.py``'s) without waiting.
 
         Returns:
             ``True`` if the bytes were taken: written, or partly written with
             the rest kept for the parked stream, which this wakes; also when
-            the peer is gone (the stream is then cancelled, the bytes
-            dropped). ``False`` if a write is in progress or pending: the
-            caller must queue the event, to keep order.
+            the peer is gone (the stream ends, the bytes are dropped).
+            ``False`` if a write is in progress or pending: the caller must
+            queue the event, to keep order.
 
         """
         lock = self._lock
@@ -311,7 +342,7 @@ class Exchange(WriteClock):
         if self._gone:
             return True
         try:
-            rest = self._write_now(self.encode(event))
+            rest = self._write_now(data)
         except PeerGone:
             self._gone = True
             self.transport.close_after()
@@ -358,7 +389,8 @@ class Exchange(WriteClock):
         await transport.start_stream(response, head_only)
         if head_only:
             return
-        if transport.direct and type(response.handler) is TopicWriter:
+        idle = self.idle  # given with a direct transport only
+        if idle is not None and idle.running and type(response.handler) is TopicWriter:
             deadline = response.deadline(cfg.max_stream_lifetime)
             if park_later:  # run_parked() runs it (see dispatch)
                 self._parked = (response.handler, deadline, request.path, None)

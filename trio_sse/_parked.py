@@ -11,15 +11,17 @@ runs it *parked* instead, in the connection's own task, which is owned by the
 server's connection nursery like any other (structured concurrency holds:
 the stream ends with its task).
 
-Rule 1, one wait: the task waits for the socket to become readable (the peer
-leaving, :meth:`Transport.wait_disconnect`) in a cancel scope whose deadline
-is the next heartbeat. Meanwhile the subscription is in ``DIRECT`` mode:
-publishers write each event straight to the socket from their own task
+Rule 1, one wait: the task sleeps in the server's idle watch
+(:meth:`~trio_sse._idle.IdleStreams.park`): no cancel scope, no trio socket
+wait of its own; the watch wakes it when the peer sends bytes or leaves, or
+the stream's end comes, and writes its heartbeats itself without waking it.
+Meanwhile the subscription is in ``DIRECT`` mode: publishers write each event
+straight to the socket from their own task
 (:meth:`Exchange.write_event_nowait`). When they cannot (a write left bytes
 behind), the event takes the subscription's queue as usual and the
-subscription's *waker* (:meth:`WriteClock.wake_now`) cancels the wait; so
-does the end of the subscription (eviction, a closed topic) and a failed
-direct write.
+subscription's *waker* (:meth:`Exchange.wake_now`) ends the park; so does
+the end of the subscription (eviction, a closed topic), a failed direct
+write and a shutdown (:meth:`Exchange.stop`).
 
 Rule 2, the loop: after each wake, in this order: queued events (in batches
 of ``max_batch``, in order, through :meth:`Exchange.write`), the end of the
@@ -29,24 +31,22 @@ and entering ``DIRECT`` mode there is no checkpoint, so no event can slip
 between the two; order and the overflow policies are the subscription's own
 (``_delivery.py``), unchanged.
 
-Rule 3, one cancel scope at a time: the stream's end (``max_stream_lifetime``
-or the response's ``expires_at``) and a server shutdown
-(:meth:`Exchange.stop`) cancel whichever scope the task is in: the wait (whose
-deadline is the sooner of the heartbeat and the end) or a write (whose
-deadline is the end). The loop then tells a stop from a wake by the flag and
-the clock. An idle stream so holds one cancel scope, not two nested ones.
+Rule 3, a cancel scope only while writing: a write waits under the
+stream's end (``max_stream_lifetime`` or the response's ``expires_at``),
+which a shutdown cancels too (:meth:`Exchange.stop`). After each wake or
+write the loop tells a stop from a wake by the flag and the clock.
 
 What an idle parked stream holds, besides its socket: the connection and its
 exchange, the subscription (an empty queue holds no deque), the frames of
-``_Connection.run``, :func:`run_parked` and this loop, and one
-cancel scope: about 7 KB of RSS (``docs/benchmarks.md``).
+``_Connection.run``, :func:`run_parked` and this loop, and its
+:class:`~trio_sse._idle.Park`: about 5 KB of RSS (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import os
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -152,6 +152,8 @@ async def serve_parked(
 
     """
     sub = writer.subscription
+    idle = exchange.idle
+    assert idle is not None  # _exchange.py parks a stream only then
     # Entering may wait (a remote history): under the stream's end too.
     with _stop_scope(exchange, end) as scope:
         await sub.__aenter__()
@@ -165,7 +167,6 @@ async def serve_parked(
             return STOPPED
         del first  # not kept by this frame while idle
         exchange.encode = encode
-        exchange.wake_cap = end  # writes never push the wait past the end
         sub._set_direct_sink(exchange.write_event_nowait)
         sub._waker = exchange.wake_now
         while True:
@@ -190,27 +191,32 @@ async def serve_parked(
                 if await _write(exchange, exchange.transport.heartbeat, end):
                     return STOPPED
             else:
-                # Rule 1: wait for the peer, in DIRECT mode.
+                # Rule 1: sleep in the idle watch, in DIRECT mode.
                 if not sub._backlog:  # always so: an empty channel, an empty backlog
                     sub._set_mode(Mode.DIRECT)
-                interval = exchange.interval
-                wake_at = end if interval is None else min(end, exchange.last_write + interval)
                 try:
-                    with _stop_scope(exchange, wake_at) as wake:
-                        exchange._wake = wake
-                        exchange._push_after = -math.inf
-                        await exchange.transport.wait_disconnect()
-                        return GONE
+                    park = idle.park(exchange, exchange.fd, end)
+                    await trio.lowlevel.wait_task_rescheduled(park.abort)
                 finally:
-                    exchange._wake = None
-                    exchange.stop_scope = None
                     sub._undirect()
+                if park.readable and _peer_left(exchange.fd):
+                    return GONE
                 if exchange.stop_requested or trio.current_time() >= end:
                     return STOPPED
     finally:
         sub._waker = None
         sub._set_direct_sink(None)
         sub._close()  # what __aexit__ does, synchronously
+
+
+def _peer_left(fd: int) -> bool:
+    """Read (and drop) what the peer sent; ``True``: it closed or reset the connection."""
+    try:
+        return not os.read(fd, 65536)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _stop_scope(exchange: Exchange, deadline: float) -> trio.CancelScope:

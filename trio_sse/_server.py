@@ -62,6 +62,8 @@ from ._connection import _Connection
 from ._errors import unwrap_groups
 from ._event import Event
 from ._h2c import H2CSniff
+from ._idle import AVAILABLE as IDLE_AVAILABLE
+from ._idle import IdleStreams
 from ._limits import ClientLimits
 from ._serving import Served
 from ._sockets import (
@@ -172,6 +174,8 @@ class Server:
         # TLS (and HTTP/2 through ALPN) when Config.certfile is set: _tls.py.
         context = server_ssl_context(config)
         self.tls = None if context is None else TLSAcceptor(context, config)
+        # Idle topic streams sleep here, watched by one task (_idle.py).
+        self.idle = IdleStreams() if IDLE_AVAILABLE else None
 
     async def run(
         self,
@@ -222,13 +226,18 @@ class Server:
                     self._begin_shutdown()
 
     async def _serve(self, listeners: Sequence[trio.abc.Listener[Any]]) -> None:
-        with self._conns_scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                with self._accept_scope:
-                    async with trio.open_nursery() as accepting:
-                        for listener in listeners:
-                            accepting.start_soon(self._accept_loop, listener)
+        async with trio.open_nursery() as watching:
+            if self.idle is not None:
+                # Outlives every connection: parked streams need it to wake.
+                watching.start_soon(self.idle.run)
+            with self._conns_scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    with self._accept_scope:
+                        async with trio.open_nursery() as accepting:
+                            for listener in listeners:
+                                accepting.start_soon(self._accept_loop, listener)
+            watching.cancel_scope.cancel()
 
     def _begin_shutdown(self) -> None:
         if self.stopping:

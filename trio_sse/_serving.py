@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ._app import App
     from ._config import Config
+    from ._idle import IdleStreams
     from ._limits import ClientLimits
 
 __all__ = ["Owner", "Served"]
@@ -40,3 +41,5 @@ class Owner(Protocol):
     connections: set[Served]
     heartbeat_chunk: bytes
     heartbeat_raw: bytes
+    #: Where idle topic streams sleep (``None`` where unavailable).
+    idle: IdleStreams | None
