@@ -9,6 +9,8 @@ Run it with ``python3 noxfile.py -s bench-memory`` (arguments after ``--``):
     --churn 10000                streams per churn round (spread as above)
     --peers trio-sse,floor       servers to measure (the floor: one process only)
     --trio-sse REV               a git revision of trio_sse/ instead of the work tree
+    --gc                         also count the servers' tracked objects and time a
+                                 full collection while the streams are held
 
 Strategy
 --------
@@ -218,6 +220,18 @@ def _wait_listening(p: subprocess.Popen[bytes], port: int) -> None:
     raise RuntimeError("server did not listen")
 
 
+def gc_probe(port: int) -> dict[str, float]:
+    """A trio-sse server's tracked objects, and one full collection timed (its ``/gc``)."""
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        s.sendall(b"GET /gc HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    body = data.partition(b"\r\n\r\n")[2]
+    result: dict[str, float] = json.loads(body)
+    return result
+
+
 def settle(pids: list[int], seconds: float) -> int:
     """Wait, then the summed RSS in kB (the lowest of a few samples: noise is upward)."""
     time.sleep(seconds)
@@ -253,11 +267,15 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
         with holders(ports, 100, source=9):
             settle(pids, 1.0)
         base = settle(pids, 1.0)
+        # Summed over the servers, like RSS.
+        probing = args.gc and peer != "floor"
+        base_objects = sum(gc_probe(port)["objects"] for port in ports) if probing else 0
         started = time.monotonic()
         with holders(ports, n, source=_sources(n)) as ready:
             connected_s = time.monotonic() - started
             # Let a few events and (for 15 s heartbeats) the first heartbeats go out.
             loaded = settle(pids, args.hold)
+            probes = [gc_probe(port) for port in ports for _ in range(3)] if probing else []
         row: dict[str, Any] = {
             "peer": peer,
             "streams": n,
@@ -268,6 +286,11 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
             "bytes_per_stream": (loaded - base) * 1024 / max(ready, 1),
             "connect_s": connected_s,
         }
+        if probes:
+            row["gc_objects_per_stream"] = (
+                sum(p["objects"] for p in probes) / 3 - base_objects
+            ) / max(ready, 1)
+            row["gc_full_collection_ms"] = [round(p["full_collection_ms"]) for p in probes]
         if args.churn_rounds and peer != "floor":
             # The high-water mark: freed memory stays with the allocator
             # (pymalloc arenas with a survivor are not returned), so rounds
@@ -299,6 +322,11 @@ def main() -> int:
     parser.add_argument("--churn", type=int, default=10_000, help="streams per churn round")
     parser.add_argument("--peers", default="trio-sse,floor")
     parser.add_argument("--rate", type=float, default=0.1, help="events/s per server")
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="trio-sse only: tracked objects per stream and three full collections timed",
+    )
     parser.add_argument("--hold", type=float, default=12.0, help="seconds held before sampling")
     parser.add_argument(
         "--settle",
@@ -314,6 +342,9 @@ def main() -> int:
         help="git revision of trio_sse/ to measure, or 'worktree' (default): the files as they are",
     )
     args = parser.parse_args()
+    if args.gc and args.churn_rounds:
+        # A full collection empties CPython's free lists: it changes churn's RSS.
+        parser.error("--gc and --churn-rounds measure one at a time")
     args.source = HERE.parent
     if args.trio_sse != "worktree":
         sys.path.insert(0, str(HERE))
@@ -341,6 +372,12 @@ def main() -> int:
                     f"(after the first {n:,}) -> {churn['rss_after_mb']:.1f} MB "
                     f"({churn['growth_percent']:+.1f} % over the first)"
                     if churn
+                    else ""
+                )
+                + (
+                    f"; {row['gc_objects_per_stream']:.1f} tracked objects per stream, "
+                    f"full collection {row['gc_full_collection_ms']} ms"
+                    if "gc_full_collection_ms" in row
                     else ""
                 ),
                 flush=True,

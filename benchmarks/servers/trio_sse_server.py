@@ -12,7 +12,9 @@ wire bytes are encoded once, so the broadcast costs one encode per tick.
 from __future__ import annotations
 
 import functools
+import gc
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,14 @@ if missing() is None:
     # The framework's topic route: batches queued events into one write and,
     # while a connection keeps up, writes straight from the publisher's task.
     app.add_route("/sub", trio_sse.topic_stream(broker, ["ticker"]))
+
+    @app.get("/gc")
+    async def gc_probe(request: trio_sse.Request) -> dict[str, float]:
+        """The tracked objects and the time of one full collection (``bench_memory.py --gc``)."""
+        objects = len(gc.get_objects())
+        started = time.perf_counter()
+        gc.collect()
+        return {"objects": objects, "full_collection_ms": (time.perf_counter() - started) * 1e3}
 
     @app.background
     async def ticker() -> None:
