@@ -263,3 +263,34 @@ async def test_a_stream_woken_over_and_over_leaves_a_bounded_heap(
         assert len(idle._heap) <= 2 * len(idle) + 1_001
         other[1].close()
     other[0].close()
+
+
+async def test_heartbeats_falling_due_together_are_served_in_slices() -> None:
+    # Real clock: an observer that checkpoints all along never lets an
+    # autojump clock move. 50 streams parked at once fall due together.
+    service = IdleStreams(slice=10)
+    pairs = [socket.socketpair() for _ in range(50)]
+    gaps: list[int] = []
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(service.run)
+                streams = [Stream(interval=0.2) for _ in pairs]
+                for stream, (a, _) in zip(streams, pairs, strict=True):
+                    nursery.start_soon(stream.sleep, service, a.fileno())
+                await trio.testing.wait_all_tasks_blocked()
+                seen = 0
+                with trio.move_on_after(0.5):
+                    while True:  # another task: how many beats between its steps
+                        await trio.lowlevel.checkpoint()
+                        total = sum(len(s.beats) for s in streams)
+                        gaps.append(total - seen)
+                        seen = total
+                assert all(len(s.beats) >= 1 for s in streams)
+                nursery.cancel_scope.cancel()
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+    # trio runs a batch of ready tasks in any order: up to two slices.
+    assert max(gaps) <= 2 * 10, gaps

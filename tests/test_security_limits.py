@@ -322,6 +322,8 @@ def test_edge_limits_are_command_line_options() -> None:
         ({"max_event_id_length": 1.5}, TypeError, "max_event_id_length must be an int"),
         ({"max_retry": -1}, ValueError, "max_retry"),
         ({"max_refusing": 0}, ValueError, "max_refusing"),
+        ({"idle_slice": 0}, ValueError, "idle_slice"),
+        ({"idle_slice": 2.5}, TypeError, "idle_slice must be an int"),
         ({"tcp_keepalive_idle": 0}, ValueError, "tcp_keepalive_idle"),
         ({"max_streams_per_client": None}, ValueError, "max_streams_per_client"),
     ],

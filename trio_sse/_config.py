@@ -91,6 +91,9 @@ class Config:
         max_refusing: refused connections (503 or 429) being answered at once;
             beyond it a refusal is written without waiting for the client to
             read it (under a connect flood some of those become resets).
+        idle_slice: idle topic streams the raw server's idle watch serves
+            (heartbeats written, ends woken) between two checkpoints, so that
+            many heartbeats falling due together do not hold the event loop.
         tcp_keepalive_idle: seconds of silence before the kernel probes an
             accepted connection (``SO_KEEPALIVE``), so a client that vanished
             without a FIN is reaped even with heartbeats off. ``None``: no
@@ -160,6 +163,7 @@ class Config:
     trusted_proxies: str = "127.0.0.1, ::1"
     client_ip_header: str = ""
     max_refusing: int = 256
+    idle_slice: int = 500
     tcp_keepalive_idle: int | None = 60
     tcp_keepalive_interval: int = 10
     tcp_keepalive_count: int = 6
@@ -312,6 +316,7 @@ _INTEGERS = frozenset(
         "max_connections_per_client",
         "max_streams_per_client",
         "max_refusing",
+        "idle_slice",
         "tcp_keepalive_idle",
         "tcp_keepalive_interval",
         "tcp_keepalive_count",

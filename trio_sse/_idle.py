@@ -34,7 +34,9 @@ interval the service writes the heartbeat itself, without waiting, as
 publishers write events (:meth:`Idler.heartbeat_nowait`), and re-arms the
 stream's time. Only a write that cannot finish at once wakes the stream,
 which then owns the rest. Writes never move a timer: when a time comes, the
-service re-arms it from :attr:`Idler.last_write`.
+service re-arms it from :attr:`Idler.last_write`. At most ``slice`` due
+streams are served between two checkpoints (``Config.idle_slice``): 100,000
+heartbeats falling due together do not hold the event loop.
 
 Linux only (``select.epoll``); elsewhere the raw server runs topic streams the
 general way, with a companion task (``_streamed.py``).
@@ -122,9 +124,14 @@ class IdleStreams:
     """The server's watch over its idle parked streams (see the module's rules).
 
     Run :meth:`run` once, in a nursery that outlives every stream parked here.
+
+    Args:
+        slice: due streams served (heartbeats written, ends woken) between
+            two checkpoints (``Config.idle_slice``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, slice: int = 500) -> None:
+        self.slice = slice
         # Closed when run() ends: streams may park from the start.
         self._epoll: Any = select.epoll()
         self._parked: dict[int, Park] = {}
@@ -214,7 +221,9 @@ class IdleStreams:
 
     def _serve_due(self, now: float) -> None:
         heap = self._heap
-        while heap and heap[0].at <= now:
+        budget = self.slice  # the rest after a checkpoint (the next wait's deadline has passed)
+        while heap and heap[0].at <= now and budget > 0:
+            budget -= 1
             park = heappop(heap)
             idler = park.idler
             if idler is None:

@@ -175,7 +175,7 @@ class Server:
         context = server_ssl_context(config)
         self.tls = None if context is None else TLSAcceptor(context, config)
         # Idle topic streams sleep here, watched by one task (_idle.py).
-        self.idle = IdleStreams() if IDLE_AVAILABLE else None
+        self.idle = IdleStreams(config.idle_slice) if IDLE_AVAILABLE else None
 
     async def run(
         self,
