@@ -294,3 +294,25 @@ async def test_heartbeats_falling_due_together_are_served_in_slices() -> None:
             b.close()
     # trio runs a batch of ready tasks in any order: up to two slices.
     assert max(gaps) <= 2 * 10, gaps
+
+
+async def test_a_failing_heartbeat_wakes_its_stream_and_the_watch_goes_on(
+    autojump_clock: trio.testing.MockClock,
+    idle: IdleStreams,
+    pair: tuple[socket.socket, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(Stream):
+        def heartbeat_nowait(self) -> bool:
+            raise RuntimeError("bug")
+
+    t0 = trio.current_time()
+    broken, sound = Broken(interval=5), Stream(interval=5)
+    other = socket.socketpair()
+    with other[0], other[1]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sound.sleep, idle, other[0].fileno(), t0 + 12)
+            await broken.sleep(idle, pair[0].fileno())
+            assert broken.woke == [(t0 + 5, False)]  # woken to write it itself
+        assert [b - t0 for b in sound.beats] == [5, 10]
+    assert "heartbeat of an idle stream failed" in caplog.text

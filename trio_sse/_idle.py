@@ -45,6 +45,7 @@ general way, with a companion task (``_streamed.py``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import select
 from heapq import heapify, heappop, heappush
@@ -59,6 +60,8 @@ __all__ = ["AVAILABLE", "IdleStreams", "Idler"]
 
 #: Whether this platform has what :class:`IdleStreams` needs.
 AVAILABLE: Final = hasattr(select, "epoll")
+
+logger = logging.getLogger("trio_sse.exchange")
 
 #: Emptied heap entries tolerated beyond twice the parked streams.
 _PRUNE_ABOVE: Final = 1000
@@ -233,7 +236,12 @@ class IdleStreams:
                 continue
             interval = idler.interval
             if interval is not None and now >= idler.last_write + interval:
-                if not idler.heartbeat_nowait():
+                try:
+                    written = idler.heartbeat_nowait()
+                except Exception:  # a bug: that stream's, not every stream's
+                    logger.exception("heartbeat of an idle stream failed")
+                    written = False
+                if not written:
                     self._end(park, False)  # the stream writes it itself
                 if park.idler is None:
                     continue  # the write woke it (bytes left, or the peer gone)
