@@ -13,8 +13,10 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
+from clients import open_event_stream
 
 import trio_sse
+import trio_sse._server
 from trio_sse import App, Broker, Config, TopicOptions
 from trio_sse._idle import IdleStreams, Park
 
@@ -316,3 +318,33 @@ async def test_a_failing_heartbeat_wakes_its_stream_and_the_watch_goes_on(
             assert broken.woke == [(t0 + 5, False)]  # woken to write it itself
         assert [b - t0 for b in sound.beats] == [5, 10]
     assert "heartbeat of an idle stream failed" in caplog.text
+
+
+async def test_without_epoll_topic_streams_run_beside_a_companion(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where select.epoll is missing (macOS, Windows) the server has no idle
+    # watch: a topic stream then runs the general way, two tasks, same bytes.
+    monkeypatch.setattr(trio_sse._server, "IDLE_AVAILABLE", False)
+    config = Config(heartbeat_interval=0.2)
+    app = App(config=config)
+    broker = Broker(TopicOptions(history_size=0))
+    topic = broker.topic("t")
+    app.add_route("/sub", trio_sse.topic_stream(broker, ["t"]))
+    with trio.fail_after(20):
+        listeners = await nursery.start(trio_sse.serve, app, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        client = await open_event_stream(port, "/sub")
+        while not topic._subscribers:
+            await trio.sleep(0.01)
+        (sub,) = topic._subscribers
+        assert sub._sink is None  # not parked: no direct writes
+        published = await topic.publish(trio_sse.Event("hello"))
+        (event,) = await client.events(1)
+        assert (event.data, event.last_event_id) == ("hello", published.id)
+        beat = trio_sse.Event(comment=config.heartbeat_comment).encode()
+        while beat not in bytes(client.body):  # heartbeats, from the companion
+            assert await client.pump()
+        await client.stream.aclose()
+        while topic._subscribers:
+            await trio.sleep(0.01)
