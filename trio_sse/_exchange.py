@@ -21,8 +21,9 @@ non-blocking ``os.write``: one system call, no trip through trio's I/O
 manager), and awaits :meth:`Transport.write_rest` for what is left, under
 ``write_timeout`` (:func:`~trio_sse._pacing.write_within`). A stall or a
 vanished peer raises :class:`PeerGone`; during a stream that cancels the
-stream. :meth:`Exchange.write_event_nowait` is the broadcast fast path: a topic's
-publisher writes into an idle stream from its own task.
+stream. :meth:`Exchange.write_event_nowait` (:meth:`Exchange.write_entry_nowait`
+for a single topic) is the broadcast fast path: a topic's publisher writes
+into an idle stream from its own task.
 
 Rule 3, the stream lifecycle (``_streamed.py``): the head, then the handler
 in a nursery beside one *companion* task, which waits for the peer to leave
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
@@ -70,6 +71,8 @@ from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
 if TYPE_CHECKING:
     from ._app import App
+    from ._delivery import Delivery
+    from ._history import Entry
 
 __all__ = ["Exchange"]
 
@@ -89,7 +92,6 @@ class Exchange(WriteClock):
     Attributes:
         declared_length: the request's ``Content-Length`` (0 if none).
         stop_scope: the running stream handler's scope, which a shutdown cancels.
-
     """
 
     # Slots: 10,000 open streams mean 10,000 of these.
@@ -100,6 +102,7 @@ class Exchange(WriteClock):
         "_parked",
         "_partial",
         "_stream_scope",
+        "_sub",
         "_write_now",
         "_yield_countdown",
         "app",
@@ -136,8 +139,10 @@ class Exchange(WriteClock):
         # A parked stream whose head is sent, left for run_parked() (see
         # dispatch(park_later=True)): writer, deadline, path, limit key.
         self._parked: tuple[TopicWriter, float, str, str | None] | None = None
-        # The framing of a parked stream's events (write_event_nowait).
+        # The framing of a parked stream's events (write_event_nowait), and
+        # its subscription (write_entry_nowait).
         self.encode: Callable[[Event], bytes] = Event.encode
+        self._sub: Delivery | None = None
         # Set by stop() (a shutdown): a parked stream stops at its next wake.
         self.stop_requested = False
 
@@ -155,7 +160,6 @@ class Exchange(WriteClock):
 
         Raises:
             PeerGone: the peer left while a response was being written.
-
         """
         app = self.app
         head_only = request.method == "HEAD"
@@ -294,8 +298,8 @@ class Exchange(WriteClock):
     def write_event_nowait(self, event: Event) -> bool:
         """Write ``event`` (framed by :attr:`encode`) from a publisher's task without waiting.
 
-        A parked stream's direct sink (``_parked.py``): it runs once per
-        event and idle subscriber, so it is one function.
+        A parked stream's direct sink (``_parked.py``; one with a single
+        topic uses :meth:`write_entry_nowait`, the same steps in one frame).
 
         Returns:
             ``True`` if the bytes were taken: written, or partly written with
@@ -303,7 +307,6 @@ class Exchange(WriteClock):
             the peer is gone (the stream is then cancelled, the bytes
             dropped). ``False`` if a write is in progress or pending: the
             caller must queue the event, to keep order.
-
         """
         lock = self._lock
         if self._out or (lock is not None and lock.locked()):
@@ -313,17 +316,46 @@ class Exchange(WriteClock):
         try:
             rest = self._write_now(self.encode(event))
         except PeerGone:
-            self._gone = True
-            self.transport.close_after()
-            if self._stream_scope is not None:
-                self._stream_scope.cancel()
-            self.wake_now()  # a parked stream (``_parked.py``) ends
+            self._lost()
             return True
         self.wrote()
         if rest is not None:
             self._out = rest
             self.wake_now()
         return True
+
+    def write_entry_nowait(self, entry: Entry[Any]) -> None:
+        """A parked single-topic stream's entry sink (``_delivery.py``): one frame per delivery.
+
+        :meth:`write_event_nowait` and ``Delivery._direct``'s bookkeeping, in step with them.
+        """
+        sub = self._sub
+        assert sub is not None
+        lock = self._lock
+        if self._out or (lock is not None and lock.locked()):
+            sub._direct_refused(entry)
+            return
+        event = entry.event
+        if not self._gone:
+            try:
+                rest = self._write_now(self.encode(event))
+                self.wrote()
+                if rest is not None:
+                    self._out = rest
+                    self.wake_now()
+            except PeerGone:
+                self._lost()
+            except Exception as exc:
+                sub._direct_failed(entry, exc)
+                return
+        sub._position = event.id
+
+    def _lost(self) -> None:  # a direct write failed: the peer is gone, the stream ends
+        self._gone = True
+        self.transport.close_after()
+        if self._stream_scope is not None:
+            self._stream_scope.cancel()
+        self.wake_now()  # a parked stream (``_parked.py``) ends
 
     async def stream_write(self, data: bytes) -> None:
         """Write event bytes from a stream handler; a dead peer cancels the stream."""

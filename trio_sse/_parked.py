@@ -166,7 +166,8 @@ async def serve_parked(
         del first  # not kept by this frame while idle
         exchange.encode = encode
         exchange.wake_cap = end  # writes never push the wait past the end
-        sub._set_direct_sink(exchange.write_event_nowait)
+        exchange._sub = sub
+        sub._set_direct_sink(exchange.write_event_nowait, exchange.write_entry_nowait)
         sub._waker = exchange.wake_now
         while True:
             batch = sub._batch_nowait(writer.max_batch)
@@ -210,6 +211,7 @@ async def serve_parked(
     finally:
         sub._waker = None
         sub._set_direct_sink(None)
+        exchange._sub = None
         sub._close()  # what __aexit__ does, synchronously
 
 
