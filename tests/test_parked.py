@@ -6,12 +6,16 @@ one cancel scope at a time.
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from test_exchange import END, HEARTBEAT, FakeTransport, make, request
 
 from trio_sse import App, Broker, Config, Event, topic_stream
+from trio_sse._delivery import Mode
 from trio_sse._exchange import Exchange
+from trio_sse._limits import ClientLimits
+from trio_sse._subscription import Subscription
 
 
 def app_with_topic(config: Config) -> tuple[App, Broker]:
@@ -85,3 +89,87 @@ async def test_a_vanished_peer_ends_the_stream_without_a_tail(
     assert not fake.data().endswith(END)
     assert fake.closing
     assert not broker.topics["t"]._subscribers
+
+
+def parked_sub(broker: Broker, exchange: Exchange) -> Subscription:
+    """The subscription a parked stream's exchange writes for (its entry sink's)."""
+    subs = [s for t in broker.topics.values() for s in t._subscribers if exchange._sub is s]
+    assert subs
+    return subs[0]
+
+
+async def test_one_call_per_delivery_for_one_topic_a_converted_event_for_several() -> None:
+    """A single-topic stream's DIRECT function is the exchange's entry sink; a merged one's is not."""
+    app = App(config=Config(heartbeat_interval=None))
+    broker = Broker()
+    app.add_route("/one", topic_stream(broker, ["t"]))
+    app.add_route("/both", topic_stream(broker, ["t", "u"]))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            one, fake_one = make(app, room=10_000)
+            both, fake_both = make(app, room=10_000)
+            nursery.start_soon(one.dispatch, request(app, one, target=b"/one"))
+            nursery.start_soon(both.dispatch, request(app, both, target=b"/both"))
+            await trio.testing.wait_all_tasks_blocked()
+            fan_out = broker.topics["t"]._subscribers
+            sub_one, sub_both = parked_sub(broker, one), parked_sub(broker, both)
+            assert sub_one._mode is Mode.DIRECT and sub_both._mode is Mode.DIRECT
+            assert fan_out[sub_one] == one.write_entry_nowait
+            assert fan_out[sub_both] == sub_both._direct
+            event = broker.publish_nowait("t", Event("x"))
+            assert event.id is not None
+            # Written in the publisher's task, and the position moved.
+            assert fake_one.data().endswith(event.encode())
+            assert sub_one.cursor == event.id
+            # The merged stream got the event under its composite cursor.
+            assert sub_both.cursor is not None and sub_both.cursor != event.id
+            assert fake_both.data().endswith(Event("x", id=sub_both.cursor).encode())
+            fake_one.gone.set()
+            fake_both.gone.set()
+
+
+async def test_the_entry_sink_queues_behind_bytes_left_over_in_order() -> None:
+    app, broker = app_with_topic(Config(heartbeat_interval=None))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            exchange, fake = make(app, room=4)
+            nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
+            await trio.testing.wait_all_tasks_blocked()
+            start = len(fake.data())
+            sub = parked_sub(broker, exchange)
+            first = broker.publish_nowait("t", Event("first"))  # 4 bytes written, rest kept
+            assert exchange._out
+            second = broker.publish_nowait("t", Event("second"))  # refused: queued
+            assert sub._mode is Mode.QUEUE
+            assert sub.queued == 1
+            await trio.testing.wait_all_tasks_blocked()
+            assert fake.data()[start:] == first.encode() + second.encode()
+            assert sub._mode is Mode.DIRECT  # idle again
+            fake.gone.set()
+
+
+class BrokenTransport(FakeTransport):
+    """A direct write that fails with a bug (not the peer leaving)."""
+
+    def write_now(self, data: bytes) -> bytes | None:
+        if b"boom" in data:
+            raise RuntimeError("bug in write_now")
+        return super().write_now(data)
+
+
+async def test_an_entry_sink_failure_ends_that_stream_not_the_publisher(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, broker = app_with_topic(Config(heartbeat_interval=None))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            fake = BrokenTransport(room=10_000)
+            exchange = Exchange(app, app.config, fake, ClientLimits(app.config))
+            fake.exchange = exchange
+            nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
+            await trio.testing.wait_all_tasks_blocked()
+            broker.publish_nowait("t", Event("boom"))  # does not raise here
+            await trio.testing.wait_all_tasks_blocked()
+    assert not broker.topics["t"]._subscribers
+    assert fake.data().endswith(END)  # ended like a stream whose handler raised
+    assert any("bug in write_now" in str(r.exc_info) for r in caplog.records if r.exc_info)
