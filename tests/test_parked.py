@@ -99,7 +99,7 @@ def parked_sub(broker: Broker, exchange: Exchange) -> Subscription:
 
 
 async def test_one_call_per_delivery_for_one_topic_a_converted_event_for_several() -> None:
-    """A single-topic stream's DIRECT function is the exchange's entry sink; a merged one's is not."""
+    """One topic: the exchange's entry sink is the DIRECT function; several: it is not."""
     app = App(config=Config(heartbeat_interval=None))
     broker = Broker()
     app.add_route("/one", topic_stream(broker, ["t"]))
@@ -113,7 +113,8 @@ async def test_one_call_per_delivery_for_one_topic_a_converted_event_for_several
             await trio.testing.wait_all_tasks_blocked()
             fan_out = broker.topics["t"]._subscribers
             sub_one, sub_both = parked_sub(broker, one), parked_sub(broker, both)
-            assert sub_one._mode is Mode.DIRECT and sub_both._mode is Mode.DIRECT
+            assert sub_one._mode is Mode.DIRECT
+            assert sub_both._mode is Mode.DIRECT
             assert fan_out[sub_one] == one.write_entry_nowait
             assert fan_out[sub_both] == sub_both._direct
             event = broker.publish_nowait("t", Event("x"))
@@ -122,7 +123,8 @@ async def test_one_call_per_delivery_for_one_topic_a_converted_event_for_several
             assert fake_one.data().endswith(event.encode())
             assert sub_one.cursor == event.id
             # The merged stream got the event under its composite cursor.
-            assert sub_both.cursor is not None and sub_both.cursor != event.id
+            assert sub_both.cursor is not None
+            assert sub_both.cursor != event.id
             assert fake_both.data().endswith(Event("x", id=sub_both.cursor).encode())
             fake_one.gone.set()
             fake_both.gone.set()
