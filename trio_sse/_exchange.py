@@ -77,7 +77,6 @@ if TYPE_CHECKING:
 __all__ = ["Exchange"]
 
 logger = logging.getLogger("trio_sse.exchange")
-current_time = trio.current_time  # one lookup less per delivery
 
 
 @final
@@ -337,7 +336,7 @@ class Exchange(WriteClock):
         if not self._gone:
             try:
                 rest = self._write_now(self.encode(event))
-                now = self.last_write = current_time()  # self.wrote(), inlined
+                now = self.last_write = self.clock.current_time()  # self.wrote(), inlined
                 if now >= self._push_after:
                     self.push_back(now)
                 if rest is not None:
