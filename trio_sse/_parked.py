@@ -15,7 +15,8 @@ Rule 1, one wait: the task waits for the socket to become readable (the peer
 leaving, :meth:`Transport.wait_disconnect`) in a cancel scope whose deadline
 is the next heartbeat. Meanwhile the subscription is in ``DIRECT`` mode:
 publishers write each event straight to the socket from their own task
-(:meth:`Exchange.write_event_nowait`). When they cannot (a write left bytes
+(:meth:`Exchange.write_entry_nowait`; ``write_event_nowait`` when the stream
+has several topics). When they cannot (a write left bytes
 behind), the event takes the subscription's queue as usual and the
 subscription's *waker* (:meth:`WriteClock.wake_now`) cancels the wait; so
 does the end of the subscription (eviction, a closed topic) and a failed
