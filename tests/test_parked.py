@@ -16,6 +16,7 @@ from trio_sse._delivery import Mode
 from trio_sse._exchange import Exchange
 from trio_sse._limits import ClientLimits
 from trio_sse._subscription import Subscription
+from trio_sse._transport import PeerGone
 
 
 def app_with_topic(config: Config) -> tuple[App, Broker]:
@@ -175,3 +176,33 @@ async def test_an_entry_sink_failure_ends_that_stream_not_the_publisher(
     assert not broker.topics["t"]._subscribers
     assert fake.data().endswith(END)  # ended like a stream whose handler raised
     assert any("bug in write_now" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+class VanishingTransport(FakeTransport):
+    """A peer that is gone when a direct write of an event is tried."""
+
+    def write_now(self, data: bytes) -> bytes | None:
+        if b"bye" in data:
+            raise PeerGone("connection reset")
+        return super().write_now(data)
+
+
+async def test_a_direct_write_to_a_vanished_peer_ends_the_stream_quietly() -> None:
+    app, broker = app_with_topic(Config(heartbeat_interval=None))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            fake = VanishingTransport(room=10_000)
+            exchange = Exchange(app, app.config, fake, ClientLimits(app.config))
+            fake.exchange = exchange
+            nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
+            await trio.testing.wait_all_tasks_blocked()
+            sub = parked_sub(broker, exchange)
+            event = broker.publish_nowait("t", Event("bye"))  # does not raise here
+            assert exchange._gone
+            assert sub.cursor == event.id  # taken (dropped with the connection)
+            broker.publish_nowait("t", Event("later"))  # taken and dropped too
+            await trio.testing.wait_all_tasks_blocked()
+    assert fake.closing
+    assert not fake.data().endswith(END)  # nothing more is written
+    assert b"later" not in fake.data()
+    assert not broker.topics["t"]._subscribers
