@@ -195,13 +195,15 @@ KNOWN_TYPE_ONLY_CYCLES = [
     {"_backplane", "_broker", "_delivery", "_resume", "_subscription", "_topic"},
     # The application: _http, _request, _exchange, _asgi* name App; _http
     # names WebSocket; _limits, _cors name Request; the stream runners
-    # (_parked, _streamed) name the Exchange they run on.
+    # (_parked, _streamed) name the Exchange they run on; _direct is the
+    # Exchange's base (its writes from other tasks), split out for size.
     {
         "_app",
         "_asgi",
         "_asgi_scope",
         "_asgi_websocket",
         "_cors",
+        "_direct",
         "_exchange",
         "_http",
         "_limits",

@@ -8,8 +8,10 @@ import trio.testing
 from brokers import make_broker
 
 from trio_sse._event import Event
+from trio_sse._history import Entry
 from trio_sse._options import TopicOptions
 from trio_sse._subscription import Subscription
+from trio_sse._topic import Topic
 
 
 class Sink:
@@ -258,3 +260,33 @@ async def test_merged_subscription_sink_gets_composite_ids() -> None:
     b.publish_nowait(Event("z"))
     async with broker.subscribe_many(["a", "b"], ids[-1]) as sub:
         assert [e.data for e in await sub.receive_batch()] == ["z"]
+
+
+async def test_changing_the_sinks_while_direct_changes_the_fan_out_function() -> None:
+    """An entry sink takes over (one topic only); turning the sinks off queues again."""
+    topic = make_broker().topic("t")
+    sink = Sink()
+    entries: list[str | None] = []
+
+    def entry_sink(entry: Entry[Topic]) -> None:
+        entries.append(entry.event.data)
+        sub._position = entry.event.id
+
+    batches: list[list[Event]] = []
+    async with topic.subscribe() as sub, trio.open_nursery() as nursery:
+        sub._set_direct_sink(sink)
+        nursery.start_soon(writer, sub, batches)
+        await trio.testing.wait_all_tasks_blocked()
+        assert topic._subscribers[sub] == sub._direct
+        sub._set_direct_sink(sink, entry_sink)  # while DIRECT
+        assert topic._subscribers[sub] is entry_sink
+        topic.publish_nowait(Event("0"))
+        assert entries == ["0"]
+        assert sink.taken == []
+        sub._set_direct_sink(None)  # while DIRECT: nothing takes events now
+        assert topic._subscribers[sub] == sub._direct
+        topic.publish_nowait(Event("1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [[e.data for e in b] for b in batches] == [["1"]]
+        assert entries == ["0"]
+        nursery.cancel_scope.cancel()

@@ -23,7 +23,12 @@ state.
   left as soon as the writer wakes or the sink refuses an event, which then
   takes the channel, as every later one does, so order and the overflow policy
   are unchanged. ``DIRECT`` never raises :class:`trio.WouldBlock`, so it never
-  meets a backlog.
+  meets a backlog. A writer may also give an *entry sink*, which does
+  ``_direct``'s work itself in one call (the raw server's parked stream:
+  ``Exchange.write_entry_nowait``); it is the ``DIRECT`` function of an
+  unmerged subscription, whose events are the entries' own, and it reports
+  back through :meth:`Delivery._direct_refused` and
+  :meth:`Delivery._direct_failed`.
 - ``DETACHED``: in no topic's dict: not entered yet, or ended.
 
 Rule 1: a subscription ends exactly once. Eviction, closing the topic and
@@ -95,6 +100,7 @@ class Delivery:
     __slots__ = (
         "_backlog",
         "_end_reason",
+        "_entry_sink",
         "_final",
         "_lot",
         "_merge",
@@ -122,6 +128,7 @@ class Delivery:
         self._backlog: deque[Entry[Topic]] = _NO_ENTRIES
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._sink: Callable[[Event], bool] | None = None
+        self._entry_sink: _Send | None = None
         # Called when an event queues (or the subscription ends) while the
         # writer waits for something else than the channel: the raw server's
         # one-task topic stream (``_parked.py``) waits for its socket.
@@ -171,6 +178,8 @@ class Delivery:
             send = self._send_nowait
         elif mode is Mode.FULL:
             send = self._full
+        elif self._entry_sink is not None and self._merge is None:
+            send = self._entry_sink
         else:
             send = self._direct
         for topic in self._topics:
@@ -247,17 +256,25 @@ class Delivery:
             try:
                 taken = sink(event)
             except Exception as exc:
-                # Not the publisher's problem: re-raised in receive_batch().
-                self._sink = None
-                self._sink_error = exc
-                taken = False
+                self._direct_failed(entry, exc)
+                return
             if taken:
                 self._position = event.id
                 return
+        self._direct_refused(entry)
+
+    def _direct_refused(self, entry: Entry[Topic]) -> None:
+        """The sink could not take ``entry`` now: it, and every later one, queues."""
         self._undirect()
         self._send_nowait(entry)  # the channel is empty: cannot block
         if self._waker is not None:
             self._waker()
+
+    def _direct_failed(self, entry: Entry[Topic], exc: Exception) -> None:
+        """The sink raised: not the publisher's problem, re-raised in receive_batch()."""
+        self._sink = self._entry_sink = None
+        self._sink_error = exc
+        self._direct_refused(entry)
 
     def _keep_first(self, event: Event) -> None:
         """Put ``event`` back in front of the pending events (never in ``NO_EVENTS``)."""

@@ -21,8 +21,9 @@ non-blocking ``os.write``: one system call, no trip through trio's I/O
 manager), and awaits :meth:`Transport.write_rest` for what is left, under
 ``write_timeout`` (:func:`~trio_sse._pacing.write_within`). A stall or a
 vanished peer raises :class:`PeerGone`; during a stream that cancels the
-stream. :meth:`Exchange.write_event_nowait` is the broadcast fast path: a topic's
-publisher writes into an idle stream from its own task.
+stream. The broadcast fast path, where a topic's publisher (or the idle
+watch) writes into an idle stream from its own task, is the exchange's base
+:class:`~trio_sse._direct.DirectWriter` (``_direct.py``).
 
 Rule 3, the stream lifecycle (``_streamed.py``): the head, then the handler
 in a nursery beside one *companion* task, which waits for the peer to leave
@@ -45,14 +46,13 @@ Rule 4, request bodies: :meth:`Exchange.read_body` applies
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
 import trio
 
 from ._config import Config
 from ._cors import add_cors_headers
-from ._event import Event
+from ._direct import DirectWriter
 from ._http import (
     HTTPException,
     PlainTextResponse,
@@ -61,7 +61,7 @@ from ._http import (
     to_response,
 )
 from ._limits import ClientLimits
-from ._pacing import WriteClock, write_within
+from ._pacing import write_within
 from ._parked import stream_parked
 from ._request import Request
 from ._streamed import stream_in_nursery
@@ -70,7 +70,7 @@ from ._transport import BodyTooLarge, PeerGone, Transport, check_response
 
 if TYPE_CHECKING:
     from ._app import App
-    from ._idle import IdleStreams, Park
+    from ._idle import IdleStreams
 
 __all__ = ["Exchange"]
 
@@ -78,7 +78,7 @@ logger = logging.getLogger("trio_sse.exchange")
 
 
 @final
-class Exchange(WriteClock):
+class Exchange(DirectWriter):
     """One request and its response, over a :class:`Transport`.
 
     Args:
@@ -90,26 +90,17 @@ class Exchange(WriteClock):
     Attributes:
         declared_length: the request's ``Content-Length`` (0 if none).
         stop_scope: the running stream handler's scope, which a shutdown cancels.
-
     """
 
     # Slots: 10,000 open streams mean 10,000 of these.
     __slots__ = (
-        "_gone",
-        "_lock",
-        "_out",
-        "_park",
         "_parked",
         "_partial",
         "_stream_scope",
-        "_write_now",
         "_yield_countdown",
         "app",
         "config",
         "declared_length",
-        "encode",
-        "fd",
-        "idle",
         "limits",
         "stop_requested",
         "stop_scope",
@@ -125,33 +116,21 @@ class Exchange(WriteClock):
         idle: IdleStreams | None = None,
         fd: int = -1,
     ) -> None:
-        super().__init__(config.heartbeat_interval)
-        # With a direct transport: where a topic stream parks, watched on fd.
-        self.idle = idle
-        self.fd = fd
-        self._park: Park | None = None
+        super().__init__(config.heartbeat_interval, transport.write_now, idle, fd)
         self.app = app
         self.config = config
         self.transport = transport
         self.limits = limits
-        self._write_now = transport.write_now
         self.declared_length = 0
         self.stop_scope: trio.CancelScope | None = None
         self._stream_scope: trio.CancelScope | None = None
-        # Created on the first write that does not complete at once.
-        self._lock: trio.Lock | None = None
-        # Bytes write_event_nowait() took but could not write yet; written first.
-        self._out = b""
         # Set while write_rest() runs. One cancelled midway sets _gone: the
-        # framing can no longer be trusted. _gone: every later write fails.
+        # framing can no longer be trusted (DirectWriter._gone).
         self._partial = False
-        self._gone = False
         self._yield_countdown = 16
         # A parked stream whose head is sent, left for run_parked() (see
         # dispatch(park_later=True)): writer, deadline, path, limit key.
         self._parked: tuple[TopicWriter, float, str, str | None] | None = None
-        # The framing of a parked stream's events (write_event_nowait).
-        self.encode: Callable[[Event], bytes] = Event.encode
         # Set by stop() (a shutdown): a parked stream stops at its next wake.
         self.stop_requested = False
 
@@ -169,7 +148,6 @@ class Exchange(WriteClock):
 
         Raises:
             PeerGone: the peer left while a response was being written.
-
         """
         app = self.app
         head_only = request.method == "HEAD"
@@ -305,56 +283,6 @@ class Exchange(WriteClock):
         if self.stop_scope is not None:
             self.stop_scope.cancel()
         self.wake_now()
-
-    def parked(self, park: Park | None) -> None:
-        """Note that the stream sleeps in ``park`` (``_idle.py``), or no longer."""
-        self._park = park
-
-    def wake_now(self) -> None:
-        """Wake the stream's wait: a parked stream's park, or the heartbeat wait."""
-        if self._park is not None:
-            self._park.wake()
-        else:
-            super().wake_now()
-
-    def heartbeat_nowait(self) -> bool:
-        """:meth:`write_nowait` of the heartbeat (an idle parked stream's, ``_idle.py``)."""
-        return self.write_nowait(self.transport.heartbeat)
-
-    def write_event_nowait(self, event: Event) -> bool:
-        """:meth:`write_nowait` of ``event`` framed by :attr:`encode`: a parked stream's sink."""
-        return self.write_nowait(self.encode(event))
-
-    def write_nowait(self, data: bytes) -> bool:
-        """Write ``data`` from another task (a publisher's, ``_idle.py``'s) without waiting.
-
-        Returns:
-            ``True`` if the bytes were taken: written, or partly written with
-            the rest kept for the parked stream, which this wakes; also when
-            the peer is gone (the stream ends, the bytes are dropped).
-            ``False`` if a write is in progress or pending: the caller must
-            queue the event, to keep order.
-
-        """
-        lock = self._lock
-        if self._out or (lock is not None and lock.locked()):
-            return False
-        if self._gone:
-            return True
-        try:
-            rest = self._write_now(data)
-        except PeerGone:
-            self._gone = True
-            self.transport.close_after()
-            if self._stream_scope is not None:
-                self._stream_scope.cancel()
-            self.wake_now()  # a parked stream (``_parked.py``) ends
-            return True
-        self.wrote()
-        if rest is not None:
-            self._out = rest
-            self.wake_now()
-        return True
 
     async def stream_write(self, data: bytes) -> None:
         """Write event bytes from a stream handler; a dead peer cancels the stream."""

@@ -123,12 +123,12 @@ async def _slices(
             await trio.lowlevel.cancel_shielded_checkpoint()
         first = False
         slow: list[Delivery] | None = None
-        served = 0
+        served = len(chunk)
         for sub in chunk:
             send = subscribers.get(sub)
             if send is None:  # left during the pass (Rule 1)
+                served -= 1
                 continue
-            served += 1
             try:
                 send(entry)
             except trio.WouldBlock:

@@ -56,15 +56,16 @@ class WriteClock:
 
     """
 
-    __slots__ = ("_push_after", "_wake", "interval", "last_write", "wake_cap")
+    __slots__ = ("_push_after", "_wake", "clock", "interval", "last_write")
 
     def __init__(self, interval: float | None) -> None:
         self.interval = interval
-        self.last_write = trio.current_time()
+        # The run's clock, read directly: trio.current_time() finds it through
+        # two more calls, on every write (a third of the Python of a delivery).
+        self.clock = trio.lowlevel.current_clock()
+        self.last_write = self.clock.current_time()
         # The cancel scope run() waits in; None while it is not waiting.
         self._wake: trio.CancelScope | None = None
-        # Writes never push the wait's deadline past this (a stream's end).
-        self.wake_cap = math.inf
         # Before this time a write need not look at the wait's deadline (more
         # than half an interval left): one float comparison per write instead
         # of reading CancelScope.deadline, a property, at every delivery.
@@ -72,15 +73,21 @@ class WriteClock:
 
     def wrote(self) -> None:
         """Note a write: push the heartbeat deadline back, lazily (Rule 2)."""
-        now = self.last_write = trio.current_time()
-        if now < self._push_after:
-            return
+        now = self.last_write = self.clock.current_time()
+        if now >= self._push_after:
+            self.push_back(now)
+
+    def push_back(self, now: float) -> None:
+        """:meth:`wrote`'s second half, when a write at ``now`` may move the deadline.
+
+        Callers on the broadcast path inline the first half (one call less per delivery).
+        """
         scope = self._wake
         interval = self.interval
         if scope is not None and interval is not None:
             deadline = scope.deadline
             if deadline - now < interval / 2:
-                deadline = scope.deadline = min(now + interval, self.wake_cap)
+                deadline = scope.deadline = now + interval
             self._push_after = deadline - interval / 2
 
     def wake_now(self) -> None:

@@ -17,7 +17,8 @@ wait of its own; the watch wakes it when the peer sends bytes or leaves, or
 the stream's end comes, and writes its heartbeats itself without waking it.
 Meanwhile the subscription is in ``DIRECT`` mode: publishers write each event
 straight to the socket from their own task
-(:meth:`Exchange.write_event_nowait`). When they cannot (a write left bytes
+(:meth:`Exchange.write_entry_nowait`; ``write_event_nowait`` when the stream
+has several topics). When they cannot (a write left bytes
 behind), the event takes the subscription's queue as usual and the
 subscription's *waker* (:meth:`Exchange.wake_now`) ends the park; so does
 the end of the subscription (eviction, a closed topic), a failed direct
@@ -167,7 +168,8 @@ async def serve_parked(
             return STOPPED
         del first  # not kept by this frame while idle
         exchange.encode = encode
-        sub._set_direct_sink(exchange.write_event_nowait)
+        exchange._sub = sub
+        sub._set_direct_sink(exchange.write_event_nowait, exchange.write_entry_nowait)
         sub._waker = exchange.wake_now
         while True:
             batch = sub._batch_nowait(writer.max_batch)
@@ -206,6 +208,7 @@ async def serve_parked(
     finally:
         sub._waker = None
         sub._set_direct_sink(None)
+        exchange._sub = None
         sub._close()  # what __aexit__ does, synchronously
 
 

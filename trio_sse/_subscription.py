@@ -253,7 +253,11 @@ class Subscription(Delivery):
             self._refill()
         return self._convert_one(entry)
 
-    def _set_direct_sink(self, sink: Callable[[Event], bool] | None) -> None:
+    def _set_direct_sink(
+        self,
+        sink: Callable[[Event], bool] | None,
+        entry_sink: Callable[[Entry[Topic]], None] | None = None,
+    ) -> None:
         """Let publishers hand events straight to an idle writer (the raw server's).
 
         Private to the server (issue 10): while :meth:`receive_batch` waits
@@ -265,6 +269,12 @@ class Subscription(Delivery):
         bounded-buffer overflow policy are unchanged. The sink must not block
         or checkpoint. ``None`` turns it off.
 
+        ``entry_sink``, optional, is the same sink for an unmerged
+        subscription, taking the topic's entry and doing the bookkeeping of
+        ``Delivery._direct`` itself (the position; ``_direct_refused`` when
+        it cannot take the entry, ``_direct_failed`` when it fails), so that
+        a delivery is one call (``_delivery.py``).
+
         Error handling:
             If the sink raises an :class:`Exception`, the error belongs to this
             subscriber, not to the publisher whose task called it: the sink is
@@ -272,6 +282,9 @@ class Subscription(Delivery):
             in the writer's task; the event is kept for the next receive.
         """
         self._sink = sink
+        self._entry_sink = None if sink is None else entry_sink
+        if self._mode is Mode.DIRECT:
+            self._set_mode(Mode.DIRECT)  # the DIRECT function may have changed
 
     async def receive_batch(self, max_events: int = 64) -> list[Event]:
         """Wait for at least one event, then take every queued one.

@@ -1,0 +1,106 @@
+"""The Python of one broadcast delivery to a parked stream, without the system call.
+
+Run with ``python benchmarks/bench_delivery.py [--subscribers N] [--events K]
+[--cold BYTES]``. N raw-server-style parked topic streams (``_parked.py``:
+the exchange's direct sink, its write clock, the sliced fan-out of
+``Topic.publish``) on a stand-in transport whose ``write_now`` takes every
+byte at once; so the figure is the nanoseconds of Python per delivery that
+the benchmark of the real server (``bench_load.py``) adds to the ``write``
+system call. ``--cold BYTES`` overwrites a buffer of that size on each write
+(subtracted from the result), as the kernel's send path evicts the caches
+between two deliveries: the objects a delivery touches then cost their cache
+misses, as on the real server. Best of five rounds of CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import time
+
+import trio
+import trio.testing
+
+from trio_sse import App, Broker, Config, Event
+from trio_sse._exchange import Exchange
+from trio_sse._limits import ClientLimits
+from trio_sse._parked import serve_parked
+from trio_sse._topic_writer import TopicWriter
+
+
+class Transport:
+    """Takes every write at once; optionally evicts the caches first."""
+
+    client = None
+    heartbeat = b": ping\n\n"
+    direct = True
+    stopping = False
+
+    def __init__(self, trash: bytearray | None, zeros: bytes) -> None:
+        self.trash = trash
+        self.zeros = zeros
+
+    def encoder(self) -> object:
+        return Event.encode_chunk
+
+    def write_now(self, data: bytes) -> bytes | None:
+        if self.trash is not None:
+            self.trash[:] = self.zeros
+        return None
+
+    async def write_rest(self, data: bytes, last: bool) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_disconnect(self) -> None:
+        await trio.sleep_forever()
+
+    def close_after(self) -> None:
+        pass
+
+
+async def measure(subscribers: int, events: int, cold: int) -> tuple[float, float]:
+    """Return (ns of Python per delivery, ns per cache eviction subtracted)."""
+    app = App(config=Config())
+    limits = ClientLimits(app.config)
+    broker = Broker()
+    topic = broker.topic("t")
+    trash = bytearray(cold) if cold else None
+    zeros = bytes(cold)
+    pad = "x" * 64
+    async with trio.open_nursery() as nursery:
+        for _ in range(subscribers):
+            exchange = Exchange(app, app.config, Transport(trash, zeros), limits)  # type: ignore[arg-type]
+            writer = TopicWriter(topic.subscribe(), 64, False)
+            nursery.start_soon(serve_parked, exchange, writer, Event.encode_chunk, math.inf)
+        await trio.testing.wait_all_tasks_blocked()
+        evict = 0.0
+        if trash is not None:
+            t0 = time.process_time()
+            for _ in range(subscribers):
+                trash[:] = zeros
+            evict = (time.process_time() - t0) / subscribers * 1e9
+        rounds = []
+        for _ in range(5):
+            gc.collect()
+            t0 = time.process_time()
+            for seq in range(events):
+                await topic.publish(Event(data=f"{seq} {pad}"))
+            rounds.append((time.process_time() - t0) / (subscribers * events) * 1e9)
+        nursery.cancel_scope.cancel()
+    return min(rounds) - evict, evict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--cold", type=int, default=0, metavar="BYTES")
+    args = parser.parse_args()
+    ns, evict = trio.run(measure, args.subscribers, args.events, args.cold)
+    cold = f", caches evicted ({evict:.0f} ns each, subtracted)" if args.cold else ""
+    print(f"{ns:.0f} ns of Python per delivery, {args.subscribers} parked streams{cold}")
+
+
+if __name__ == "__main__":
+    main()
