@@ -330,3 +330,15 @@ def serve_app(
     if server_kind == "raw":
         return partial(start_raw, nursery)
     return partial(start_hypercorn, nursery)
+
+
+async def serve_topic(
+    nursery: trio.Nursery, config: trio_sse.Config
+) -> tuple[int, trio_sse.Topic, trio_sse.App]:
+    """The raw server on a free port with one topic ``t`` (no history) at ``/sub``."""
+    app = trio_sse.App(config=config)
+    broker = trio_sse.Broker(trio_sse.TopicOptions(history_size=0))
+    topic = broker.topic("t")
+    app.add_route("/sub", trio_sse.topic_stream(broker, ["t"]))
+    listeners = await nursery.start(trio_sse.serve, app, "127.0.0.1", 0)
+    return listeners[0].socket.getsockname()[1], topic, app

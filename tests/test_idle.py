@@ -14,10 +14,11 @@ import pytest
 import trio
 import trio.testing
 from clients import open_event_stream
+from servers import serve_topic
 
 import trio_sse
 import trio_sse._server
-from trio_sse import App, Broker, Config, TopicOptions
+from trio_sse import Config
 from trio_sse._idle import IdleStreams, Park
 
 
@@ -208,13 +209,8 @@ async def test_idle_streams_get_heartbeats_while_their_tasks_sleep(
     nursery: trio.Nursery,
 ) -> None:
     config = Config(heartbeat_interval=0.2, max_connections=100)
-    app = App(config=config)
-    broker = Broker(TopicOptions(history_size=0))
-    topic = broker.topic("t")
-    app.add_route("/sub", trio_sse.topic_stream(broker, ["t"]))
     with trio.fail_after(20):
-        listeners = await nursery.start(trio_sse.serve, app, "127.0.0.1", 0)
-        port = listeners[0].socket.getsockname()[1]
+        port, topic, _ = await serve_topic(nursery, config)
         socks = []
         for _ in range(20):
             s = socket.create_connection(("127.0.0.1", port))
@@ -327,13 +323,8 @@ async def test_without_epoll_topic_streams_run_beside_a_companion(
     # watch: a topic stream then runs the general way, two tasks, same bytes.
     monkeypatch.setattr(trio_sse._server, "IDLE_AVAILABLE", False)
     config = Config(heartbeat_interval=0.2)
-    app = App(config=config)
-    broker = Broker(TopicOptions(history_size=0))
-    topic = broker.topic("t")
-    app.add_route("/sub", trio_sse.topic_stream(broker, ["t"]))
     with trio.fail_after(20):
-        listeners = await nursery.start(trio_sse.serve, app, "127.0.0.1", 0)
-        port = listeners[0].socket.getsockname()[1]
+        port, topic, _ = await serve_topic(nursery, config)
         client = await open_event_stream(port, "/sub")
         while not topic._subscribers:
             await trio.sleep(0.01)

@@ -159,6 +159,17 @@ async def test_the_entry_sink_queues_behind_bytes_left_over_in_order(idle: IdleS
             fake.gone.set()
 
 
+async def start_on(
+    fake: FakeTransport, app: App, idle: IdleStreams, nursery: trio.Nursery
+) -> tuple[Exchange, FakeTransport]:
+    """A stream of ``/s`` dispatched on ``fake``, parked once every task is blocked."""
+    exchange = Exchange(app, app.config, fake, ClientLimits(app.config), idle, fake.fd or 0)
+    fake.exchange = exchange
+    nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
+    await trio.testing.wait_all_tasks_blocked()
+    return exchange, fake
+
+
 class BrokenTransport(FakeTransport):
     """A direct write that fails with a bug (not the peer leaving)."""
 
@@ -174,11 +185,7 @@ async def test_an_entry_sink_failure_ends_that_stream_not_the_publisher(
     app, broker = app_with_topic(Config(heartbeat_interval=None))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            fake = BrokenTransport(room=10_000)
-            exchange = Exchange(app, app.config, fake, ClientLimits(app.config), idle, fake.fd or 0)
-            fake.exchange = exchange
-            nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
-            await trio.testing.wait_all_tasks_blocked()
+            _, fake = await start_on(BrokenTransport(room=10_000), app, idle, nursery)
             broker.publish_nowait("t", Event("boom"))  # does not raise here
             await trio.testing.wait_all_tasks_blocked()
     assert not broker.topics["t"]._subscribers
@@ -201,11 +208,7 @@ async def test_a_direct_write_to_a_vanished_peer_ends_the_stream_quietly(
     app, broker = app_with_topic(Config(heartbeat_interval=None))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            fake = VanishingTransport(room=10_000)
-            exchange = Exchange(app, app.config, fake, ClientLimits(app.config), idle, fake.fd or 0)
-            fake.exchange = exchange
-            nursery.start_soon(exchange.dispatch, request(app, exchange, target=b"/s"))
-            await trio.testing.wait_all_tasks_blocked()
+            exchange, fake = await start_on(VanishingTransport(room=10_000), app, idle, nursery)
             sub = parked_sub(broker, exchange)
             event = broker.publish_nowait("t", Event("bye"))  # does not raise here
             assert exchange._gone

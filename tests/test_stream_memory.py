@@ -17,9 +17,9 @@ import tracemalloc
 from collections.abc import Iterator
 
 import trio
+from servers import serve_topic
 
-import trio_sse
-from trio_sse import App, Broker, Config, Event, TopicOptions
+from trio_sse import Config, Event
 
 #: Server-side Python heap per idle topic stream, measured 4.9 KB with
 #: CPython 3.11 (6.8 KB with a cancel scope and a trio socket wait per idle
@@ -63,13 +63,8 @@ async def open_streams(port: int, n: int) -> list[socket.socket]:
 async def test_an_idle_topic_stream_costs_one_task_and_a_bounded_heap(
     nursery: trio.Nursery,
 ) -> None:
-    app = App(config=Config(max_connections=1000))
-    broker = Broker(TopicOptions(history_size=0))
-    topic = broker.topic("t")
-    app.add_route("/sub", trio_sse.topic_stream(broker, ["t"]))
     with trio.fail_after(30):
-        listeners = await nursery.start(trio_sse.serve, app, "127.0.0.1", 0)
-        port = listeners[0].socket.getsockname()[1]
+        port, topic, _ = await serve_topic(nursery, Config(max_connections=1000))
         for s in await open_streams(port, 20):  # warm caches and lazy imports
             s.close()
         while topic._subscribers:
@@ -110,13 +105,8 @@ async def test_churn_returns_to_the_baseline(nursery: trio.Nursery) -> None:
     config = Config(
         max_connections=1000, heartbeat_interval=0.5, header_timeout=0.5, close_linger=0.2
     )
-    app = App(config=config)
-    broker = Broker(TopicOptions(history_size=0))
-    topic = broker.topic("t")
-    app.add_route("/sub", trio_sse.topic_stream(broker, ["t"]))
     with trio.fail_after(60):
-        listeners = await nursery.start(trio_sse.serve, app, "127.0.0.1", 0)
-        port = listeners[0].socket.getsockname()[1]
+        port, topic, app = await serve_topic(nursery, config)
 
         async def round_() -> None:
             socks = await open_streams(port, 100)
