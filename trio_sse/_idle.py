@@ -16,13 +16,14 @@ through trio's abort callback.
 
 Rule 1, parking: :meth:`IdleStreams.park` puts the stream's descriptor into
 the service's own epoll set (readable, one-shot) and its next time, the
-sooner of its heartbeat and its end, into a heap, then sleeps. The service's
-task waits for that epoll set to become readable, in one cancel scope whose
-deadline is the heap's first time.
+sooner of its heartbeat and its end, into a heap; the stream's task then
+sleeps at once, with no checkpoint in between. The service's task waits for
+that epoll set to become readable, in one cancel scope whose deadline is the
+heap's first time.
 
 Rule 2, waking: a park ends exactly once, by whoever comes first: the
-descriptor became readable (the peer sent bytes or left: ``park`` returns
-``True``), the stream's end came, :meth:`IdleStreams.wake` (a publisher's
+descriptor became readable (the peer sent bytes or left: the park's
+``readable`` is then ``True``), the stream's end came, :meth:`Park.wake` (a publisher's
 direct write left bytes behind or found the peer gone, an event had to be
 queued, the subscription ended, a shutdown), or cancellation. Ending a park
 removes it from the epoll set and the registry; its heap entry stays until
@@ -108,7 +109,7 @@ class Park:
         return self.at < other.at
 
     def wake(self) -> None:
-        """End the park now, if it has not ended (Rule 2); ``park`` returns ``False``."""
+        """End the park now, if it has not ended (Rule 2); ``readable`` stays ``False``."""
         self.service._end(self, False)
 
     def abort(self, _: Any) -> trio.lowlevel.Abort:
