@@ -86,6 +86,9 @@ class Exchange(DirectWriter):
         config: limits and deadlines.
         transport: the server side of the connection.
         limits: the per-client stream counts to acquire a stream from.
+        idle: with a direct transport, the server's idle watch: a topic
+            stream then runs parked (``_parked.py``).
+        fd: the descriptor the idle watch watches for the peer.
 
     Attributes:
         declared_length: the request's ``Content-Length`` (0 if none).
