@@ -45,7 +45,7 @@ from ._http11 import (
     stream_head,
     stream_tail,
 )
-from ._parked import abandon_parked, run_parked
+from ._parked import abandon_parked, end_parked, serve_parked
 from ._request import Headers, Request
 from ._sockets import linger, map_io_errors
 from ._transport import BodyTooLarge, PeerGone
@@ -135,7 +135,7 @@ class _Connection:
             graceful = await self._serve()
             # A topic stream runs here, after _serve's frames and the request
             # are gone (dispatch(park_later=True)): an idle stream holds less.
-            await run_parked(self.exchange)
+            await end_parked(self.exchange, await serve_parked(self.exchange))
         except PeerGone:
             graceful = False
         except Exception:

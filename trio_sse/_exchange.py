@@ -131,7 +131,7 @@ class Exchange(DirectWriter):
         # framing can no longer be trusted (DirectWriter._gone).
         self._partial = False
         self._yield_countdown = 16
-        # A parked stream whose head is sent, left for run_parked() (see
+        # A parked stream whose head is sent, left for serve_parked() (see
         # dispatch(park_later=True)): writer, deadline, path, limit key.
         self._parked: tuple[TopicWriter, float, str, str | None] | None = None
         # Set by stop() (a shutdown): a parked stream stops at its next wake.
@@ -146,7 +146,7 @@ class Exchange(DirectWriter):
             request: the request.
             park_later: a topic stream that runs parked (``_parked.py``)
                 returns after its head, for the caller to run with
-                ``_parked.run_parked`` once the frames of the request (and the
+                ``_parked.serve_parked`` once the frames of the request (and the
                 request) are gone: an idle stream then holds neither.
 
         Raises:
@@ -202,7 +202,7 @@ class Exchange(DirectWriter):
                 parked = self._parked
                 if parked is None:
                     limits.release_stream(key)
-                else:  # released by run_parked()
+                else:  # released by end_parked()
                     self._parked = (parked[0], parked[1], parked[2], key)
 
     async def respond(
@@ -323,7 +323,7 @@ class Exchange(DirectWriter):
         idle = self.idle  # given with a direct transport only
         if idle is not None and idle.running and type(response.handler) is TopicWriter:
             deadline = response.deadline(cfg.max_stream_lifetime)
-            if park_later:  # run_parked() runs it (see dispatch)
+            if park_later:  # serve_parked() runs it (see dispatch)
                 self._parked = (response.handler, deadline, request.path, None)
             else:
                 await stream_parked(self, response.handler, deadline, request.path)

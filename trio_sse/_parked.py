@@ -39,7 +39,7 @@ write the loop tells a stop from a wake by the flag and the clock.
 
 What an idle parked stream holds, besides its socket: the connection and its
 exchange, the subscription (an empty queue holds no deque), the frames of
-``_Connection.run``, :func:`run_parked` and this loop, and its
+``_Connection.run`` and :func:`serve_parked`, and its
 :class:`~trio_sse._idle.Park`: about 5 KB of RSS (``docs/benchmarks.md``).
 """
 
@@ -56,9 +56,6 @@ from ._delivery import ACTIVE, Mode
 from ._transport import PeerGone
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ._event import Event
     from ._exchange import Exchange
     from ._topic_writer import TopicWriter
 
@@ -67,6 +64,7 @@ __all__ = [
     "GONE",
     "STOPPED",
     "abandon_parked",
+    "end_parked",
     "run_parked",
     "serve_parked",
     "stream_parked",
@@ -85,25 +83,27 @@ STOPPED: Final = "stopped"
 async def run_parked(exchange: Exchange) -> None:
     """Run the stream ``dispatch(park_later=True)`` left, end it, release its limit.
 
-    Called by the connection's task itself (one coroutine frame: an idle
-    stream holds it). The end is ``_streamed.stream_in_nursery``'s: the final ``retry:``
-    after a stop, the end of the body, nothing after the peer left.
+    The connection's task calls :func:`serve_parked` and :func:`end_parked`
+    itself instead, so that an idle stream holds one coroutine frame less.
+    """
+    try:
+        await end_parked(exchange, await serve_parked(exchange))
+    finally:
+        abandon_parked(exchange)  # cancelled meanwhile: the limit all the same
+
+
+async def end_parked(exchange: Exchange, how: str | None) -> None:
+    """End a parked stream as :func:`serve_parked` said, and release its limit.
+
+    The end is ``_streamed.stream_in_nursery``'s: the final ``retry:`` after
+    a stop, the end of the body, nothing after the peer left. ``None``: no
+    stream was parked.
     """
     parked = exchange._parked
-    if parked is None:
+    if how is None or parked is None:
         return
-    writer, deadline, path, key = parked
     transport = exchange.transport
     try:
-        if transport.stopping:
-            exchange.stop_requested = True
-        try:
-            how = await serve_parked(exchange, writer, transport.encoder(), deadline)
-        except PeerGone:
-            how = GONE
-        except Exception:
-            logger.exception("stream handler for %s raised", path)
-            how = ENDED
         exchange.stop_scope = None
         if how == GONE:
             transport.close_after()
@@ -114,7 +114,7 @@ async def run_parked(exchange: Exchange) -> None:
             await exchange.write(tail, last=True)
     finally:
         exchange._parked = None
-        exchange.limits.release_stream(key)
+        exchange.limits.release_stream(parked[3])
 
 
 def abandon_parked(exchange: Exchange) -> None:
@@ -133,83 +133,93 @@ async def stream_parked(
     await run_parked(exchange)
 
 
-async def serve_parked(
-    exchange: Exchange, writer: TopicWriter, encode: Callable[[Event], bytes], end: float
-) -> str:
-    """Run ``writer``'s subscription in this task until it ends, stops or the peer leaves.
+async def serve_parked(exchange: Exchange) -> str | None:
+    """Run the stream ``dispatch(park_later=True)`` left until it ends, stops or the peer leaves.
+
+    Called by the connection's task itself, its frame the only one between
+    the task and its sleep while the stream is idle (then :func:`end_parked`).
 
     Args:
-        exchange: the stream's exchange (its transport is ``direct``).
-        writer: the topic stream.
-        encode: the transport's framing of an event.
-        end: the trio time at which the stream ends (Rule 3).
+        exchange: the stream's exchange (given an idle watch, ``_idle.py``).
 
     Returns:
-        :data:`GONE`, :data:`ENDED` or :data:`STOPPED`.
-
-    Raises:
-        PeerGone: a write failed.
-        Exception: the direct sink's error (a bug), raised in this task.
+        :data:`GONE`, :data:`ENDED` or :data:`STOPPED`; ``None`` if no
+        stream was parked. A failed write is :data:`GONE`; any other error
+        (a bug: a handler's or the direct sink's) is logged and :data:`ENDED`.
 
     """
-    sub = writer.subscription
-    idle = exchange.idle
-    assert idle is not None  # _exchange.py parks a stream only then
-    # Entering may wait (a remote history): under the stream's end too.
-    with _stop_scope(exchange, end) as scope:
-        await sub.__aenter__()
-    exchange.stop_scope = None
-    if scope.cancelled_caught:
-        return STOPPED
-    del scope  # not kept by this frame while idle
+    parked = exchange._parked
+    if parked is None:
+        return None
+    writer, end, path, _ = parked
+    transport = exchange.transport
+    if transport.stopping:
+        exchange.stop_requested = True
+    encode = transport.encoder()
     try:
-        first = writer.first_event()
-        if first is not None and await _write(exchange, encode(first), end):
+        sub = writer.subscription
+        idle = exchange.idle
+        assert idle is not None  # _exchange.py parks a stream only then
+        # Entering may wait (a remote history): under the stream's end too.
+        with _stop_scope(exchange, end) as scope:
+            await sub.__aenter__()
+        exchange.stop_scope = None
+        if scope.cancelled_caught:
             return STOPPED
-        del first  # not kept by this frame while idle
-        exchange.encode = encode
-        exchange._sub = sub
-        sub._set_direct_sink(exchange.write_event_nowait, exchange.write_entry_nowait)
-        sub._waker = exchange.wake_now
-        while True:
-            batch = sub._batch_nowait(writer.max_batch)
-            if batch:
-                # b"".join of one item is that very bytes object: no copy.
-                if await _write(exchange, b"".join([encode(e) for e in batch]), end):
-                    return STOPPED
-                continue
-            error = sub._sink_error
-            if error is not None:
-                sub._sink_error = None
-                raise error
-            if sub._state != ACTIVE:
-                return ENDED
-            if exchange._gone:
-                return GONE
-            if exchange._out:
-                if await _write(exchange, b"", end):
-                    return STOPPED
-            elif exchange.due():
-                if await _write(exchange, exchange.transport.heartbeat, end):
-                    return STOPPED
-            else:
-                # Rule 1: sleep in the idle watch, in DIRECT mode.
-                if not sub._backlog:  # always so: an empty channel, an empty backlog
-                    sub._set_mode(Mode.DIRECT)
-                try:
-                    park = idle.park(exchange, exchange.fd, end)
-                    await trio.lowlevel.wait_task_rescheduled(park.abort)
-                finally:
-                    sub._undirect()
-                if park.readable and _peer_left(exchange.fd):
+        del scope  # not kept by this frame while idle
+        try:
+            first = writer.first_event()
+            if first is not None and await _write(exchange, encode(first), end):
+                return STOPPED
+            del first  # not kept by this frame while idle
+            exchange.encode = encode
+            exchange._sub = sub
+            sub._set_direct_sink(exchange.write_event_nowait, exchange.write_entry_nowait)
+            sub._waker = exchange.wake_now
+            while True:
+                batch = sub._batch_nowait(writer.max_batch)
+                if batch:
+                    # b"".join of one item is that very bytes object: no copy.
+                    if await _write(exchange, b"".join([encode(e) for e in batch]), end):
+                        return STOPPED
+                    continue
+                error = sub._sink_error
+                if error is not None:
+                    sub._sink_error = None
+                    raise error
+                if sub._state != ACTIVE:
+                    return ENDED
+                if exchange._gone:
                     return GONE
-                if exchange.stop_requested or trio.current_time() >= end:
-                    return STOPPED
-    finally:
-        sub._waker = None
-        sub._set_direct_sink(None)
-        exchange._sub = None
-        sub._close()  # what __aexit__ does, synchronously
+                if exchange._out:
+                    if await _write(exchange, b"", end):
+                        return STOPPED
+                elif exchange.due():
+                    if await _write(exchange, exchange.transport.heartbeat, end):
+                        return STOPPED
+                else:
+                    # Rule 1: sleep in the idle watch, in DIRECT mode.
+                    if not sub._backlog:  # always so: an empty channel, an empty backlog
+                        sub._set_mode(Mode.DIRECT)
+                    try:
+                        park = idle.park(exchange, exchange.fd, end)
+                        await trio.lowlevel.wait_task_rescheduled(park.abort)
+                    finally:
+                        sub._undirect()
+                    if park.readable and _peer_left(exchange.fd):
+                        return GONE
+                    if exchange.stop_requested or trio.current_time() >= end:
+                        return STOPPED
+        finally:
+            sub._waker = None
+            sub._set_direct_sink(None)
+            exchange._sub = None
+            sub._close()  # what __aexit__ does, synchronously
+    except PeerGone:
+        return GONE
+    except Exception:
+        logger.exception("stream handler for %s raised", path)
+        return ENDED
 
 
 def _peer_left(fd: int) -> bool:
