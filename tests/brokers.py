@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.testing
 
-from trio_sse import Broker, Event, LocalBackplane, Subscription
+from trio_sse import Broker, Event, LocalBackplane, Subscription, Topic
 
 
 def make_broker(*args: Any, **kwargs: Any) -> Broker:
@@ -61,3 +62,17 @@ async def direct_writer(sub: Subscription, ticks: Ticks, got: list[str]) -> None
     sub._set_direct_sink(sink)
     while batch := await sub.receive_batch():
         got.extend(e.data or "" for e in batch)
+
+
+async def start_direct_writers(
+    nursery: trio.Nursery, topic: Topic, ticks: Ticks, received: list[list[str]]
+) -> None:
+    """One subscriber of ``topic`` per list in ``received``, each a :func:`direct_writer`.
+
+    Returns once every writer waits for events (in ``DIRECT`` mode).
+    """
+    for got in received:
+        sub = topic.subscribe()
+        await sub.__aenter__()
+        nursery.start_soon(direct_writer, sub, ticks, got)
+    await trio.testing.wait_all_tasks_blocked()

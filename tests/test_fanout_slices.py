@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from brokers import Ticks, direct_writer
+from brokers import Ticks, start_direct_writers
 
 from trio_sse import Broker, Event, TopicOptions
 
@@ -33,11 +33,7 @@ async def test_events_published_during_a_sliced_pass_keep_order_without_duplicat
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            for got in received:
-                sub = topic.subscribe()
-                await sub.__aenter__()
-                nursery.start_soon(direct_writer, sub, ticks, got)
-            await trio.testing.wait_all_tasks_blocked()
+            await start_direct_writers(nursery, topic, ticks, received)
             nursery.start_soon(meddle)
             await topic.publish(Event("a"))
             await done.wait()
@@ -54,11 +50,7 @@ async def test_slices_bound_the_work_between_checkpoints() -> None:
     received: list[list[str]] = [[] for _ in range(1000)]
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            for got in received:
-                sub = topic.subscribe()
-                await sub.__aenter__()
-                nursery.start_soon(direct_writer, sub, ticks, got)
-            await trio.testing.wait_all_tasks_blocked()
+            await start_direct_writers(nursery, topic, ticks, received)
             nursery.start_soon(ticks.run)
             await trio.lowlevel.checkpoint()
             ticks.longest = 0

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 from backplanes import publish_retrying, receive_n, start_node, stream_ids, wait_connected
-from brokers import Ticks, direct_writer
+from brokers import Ticks, start_direct_writers
 from redis_servers import RedisServer
 
 from trio_sse import (
@@ -382,11 +382,7 @@ async def test_the_reader_slices_a_large_fan_out(
         ticks = Ticks()
         received: list[list[str]] = [[] for _ in range(500)]
         async with trio.open_nursery() as inner:
-            for got in received:
-                sub = topic.subscribe()
-                await sub.__aenter__()
-                inner.start_soon(direct_writer, sub, ticks, got)
-            await trio.testing.wait_all_tasks_blocked()
+            await start_direct_writers(inner, topic, ticks, received)
             inner.start_soon(ticks.run)
             for name in "abc":
                 await node.publish("t", Event(name))

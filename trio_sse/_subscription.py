@@ -320,14 +320,7 @@ class Subscription(Delivery):
         entries = [first]
         # Evicted after `first` was handed over: stop at it (Rule 1 of _delivery).
         if self._state == ACTIVE:
-            receive_nowait = receive.receive_nowait
-            for _ in range(max_events - 1):
-                try:
-                    entries.append(receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if self._backlog:
-                self._refill()
+            self._take_ready(entries, max_events - 1)
         return self._events(entries)
 
     def _batch_nowait(self, max_events: int) -> list[Event]:
@@ -339,18 +332,22 @@ class Subscription(Delivery):
         """
         if self._pending or self._state != ACTIVE:
             return self._take_batch_special(max_events)
-        receive_nowait = self._queue.receive_nowait
         entries: list[Entry[Topic]] = []
-        for _ in range(max_events):
+        self._take_ready(entries, max_events)
+        if not entries:
+            return []
+        return self._events(entries)
+
+    def _take_ready(self, entries: list[Entry[Topic]], most: int) -> None:
+        """Append up to ``most`` queued entries, without waiting; refill from the backlog."""
+        receive_nowait = self._queue.receive_nowait
+        for _ in range(most):
             try:
                 entries.append(receive_nowait())
             except trio.WouldBlock:
                 break
         if self._backlog:
             self._refill()
-        if not entries:
-            return []
-        return self._events(entries)
 
     def _events(self, entries: list[Entry[Topic]]) -> list[Event]:
         """The events of ``entries`` (converted for a merged stream); moves the position."""
