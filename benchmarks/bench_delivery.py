@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import socket
 import time
 
 import trio
@@ -24,8 +25,9 @@ import trio.testing
 
 from trio_sse import App, Broker, Config, Event
 from trio_sse._exchange import Exchange
+from trio_sse._idle import IdleStreams
 from trio_sse._limits import ClientLimits
-from trio_sse._parked import serve_parked
+from trio_sse._parked import run_parked
 from trio_sse._topic_writer import TopicWriter
 
 
@@ -68,11 +70,17 @@ async def measure(subscribers: int, events: int, cold: int) -> tuple[float, floa
     trash = bytearray(cold) if cold else None
     zeros = bytes(cold)
     pad = "x" * 64
+    # The idle watch needs a descriptor per stream to watch for the peer: a
+    # socket pair each, which the stand-in transport never writes to.
+    pairs = [socket.socketpair() for _ in range(subscribers)]
+    idle = IdleStreams()
     async with trio.open_nursery() as nursery:
-        for _ in range(subscribers):
-            exchange = Exchange(app, app.config, Transport(trash, zeros), limits)  # type: ignore[arg-type]
-            writer = TopicWriter(topic.subscribe(), 64, False)
-            nursery.start_soon(serve_parked, exchange, writer, Event.encode_chunk, math.inf)
+        nursery.start_soon(idle.run)
+        for ours, _ in pairs:
+            transport = Transport(trash, zeros)
+            exchange = Exchange(app, app.config, transport, limits, idle, ours.fileno())  # type: ignore[arg-type]
+            exchange._parked = (TopicWriter(topic.subscribe(), 64, False), math.inf, "/t", None)
+            nursery.start_soon(run_parked, exchange)
         await trio.testing.wait_all_tasks_blocked()
         evict = 0.0
         if trash is not None:
@@ -88,6 +96,9 @@ async def measure(subscribers: int, events: int, cold: int) -> tuple[float, floa
                 await topic.publish(Event(data=f"{seq} {pad}"))
             rounds.append((time.process_time() - t0) / (subscribers * events) * 1e9)
         nursery.cancel_scope.cancel()
+    for pair in pairs:
+        for s in pair:
+            s.close()
     return min(rounds) - evict, evict
 
 

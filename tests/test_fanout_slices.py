@@ -63,6 +63,50 @@ async def test_slices_bound_the_work_between_checkpoints() -> None:
     assert all(got == ["a", "b", "c"] for got in received)
 
 
+async def test_a_pass_skips_members_that_left_and_calls_their_current_function() -> None:
+    # Rule 1: the pass calls the functions of its snapshot only while no
+    # dict entry was written since; between two slices here one member
+    # leaves and another falls back from DIRECT to its queue.
+    broker = Broker(TopicOptions(fanout_slice=10))
+    topic = broker.topic("t")
+    ticks = Ticks()
+    received: list[list[str]] = [[] for _ in range(50)]
+    how: list[str] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await start_direct_writers(nursery, topic, ticks, received)
+            # Joined last: members of the last slice.
+            leaving = topic.subscribe()
+            await leaving.__aenter__()
+            woken = topic.subscribe()
+            await woken.__aenter__()
+
+            async def writer() -> None:
+                def sink(event: Event) -> bool:
+                    how.append(f"sink {event.data}")
+                    return True
+
+                woken._set_direct_sink(sink)
+                batch = await woken.receive_batch()
+                how.extend(f"queue {e.data}" for e in batch)
+
+            async def meddle() -> None:
+                while not any(received):  # the first slice is served
+                    await trio.lowlevel.checkpoint()
+                await leaving.__aexit__(None, None, None)
+                woken._undirect()  # what a woken parked stream does (_parked.py)
+
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(meddle)
+            await topic.publish(Event("a"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert how == ["queue a"]
+            assert all(got == ["a"] for got in received)
+            assert topic.stats().delivered == 51  # not the one that left
+            nursery.cancel_scope.cancel()
+
+
 def test_fanout_slice_is_checked() -> None:
     for bad in (0, -1, 1.5, "10"):
         with pytest.raises(ValueError, match="fanout_slice"):

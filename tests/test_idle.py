@@ -8,6 +8,7 @@ streams get their heartbeats while their own tasks never run.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -238,6 +239,56 @@ async def test_idle_streams_get_heartbeats_while_their_tasks_sleep(
         assert steps.steps == 0
         for s in socks:
             s.close()
+
+
+class CountingClock(trio.abc.Clock):
+    """Real time, counting how often anything reads it."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        self.reads += 1
+        return time.perf_counter()
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        return deadline - time.perf_counter()
+
+
+@pytest.fixture
+def counting_clock() -> CountingClock:
+    """The test's trio clock (pytest-trio runs the test on a fixture's clock)."""
+    return CountingClock()
+
+
+async def test_a_broadcast_to_parked_streams_reads_the_clock_once(
+    counting_clock: CountingClock, nursery: trio.Nursery
+) -> None:
+    # _direct.py, Rule 3: each stream notes the event's recording time, the
+    # one clock read of the event; not one read (and one float) per stream.
+    with trio.fail_after(20):
+        port, topic, _ = await serve_topic(nursery, Config(max_connections=100))
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        try:
+            for s in socks:
+                s.sendall(b"GET /sub HTTP/1.1\r\nHost: t\r\n\r\n")
+            while len(topic._subscribers) < 50:
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)  # every stream has written its head and parked
+            reads = counting_clock.reads
+            event = topic.publish_nowait(trio_sse.Event("x"))
+            assert counting_clock.reads - reads == 1
+            for s in socks:
+                s.settimeout(5)
+                data = b""
+                while event.encode_chunk() not in data:
+                    data += s.recv(65536)
+        finally:
+            for s in socks:
+                s.close()
 
 
 async def test_a_stream_woken_over_and_over_leaves_a_bounded_heap(

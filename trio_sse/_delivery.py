@@ -169,6 +169,8 @@ class Delivery:
     def _set_mode(self, mode: Mode) -> None:
         """Enter *mode*: the one place that writes the topics' dict entries."""
         self._mode = mode
+        for topic in self._topics:
+            topic._changes += 1  # a sliced pass looks members up again (_fanout.py)
         if mode is Mode.DETACHED:
             for topic in self._topics:
                 topic._subscribers.pop(self, None)

@@ -23,7 +23,11 @@ wakes the stream, which ends. A bug in the transport ends that stream only.
 
 Rule 3, the clock: a write only notes :attr:`~trio_sse._pacing.WriteClock.last_write`.
 A parked stream's heartbeat timer is the idle watch's, which reads it when
-the time comes: no deadline moves on the broadcast path.
+the time comes: no deadline moves on the broadcast path. The entry sink
+notes the time its event was recorded (``Entry.time``, one clock read per
+event instead of one per subscriber, and one float shared by all): earlier
+than the write by the pass so far, so a heartbeat may come that much early,
+never late.
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ class DirectWriter(WriteClock):
         if not self._gone:
             try:
                 rest = self._write_now(self.encode(event))
-                self.last_write = self.clock.current_time()  # Rule 3
+                self.last_write = entry.time  # Rule 3
                 if rest is not None:
                     self._out = rest
                     self.wake_now()

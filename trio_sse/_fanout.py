@@ -11,11 +11,15 @@ synchronous pass would hold the event loop for a second. So
 ``TopicOptions.fanout_slice`` subscribers between two checkpoints.
 
 Rule 1, members: the subscribers of an event are those registered when it was
-recorded in the history, fixed then (a snapshot of the keys). One that leaves
-during the pass is skipped (it is no longer in the topic's dict, so the pass
-never sees a closed channel); one that arrives during the pass is not a
-member: its resume snapshot already holds the event, or its position is past
-it. No gap, no duplicate, as with one synchronous pass.
+recorded in the history, fixed then (a snapshot of the dict's items, with the
+topic's count of dict writes, ``_changes``). One that leaves during the pass
+is skipped (it is no longer in the topic's dict, so the pass never sees a
+closed channel); one that arrives during the pass is not a member: its resume
+snapshot already holds the event, or its position is past it. No gap, no
+duplicate, as with one synchronous pass. While the count is unchanged the
+snapshot's functions are the dict's, and the pass calls them as they are;
+once any subscriber's entry has been written (it joined, left or changed
+mode), the pass looks each remaining member up again.
 
 Rule 2, order: one sliced pass at a time per topic, in the order events were
 recorded. While a pass runs, :meth:`Topic.deliver_nowait` records its event
@@ -35,7 +39,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -48,6 +51,9 @@ if TYPE_CHECKING:
 
 #: A subscriber's key in its topic (a ``_delivery.Delivery``).
 Delivery = Any
+#: A subscriber's delivery function, and an event's members (Rule 1).
+Send = Callable[["Entry[Any]"], None]
+Members = list[tuple[Delivery, Send]]
 
 __all__ = ["defer", "overflow", "pass_sliced", "wait_turn"]
 
@@ -58,10 +64,11 @@ class FanTopic(Protocol):
     @property
     def options(self) -> TopicOptions: ...
 
-    _subscribers: dict[Delivery, Callable[[Entry[Any]], None]]
+    _subscribers: dict[Delivery, Send]
+    _changes: int
     _delivered: int
     _fanning: bool
-    _later: deque[tuple[Entry[Any], list[Delivery]]] | None
+    _later: deque[tuple[Entry[Any], Members, int]] | None
     _fan_lot: trio.lowlevel.ParkingLot | None
     _policy: OverflowPolicy
 
@@ -80,7 +87,7 @@ def defer(topic: FanTopic, entry: Entry[Any]) -> None:
     later = topic._later
     if later is None:
         later = topic._later = deque()
-    later.append((entry, list(topic._subscribers)))
+    later.append((entry, list(topic._subscribers.items()), topic._changes))
 
 
 async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | None:
@@ -92,12 +99,13 @@ async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | No
     """
     topic._fanning = True
     try:
-        waiting = await _slices(topic, entry, list(topic._subscribers), may_wait=True)
+        members = list(topic._subscribers.items())
+        waiting = await _slices(topic, entry, members, topic._changes, may_wait=True)
         later = topic._later
         while later:
-            deferred, members = later.popleft()
+            deferred, members, changes = later.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
-            await _slices(topic, deferred, members, may_wait=False)
+            await _slices(topic, deferred, members, changes, may_wait=False)
         topic._later = None
     finally:
         topic._fanning = False
@@ -107,28 +115,25 @@ async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | No
 
 
 async def _slices(
-    topic: FanTopic, entry: Entry[Any], members: list[Delivery], *, may_wait: bool
+    topic: FanTopic, entry: Entry[Any], members: Members, changes: int, *, may_wait: bool
 ) -> list[Delivery] | None:
     size = topic.options.fanout_slice
     subscribers = topic._subscribers
     waiting: list[Delivery] | None = None
-    members_iter = iter(members)
-    first = True
-    while True:
-        chunk = list(islice(members_iter, size))
-        if not chunk:
-            return waiting
-        if not first:
+    for start in range(0, len(members), size):
+        if start:
             # Rule 3: yield between slices, but the pass goes on.
             await trio.lowlevel.cancel_shielded_checkpoint()
-        first = False
         slow: list[Delivery] | None = None
+        chunk = members[start : start + size]
         served = len(chunk)
-        for sub in chunk:
-            send = subscribers.get(sub)
-            if send is None:  # left during the pass (Rule 1)
-                served -= 1
-                continue
+        for sub, send in chunk:
+            if topic._changes != changes:  # Rule 1: look it up again
+                current = subscribers.get(sub)
+                if current is None:  # left during the pass
+                    served -= 1
+                    continue
+                send = current
             try:
                 send(entry)
             except trio.WouldBlock:
@@ -143,6 +148,7 @@ async def _slices(
         more = overflow(topic, entry, slow, may_wait=may_wait)
         if more:
             waiting = more if waiting is None else waiting + more
+    return waiting
 
 
 def overflow(

@@ -41,7 +41,7 @@ class Entry(Generic[T]):
         self.event = event
         self.seq = seq  # per topic, contiguous
         self.gseq = gseq  # per broker: orders events of several topics
-        self.time = time
+        self.time = time  # trio.current_time() when recorded (0.0: a replayed copy)
         self.topic = topic
         # Composite-cursor cache (multi-topic subscriptions only).
         self.part: str | None = None

@@ -52,7 +52,7 @@ import trio
 
 from ._cursor import escape, with_id
 from ._event import Event
-from ._fanout import defer, overflow, pass_sliced, wait_turn
+from ._fanout import Members, defer, overflow, pass_sliced, wait_turn
 from ._history import Entry, History
 from ._options import OverflowPolicy, TopicOptions, TopicStats, check_bounds
 from ._subscription import Subscription
@@ -103,7 +103,10 @@ class Topic:
         # Sliced fan-out (``_fanout.py``): a pass is running; events recorded
         # meanwhile, with their members; deliverers waiting for their turn.
         self._fanning = False
-        self._later: deque[tuple[Entry[Topic], list[Delivery]]] | None = None
+        # Writes of _subscribers: a sliced pass's snapshot is current while
+        # this is unchanged (_fanout.py, Rule 1).
+        self._changes = 0
+        self._later: deque[tuple[Entry[Topic], Members, int]] | None = None
         self._fan_lot: trio.lowlevel.ParkingLot | None = None
 
     def __repr__(self) -> str:
@@ -260,7 +263,15 @@ class Topic:
         broker = self.broker
         broker._gseq += 1
         history = self._history
-        now = 0.0 if history.max_age is None else trio.current_time()
+        # Read once per event: the history's age and the direct sinks' write
+        # time (_direct.py, Rule 3) both use it. Outside trio.run (a topic
+        # filled before serving) there are no sinks, and no age without trio.
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            if history.max_age is not None:
+                raise
+            now = 0.0
         entry = Entry(event, self._seq, broker._gseq, now, self)
         self._published += 1
         self._last_id = event_id
