@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import trio
 import trio.testing
 from brokers import Ticks, start_direct_writers
 
 from trio_sse import Broker, Event, TopicOptions
+from trio_sse._subscription import Subscription
 
 
 async def test_events_published_during_a_sliced_pass_keep_order_without_duplicates() -> None:
@@ -105,6 +108,46 @@ async def test_a_pass_skips_members_that_left_and_calls_their_current_function()
             assert all(got == ["a"] for got in received)
             assert topic.stats().delivered == 51  # not the one that left
             nursery.cancel_scope.cancel()
+
+
+#: More than CPython keeps free tuples of one size (2,000), which are reused
+#: without counting as allocations.
+MEMBERS = 3000
+
+
+async def test_a_sliced_pass_allocates_nothing_per_member() -> None:
+    # Objects per member per event would be 10,000 for the cyclic GC to
+    # track (and collect) at 10,000 streams: the latency of a full
+    # collection is added to the pass. The sinks read the GC's count of
+    # tracked allocations as the pass goes.
+    broker = Broker(TopicOptions(fanout_slice=100))
+    topic = broker.topic("t")
+    counts: list[int] = []
+
+    def sink(event: Event) -> bool:
+        counts.append(gc.get_count()[0])
+        return True
+
+    async def writer(sub: Subscription) -> None:
+        sub._set_direct_sink(sink)
+        await sub.receive_batch()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for _ in range(MEMBERS):
+                sub = topic.subscribe()
+                await sub.__aenter__()
+                nursery.start_soon(writer, sub)
+            await trio.testing.wait_all_tasks_blocked()
+            gc.disable()
+            try:
+                counts.append(gc.get_count()[0])
+                await topic.publish(Event("a"))
+            finally:
+                gc.enable()
+            nursery.cancel_scope.cancel()
+    assert len(counts) == 1 + MEMBERS
+    assert max(counts) - min(counts) < MEMBERS // 10, max(counts) - min(counts)
 
 
 def test_fanout_slice_is_checked() -> None:

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 Delivery = Any
 #: A subscriber's delivery function, and an event's members (Rule 1).
 Send = Callable[["Entry[Any]"], None]
-Members = list[tuple[Delivery, Send]]
+Members = tuple[list[Delivery], list[Send]]
 
 __all__ = ["defer", "overflow", "pass_sliced", "wait_turn"]
 
@@ -87,7 +87,17 @@ def defer(topic: FanTopic, entry: Entry[Any]) -> None:
     later = topic._later
     if later is None:
         later = topic._later = deque()
-    later.append((entry, list(topic._subscribers.items()), topic._changes))
+    later.append((entry, snapshot(topic), topic._changes))
+
+
+def snapshot(topic: FanTopic) -> Members:
+    """The topic's subscribers and their functions, now (Rule 1).
+
+    Two lists rather than a list of pairs: a pair per subscriber per event
+    would be 10,000 objects for the cyclic GC to track at 10,000 streams.
+    """
+    subscribers = topic._subscribers
+    return list(subscribers), list(subscribers.values())
 
 
 async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | None:
@@ -99,13 +109,12 @@ async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | No
     """
     topic._fanning = True
     try:
-        members = list(topic._subscribers.items())
-        waiting = await _slices(topic, entry, members, topic._changes, may_wait=True)
+        waiting = await _slices(topic, entry, snapshot(topic), topic._changes, may_wait=True)
         later = topic._later
         while later:
-            deferred, members, changes = later.popleft()
+            deferred, deferred_members, changes = later.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
-            await _slices(topic, deferred, members, changes, may_wait=False)
+            await _slices(topic, deferred, deferred_members, changes, may_wait=False)
         topic._later = None
     finally:
         topic._fanning = False
@@ -120,14 +129,16 @@ async def _slices(
     size = topic.options.fanout_slice
     subscribers = topic._subscribers
     waiting: list[Delivery] | None = None
-    for start in range(0, len(members), size):
+    subs, sends = members
+    for start in range(0, len(subs), size):
         if start:
             # Rule 3: yield between slices, but the pass goes on.
             await trio.lowlevel.cancel_shielded_checkpoint()
         slow: list[Delivery] | None = None
-        chunk = members[start : start + size]
-        served = len(chunk)
-        for sub, send in chunk:
+        stop = start + size
+        served = min(stop, len(subs)) - start
+        # zip reuses its pair while the loop holds none: nothing allocated per member.
+        for sub, send in zip(subs[start:stop], sends[start:stop], strict=True):
             if topic._changes != changes:  # Rule 1: look it up again
                 current = subscribers.get(sub)
                 if current is None:  # left during the pass
