@@ -11,15 +11,15 @@ synchronous pass would hold the event loop for a second. So
 ``TopicOptions.fanout_slice`` subscribers between two checkpoints.
 
 Rule 1, members: the subscribers of an event are those registered when it was
-recorded in the history, fixed then (a snapshot of the dict's items, with the
-topic's count of dict writes, ``_changes``). One that leaves during the pass
-is skipped (it is no longer in the topic's dict, so the pass never sees a
-closed channel); one that arrives during the pass is not a member: its resume
-snapshot already holds the event, or its position is past it. No gap, no
-duplicate, as with one synchronous pass. While the count is unchanged the
-snapshot's functions are the dict's, and the pass calls them as they are;
-once any subscriber's entry has been written (it joined, left or changed
-mode), the pass looks each remaining member up again.
+recorded in the history, fixed then (a snapshot of the dict's keys and
+functions, with the topic's count of dict writes, ``_changes``). One that
+leaves during the pass is skipped (it is no longer in the topic's dict, so
+the pass never sees a closed channel); one that arrives during the pass is
+not a member: its resume snapshot already holds the event, or its position is
+past it. No gap, no duplicate, as with one synchronous pass. While the count
+is unchanged the snapshot's functions are the dict's, and the pass calls them
+as they are; once any subscriber's entry has been written (it joined, left
+or changed mode), the pass looks each remaining member up again.
 
 Rule 2, order: one sliced pass at a time per topic, in the order events were
 recorded. While a pass runs, :meth:`Topic.deliver_nowait` records its event
