@@ -69,18 +69,17 @@ async def test_many_streams_share_one_connection(nursery: trio.Nursery, certs: C
     )
     got: dict[int, list[str]] = {}
 
-    async def listen(c: httpx.AsyncClient, n: int, ready: trio.Semaphore) -> None:
+    async def listen(c: httpx.AsyncClient, n: int) -> None:
         async with c.stream("GET", server.url + "/events/t") as r:
-            ready.release()
             got[n] = await data_lines(r)
 
     with trio.fail_after(30):
         async with https_client(certs) as c, trio.open_nursery() as inner:
-            ready = trio.Semaphore(0, max_value=20)
             for n in range(20):
-                inner.start_soon(listen, c, n, ready)
-            for _ in range(20):
-                await ready.acquire()
+                inner.start_soon(listen, c, n)
+            # The server's count, not the heads httpx has handed over: on a
+            # loaded machine httpx sometimes hands one over only when other
+            # streams end (the server had sent it at once).
             while broker.topic("t").stats().subscribers < 20:
                 await trio.sleep(0.01)
             # One TCP connection carries them all.
