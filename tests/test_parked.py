@@ -170,12 +170,17 @@ async def start_on(
     return exchange, fake
 
 
-class BrokenTransport(FakeTransport):
-    """A direct write that fails with a bug (not the peer leaving)."""
+class FailingTransport(FakeTransport):
+    """A direct write of bytes containing ``marker`` raises ``error``."""
+
+    def __init__(self, marker: bytes, error: Exception) -> None:
+        super().__init__(room=10_000)
+        self.marker = marker
+        self.error = error
 
     def write_now(self, data: bytes) -> bytes | None:
-        if b"boom" in data:
-            raise RuntimeError("bug in write_now")
+        if self.marker in data:
+            raise self.error
         return super().write_now(data)
 
 
@@ -185,21 +190,14 @@ async def test_an_entry_sink_failure_ends_that_stream_not_the_publisher(
     app, broker = app_with_topic(Config(heartbeat_interval=None))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            _, fake = await start_on(BrokenTransport(room=10_000), app, idle, nursery)
+            _, fake = await start_on(
+                FailingTransport(b"boom", RuntimeError("bug in write_now")), app, idle, nursery
+            )
             broker.publish_nowait("t", Event("boom"))  # does not raise here
             await trio.testing.wait_all_tasks_blocked()
     assert not broker.topics["t"]._subscribers
     assert fake.data().endswith(END)  # ended like a stream whose handler raised
     assert any("bug in write_now" in str(r.exc_info) for r in caplog.records if r.exc_info)
-
-
-class VanishingTransport(FakeTransport):
-    """A peer that is gone when a direct write of an event is tried."""
-
-    def write_now(self, data: bytes) -> bytes | None:
-        if b"bye" in data:
-            raise PeerGone("connection reset")
-        return super().write_now(data)
 
 
 async def test_a_direct_write_to_a_vanished_peer_ends_the_stream_quietly(
@@ -208,7 +206,9 @@ async def test_a_direct_write_to_a_vanished_peer_ends_the_stream_quietly(
     app, broker = app_with_topic(Config(heartbeat_interval=None))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            exchange, fake = await start_on(VanishingTransport(room=10_000), app, idle, nursery)
+            exchange, fake = await start_on(
+                FailingTransport(b"bye", PeerGone("connection reset")), app, idle, nursery
+            )
             sub = parked_sub(broker, exchange)
             event = broker.publish_nowait("t", Event("bye"))  # does not raise here
             assert exchange._gone

@@ -74,14 +74,8 @@ class WriteClock:
     def wrote(self) -> None:
         """Note a write: push the heartbeat deadline back, lazily (Rule 2)."""
         now = self.last_write = self.clock.current_time()
-        if now >= self._push_after:
-            self.push_back(now)
-
-    def push_back(self, now: float) -> None:
-        """:meth:`wrote`'s second half, when a write at ``now`` may move the deadline.
-
-        Callers on the broadcast path inline the first half (one call less per delivery).
-        """
+        if now < self._push_after:
+            return
         scope = self._wake
         interval = self.interval
         if scope is not None and interval is not None:
