@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from functools import partial
 
 import pytest
@@ -19,7 +20,8 @@ from clients import Client
 from probe_app import Probe, probe_app
 from servers import running_tcp
 
-from trio_sse import App, Config, Event, serve
+from trio_sse import App, Broker, Config, Event, serve, topic_stream
+from trio_sse._connection import _Connection
 from trio_sse._server import Server
 
 FINAL_RETRY = b"retry: 1000\n\n"
@@ -259,3 +261,61 @@ async def test_serve_with_a_listen_backlog() -> None:
             assert (await client.request()).body == b"hello"
             await client.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def parked_stream(port: int, server: Server, broker: Broker, **kw: int) -> Client:
+    """A client of ``/s`` whose stream is parked: the topic's DIRECT function is its sink."""
+    client = await connect(port, **kw)
+    await client.send_request("GET", "/s")
+    await client.head()
+    while not any(isinstance(c, _Connection) and c.exchange._park for c in server.connections):
+        await trio.sleep(0.01)
+    return client
+
+
+async def test_a_parked_stream_writes_its_socket_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_direct.py`` Rule 4: a delivery is an ``os.write`` on the socket, no call into the
+    connection; what does not fit is kept and sent in order; a reset ends the stream."""
+    app = App(config=Config(heartbeat_interval=None))
+    broker = Broker()
+    app.add_route("/s", topic_stream(broker, ["t"]))
+    calls: list[int] = []
+    write_now = _Connection.write_now
+
+    def counted(self: _Connection, data: bytes) -> bytes | None:
+        calls.append(len(data))
+        return write_now(self, data)
+
+    monkeypatch.setattr(_Connection, "write_now", counted)
+    with trio.fail_after(10):
+        async with running_tcp(app) as (server, port, _):
+            client = await parked_stream(port, server, broker, rcvbuf=4096)
+            [conn] = server.connections
+            assert isinstance(conn, _Connection)
+            exchange = conn.exchange
+            calls.clear()
+            sent: list[Event] = []
+            # The client does not read: the socket's buffers fill, a write
+            # goes through in part and the rest is kept for the stream.
+            while not exchange._out:
+                assert len(sent) < 500
+                sent.append(broker.publish_nowait("t", Event(f"{len(sent)} " + "x" * 16_000)))
+            assert calls == []
+            assert 0 < len(exchange._out) < len(sent[-1].encode())
+            received = await client.events(len(sent))
+            assert [e.data for e in received] == [e.data for e in sent]
+            assert [e.last_event_id for e in received] == [e.id for e in sent]
+            assert calls  # the stream itself wrote what was kept, through the connection
+            calls.clear()
+
+            # A reset peer: the next delivery's write fails, and the stream ends.
+            reset_on_close(client)
+            client.stream.socket.close()  # type: ignore[attr-defined]
+            # Blocking on purpose: no checkpoint, so the idle watch has not seen it.
+            time.sleep(0.05)  # noqa: ASYNC251
+            broker.publish_nowait("t", Event("after the reset"))
+            assert exchange._gone
+            assert calls == []
+            with trio.fail_after(2):
+                await wait_for_no_connections(server)
+            assert not broker.topics["t"]._subscribers

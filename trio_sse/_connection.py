@@ -114,7 +114,9 @@ class _Connection:
         self._head = False
         fd = self.fd
         idle = None if fd is None else server.idle
-        self.exchange = Exchange(server.app, self.config, self, server.limits, idle, fd or 0)
+        self.exchange = Exchange(
+            server.app, self.config, self, server.limits, idle, fd or 0, -1 if fd is None else fd
+        )
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -89,6 +89,8 @@ class Exchange(DirectWriter):
         idle: with a direct transport, the server's idle watch: a topic
             stream then runs parked (``_parked.py``).
         fd: the descriptor the idle watch watches for the peer.
+        write_fd: the raw server's socket, which a parked stream's entry
+            sink writes to itself (``_direct.py`` Rule 4; -1: none).
 
     Attributes:
         declared_length: the request's ``Content-Length`` (0 if none).
@@ -118,8 +120,9 @@ class Exchange(DirectWriter):
         limits: ClientLimits,
         idle: IdleStreams | None = None,
         fd: int = -1,
+        write_fd: int = -1,
     ) -> None:
-        super().__init__(config.heartbeat_interval, transport.write_now, idle, fd)
+        super().__init__(config.heartbeat_interval, transport.write_now, idle, fd, write_fd)
         self.app = app
         self.config = config
         self.transport = transport
