@@ -110,6 +110,38 @@ async def test_a_pass_skips_members_that_left_and_calls_their_current_function()
             nursery.cancel_scope.cancel()
 
 
+async def test_a_steady_topic_keeps_its_snapshot_until_a_subscriber_changes() -> None:
+    # Rule 1: the passes of a steady topic share one snapshot. A join or a
+    # leave drops it (as does a mode change: the same write), so the next
+    # pass sees the change and the topic holds no reference to one that left.
+    broker = Broker(TopicOptions(fanout_slice=10))
+    topic = broker.topic("t")
+    ticks = Ticks()
+    received: list[list[str]] = [[] for _ in range(30)]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await start_direct_writers(nursery, topic, ticks, received)
+            await topic.publish(Event("a"))
+            kept = topic._members
+            assert kept is not None
+            await topic.publish(Event("b"))
+            assert topic._members is kept
+            joining = topic.subscribe()
+            await joining.__aenter__()
+            assert topic._members is None
+            await topic.publish(Event("c"))
+            assert topic._members is not None
+            assert joining in topic._members[0]
+            await joining.__aexit__(None, None, None)
+            assert topic._members is None
+            await topic.publish(Event("d"))
+            assert topic._members is not None
+            assert joining not in topic._members[0]
+            assert len(topic._members[0]) == len(received)
+            nursery.cancel_scope.cancel()
+    assert all(got == ["a", "b", "c", "d"] for got in received)
+
+
 #: More than CPython keeps free tuples of one size (2,000), which are reused
 #: without counting as allocations.
 MEMBERS = 3000

@@ -112,11 +112,9 @@ class _Connection:
         self.heartbeat = server.heartbeat_chunk
         # The request being answered is a HEAD: errors too get no body.
         self._head = False
-        fd = self.fd
-        idle = None if fd is None else server.idle
-        self.exchange = Exchange(
-            server.app, self.config, self, server.limits, idle, fd or 0, -1 if fd is None else fd
-        )
+        fd = -1 if self.fd is None else self.fd
+        idle = None if fd < 0 else server.idle
+        self.exchange = Exchange(server.app, self.config, self, server.limits, idle, fd, fd)
 
     # -- lifecycle ----------------------------------------------------------
 

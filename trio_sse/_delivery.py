@@ -170,7 +170,9 @@ class Delivery:
         """Enter *mode*: the one place that writes the topics' dict entries."""
         self._mode = mode
         for topic in self._topics:
-            topic._changes += 1  # a sliced pass looks members up again (_fanout.py)
+            # A sliced pass looks members up again; the next one takes a new snapshot.
+            topic._changes += 1
+            topic._members = None
         if mode is Mode.DETACHED:
             for topic in self._topics:
                 topic._subscribers.pop(self, None)

@@ -19,7 +19,11 @@ not a member: its resume snapshot already holds the event, or its position is
 past it. No gap, no duplicate, as with one synchronous pass. While the count
 is unchanged the snapshot's functions are the dict's, and the pass calls them
 as they are; once any subscriber's entry has been written (it joined, left
-or changed mode), the pass looks each remaining member up again.
+or changed mode), the pass looks each remaining member up again. The topic
+keeps its snapshot (``_members``) for the next event until an entry is
+written, which drops it: a steady topic builds none per event, and touches
+each member once per event, in its pass (at 10,000 subscribers each touch
+is a cache miss).
 
 Rule 2, order: one sliced pass at a time per topic, in the order events were
 recorded. While a pass runs, :meth:`Topic.deliver_nowait` records its event
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -66,6 +71,7 @@ class FanTopic(Protocol):
 
     _subscribers: dict[Delivery, Send]
     _changes: int
+    _members: Members | None
     _delivered: int
     _fanning: bool
     _later: deque[tuple[Entry[Any], Members, int]] | None
@@ -91,13 +97,17 @@ def defer(topic: FanTopic, entry: Entry[Any]) -> None:
 
 
 def snapshot(topic: FanTopic) -> Members:
-    """The topic's subscribers and their functions, now (Rule 1).
+    """The topic's subscribers and their functions, now (Rule 1); kept until they change.
 
-    Two lists rather than a list of pairs: a pair per subscriber per event
-    would be 10,000 objects for the cyclic GC to track at 10,000 streams.
+    Two lists rather than a list of pairs: a pair per subscriber would be
+    10,000 objects for the cyclic GC to track at 10,000 streams. Nobody
+    changes the lists: passes share them.
     """
-    subscribers = topic._subscribers
-    return list(subscribers), list(subscribers.values())
+    members = topic._members
+    if members is None:
+        subscribers = topic._subscribers
+        members = topic._members = (list(subscribers), list(subscribers.values()))
+    return members
 
 
 async def pass_sliced(topic: FanTopic, entry: Entry[Any]) -> list[Delivery] | None:
@@ -130,15 +140,17 @@ async def _slices(
     subscribers = topic._subscribers
     waiting: list[Delivery] | None = None
     subs, sends = members
-    for start in range(0, len(subs), size):
+    total = len(subs)
+    # One iterator over the pass, sliced as it goes: no copy of the lists.
+    # zip reuses its pair while the loop holds none: nothing allocated per member.
+    pairs = zip(subs, sends, strict=True)
+    for start in range(0, total, size):
         if start:
             # Rule 3: yield between slices, but the pass goes on.
             await trio.lowlevel.cancel_shielded_checkpoint()
         slow: list[Delivery] | None = None
-        stop = start + size
-        served = min(stop, len(subs)) - start
-        # zip reuses its pair while the loop holds none: nothing allocated per member.
-        for sub, send in zip(subs[start:stop], sends[start:stop], strict=True):
+        served = min(start + size, total) - start
+        for sub, send in islice(pairs, size):
             if topic._changes != changes:  # Rule 1: look it up again
                 current = subscribers.get(sub)
                 if current is None:  # left during the pass

@@ -106,6 +106,8 @@ class Topic:
         # Writes of _subscribers: a sliced pass's snapshot is current while
         # this is unchanged (_fanout.py, Rule 1).
         self._changes = 0
+        # The subscribers and their functions, for the next pass (dropped by writes).
+        self._members: Members | None = None
         self._later: deque[tuple[Entry[Topic], Members, int]] | None = None
         self._fan_lot: trio.lowlevel.ParkingLot | None = None
 
