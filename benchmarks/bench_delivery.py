@@ -9,7 +9,10 @@ the benchmark of the real server (``bench_load.py``) adds to the ``write``
 system call. ``--cold BYTES`` overwrites a buffer of that size on each write
 (subtracted from the result), as the kernel's send path evicts the caches
 between two deliveries: the objects a delivery touches then cost their cache
-misses, as on the real server. Best of five rounds of CPU time.
+misses, as on the real server. ``--devnull`` takes the raw server's own path
+instead (``_direct.py`` Rule 4: the sink calls ``os.write`` itself, with no
+``write_now`` call): every stream writes to ``/dev/null``, and the cost of
+that system call, timed alone, is subtracted. Best of five rounds of CPU time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import socket
 import time
 
@@ -61,8 +65,21 @@ class Transport:
         pass
 
 
-async def measure(subscribers: int, events: int, cold: int) -> tuple[float, float]:
-    """Return (ns of Python per delivery, ns per cache eviction subtracted)."""
+def devnull_write_ns(fd: int, data: bytes, n: int = 200_000) -> float:
+    """The ns of one ``os.write`` of ``data`` to ``fd`` (best of five)."""
+    rounds = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(n):
+            os.write(fd, data)
+        rounds.append((time.process_time() - t0) / n * 1e9)
+    return min(rounds)
+
+
+async def measure(
+    subscribers: int, events: int, cold: int, devnull: int = -1
+) -> tuple[float, float]:
+    """Return (ns of Python per delivery, ns subtracted per delivery)."""
     app = App(config=Config())
     limits = ClientLimits(app.config)
     broker = Broker()
@@ -78,12 +95,23 @@ async def measure(subscribers: int, events: int, cold: int) -> tuple[float, floa
         nursery.start_soon(idle.run)
         for ours, _ in pairs:
             transport = Transport(trash, zeros)
-            exchange = Exchange(app, app.config, transport, limits, idle, ours.fileno())  # type: ignore[arg-type]
+            exchange = Exchange(
+                app,
+                app.config,
+                transport,  # type: ignore[arg-type]
+                limits,
+                idle,
+                ours.fileno(),
+                devnull,
+            )
             exchange._parked = (TopicWriter(topic.subscribe(), 64, False), math.inf, "/t", None)
             nursery.start_soon(run_parked, exchange)
         await trio.testing.wait_all_tasks_blocked()
         evict = 0.0
-        if trash is not None:
+        if devnull >= 0:
+            sample = Event(data=f"{events} {pad}").encode_chunk()
+            evict = devnull_write_ns(devnull, sample)
+        elif trash is not None:
             t0 = time.process_time()
             for _ in range(subscribers):
                 trash[:] = zeros
@@ -107,10 +135,20 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--cold", type=int, default=0, metavar="BYTES")
+    parser.add_argument(
+        "--devnull", action="store_true", help="the raw server's path: os.write to /dev/null"
+    )
     args = parser.parse_args()
-    ns, evict = trio.run(measure, args.subscribers, args.events, args.cold)
-    cold = f", caches evicted ({evict:.0f} ns each, subtracted)" if args.cold else ""
-    print(f"{ns:.0f} ns of Python per delivery, {args.subscribers} parked streams{cold}")
+    if args.devnull and args.cold:
+        parser.error("--devnull and --cold measure one at a time")
+    devnull = os.open(os.devnull, os.O_WRONLY) if args.devnull else -1
+    ns, evict = trio.run(measure, args.subscribers, args.events, args.cold, devnull)
+    how = ""
+    if args.cold:
+        how = f", caches evicted ({evict:.0f} ns each, subtracted)"
+    elif args.devnull:
+        how = f", os.write to /dev/null ({evict:.0f} ns each, subtracted)"
+    print(f"{ns:.0f} ns of Python per delivery, {args.subscribers} parked streams{how}")
 
 
 if __name__ == "__main__":
