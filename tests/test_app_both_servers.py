@@ -519,6 +519,33 @@ async def test_topic_stream_resumes_from_last_event_id(serve_app: ServeApp) -> N
             assert (event.data, event.last_event_id) == ("n4", live.id)
 
 
+@pytest.mark.parametrize("path", ["/one", "/both"])
+async def test_topic_stream_gets_what_is_published_while_its_head_is_sent(
+    serve_app: ServeApp, path: str
+) -> None:
+    # The handler creates the subscription before the response head, the
+    # stream enters it after (_resume.py, Rule 1b): an event published in
+    # between (here by expires_at, which the handler calls) is not lost.
+    app, broker = topics_app(TopicOptions())
+    published: list[Event] = []
+
+    def publish_meanwhile(request: Request) -> None:
+        published.append(broker.publish_nowait("news", Event("meanwhile")))
+
+    app.add_route("/one", topic_stream(broker, ["news"], expires_at=publish_meanwhile))
+    app.add_route("/both", topic_stream(broker, ["news", "prices"], expires_at=publish_meanwhile))
+    server = await serve_app(app)
+    with trio.fail_after(GUARD):
+        async with sse(server, path) as reader:
+            event = await reader.event()
+            assert event.data == "meanwhile"
+            broker.publish_nowait("news", Event("live"))
+            assert (await reader.event()).data == "live"
+    assert len(published) == 1
+    if path == "/one":
+        assert event.last_event_id == published[0].id
+
+
 async def test_topic_stream_composite_cursor(serve_app: ServeApp) -> None:
     app, broker = topics_app(TopicOptions())
     server = await serve_app(app)

@@ -157,11 +157,12 @@ class Broker:
             names: the topic names, in the order used in cursors (no
                 duplicates, at least one).
             cursor: the client's ``Last-Event-ID``, a composite cursor from an
-                earlier stream. ``None``: live events only. Each topic in it
+                earlier stream. ``None``: the events published since this
+                call (still in the histories), then live ones. Each topic in it
                 resumes exactly like :meth:`Topic.subscribe`; a topic whose
                 position is unknown or expired yields its reset event (all of
                 them first, then the merged replay); topics missing from the
-                cursor start live; a malformed cursor resets every topic.
+                cursor start as if fresh; a malformed cursor resets every topic.
 
         Returns:
             A :class:`Subscription` to use with ``async with``. Its buffer is

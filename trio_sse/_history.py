@@ -110,6 +110,17 @@ class History(Generic[T]):
         self._index.clear()
         self.trimmed = True
 
+    def entries_since(self, seq: int, now: float) -> list[Entry[T]]:
+        """The entries kept of those recorded after the topic's *seq*-th, oldest first."""
+        self.trim(now)
+        after: list[Entry[T]] = []
+        for entry in reversed(self._entries):
+            if entry.seq <= seq:
+                break
+            after.append(entry)
+        after.reverse()
+        return after
+
     def entries_after(self, last_event_id: str, now: float) -> list[Entry[T]] | None:
         """The entries after *last_event_id*, or ``None`` if it cannot be resumed.
 

@@ -13,6 +13,15 @@ replays nothing; one in the history replays the events after it; any other
 position (unknown, expired, another epoch) yields the topic's reset event,
 with the topic's newest id so that the next reconnect resumes from here.
 
+Rule 1b: a topic without a resume point (a fresh subscriber, or a topic the
+client's composite cursor leaves out) starts where the topic stood when the
+subscription was *created* (``since``: the topic's count of events and newest
+id then), not when it is entered: the events recorded in between, still in the
+history, are replayed. A server creates the subscription before it sends the
+response head, and enters it after, so a client that publishes as soon as its
+stream opens still receives that event. No reset for what the history no
+longer holds: the client never had those events' predecessors either.
+
 Rule 2: what the local history cannot answer, the backplane's remote history
 may (Rule 4 of :mod:`trio_sse._backplane`). Those topics are listed in
 :attr:`Resume.remote` as (topic, client's id, boundary id); the subscription
@@ -43,6 +52,14 @@ __all__ = ["Fetched", "Merge", "Resume"]
 
 #: (topic, client's id, boundary id, events or None for "reset").
 Fetched = tuple["Topic", str, str, "list[Event] | None"]
+#: Per topic, its count of recorded events and its newest id when the
+#: subscription was created (Rule 1b).
+Since = tuple[tuple[int, "str | None"], ...]
+
+
+def _entries_since(topic: Topic, seq: int) -> list[Entry[Topic]]:
+    """The history entries recorded after the topic's *seq*-th event (Rule 1b)."""
+    return topic._history.entries_since(seq, topic._now()) if seq < topic._seq else []
 
 
 def _by_gseq(entry: Entry[Topic]) -> int:
@@ -87,8 +104,10 @@ class Resume:
 
     Args:
         topics: the subscribed topics, in cursor order.
-        cursor: the client's ``Last-Event-ID`` (``None``: live only).
+        cursor: the client's ``Last-Event-ID`` (``None``: fresh).
         merged: whether ids are composite cursors (:meth:`Broker.subscribe_many`).
+        since: where each topic stood when the subscription was created
+            (Rule 1b; ``None``: where it stands now).
 
     Attributes:
         pending: the reset events and replayed events, in order.
@@ -101,8 +120,17 @@ class Resume:
 
     __slots__ = ("_plan", "_topics", "merge", "pending", "position", "remote", "replayed", "reset")
 
-    def __init__(self, topics: tuple[Topic, ...], cursor: str | None, *, merged: bool) -> None:
+    def __init__(
+        self,
+        topics: tuple[Topic, ...],
+        cursor: str | None,
+        *,
+        merged: bool,
+        since: Since | None = None,
+    ) -> None:
         self._topics = topics
+        if since is None:
+            since = tuple((t._seq, t._last_id) for t in topics)
         self.pending: deque[Event] = deque()
         self.position: str | None = None
         self.merge: Merge | None = None
@@ -111,14 +139,17 @@ class Resume:
         self.replayed = 0
         self._plan: list[list[Entry[Topic]] | None] = []
         if merged:
-            self._plan_merged(cursor)
+            self._plan_merged(cursor, since)
         else:
-            self._plan_single(cursor)
+            self._plan_single(cursor, since[0])
 
-    def _plan_single(self, last_id: str | None) -> None:
+    def _plan_single(self, last_id: str | None, since: tuple[int, str | None]) -> None:
         topic = self._topics[0]
-        if last_id is None:
-            self.position = topic._last_id
+        if last_id is None:  # Rule 1b
+            caught_up = _entries_since(topic, since[0])
+            self.pending.extend(e.event for e in caught_up)
+            self._count_replay(topic, len(caught_up))
+            self.position = since[1] if caught_up else topic._last_id
             return
         entries = topic._entries_after(last_id)
         if entries is None and topic._remote_replayable(last_id):
@@ -133,18 +164,24 @@ class Resume:
         self._count_replay(topic, len(entries))
         self.position = entries[-1].event.id if entries else last_id
 
-    def _plan_merged(self, cursor: str | None) -> None:
+    def _plan_merged(self, cursor: str | None, since: Since) -> None:
         topics = self._topics
         positions = parse_cursor(cursor) if cursor is not None else {}
         plan = self._plan
         parts: list[str] = []
-        for topic in topics:
+        for topic, (seq, since_id) in zip(topics, since, strict=True):
             if positions is None:
                 position: str | None = None  # invalid cursor: reset everything
                 entries = None
             else:
                 position = positions.get(topic.name)
-                entries = [] if position is None else topic._entries_after(position)
+                if position is None:  # Rule 1b
+                    caught_up = _entries_since(topic, seq)
+                    plan.append(caught_up)
+                    position = since_id if caught_up else topic._last_id
+                    parts.append(topic._cursor_prefix + escape(position or ""))
+                    continue
+                entries = topic._entries_after(position)
             if entries is None and position is not None and topic._remote_replayable(position):
                 assert topic._last_id is not None  # wait_ready() made sure
                 self.remote.append((topic, position, topic._last_id))

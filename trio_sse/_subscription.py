@@ -22,7 +22,7 @@ from ._delivery import ACTIVE, ENDED, LEFT, NEW, NO_EVENTS, Delivery, Mode
 from ._event import Event
 from ._history import Entry
 from ._queue import Queue
-from ._resume import Fetched, Resume
+from ._resume import Fetched, Resume, Since
 
 if TYPE_CHECKING:
     from ._options import EndReason
@@ -59,12 +59,14 @@ class Subscription(Delivery):
             ``drop_oldest``.
     """
 
-    __slots__ = ("__weakref__", "_cursor_in", "_merged", "_resume", "replayed", "reset")
+    __slots__ = ("__weakref__", "_cursor_in", "_merged", "_resume", "_since", "replayed", "reset")
 
     def __init__(self, topics: tuple[Topic, ...], cursor: str | None, *, merged: bool) -> None:
         super().__init__(topics)
         self._cursor_in = cursor
         self._merged = merged
+        # Where a topic without a resume point starts (_resume.py, Rule 1b).
+        self._since: Since | None = tuple((t._seq, t._last_id) for t in topics)
         self._resume: Resume
         self.reset = False
         self.replayed = 0
@@ -160,7 +162,8 @@ class Subscription(Delivery):
         topics = self._topics
         for topic in topics:
             topic._check_open()
-        resume = self._resume = Resume(topics, self._cursor_in, merged=self._merged)
+        since, self._since = self._since, None
+        resume = self._resume = Resume(topics, self._cursor_in, merged=self._merged, since=since)
         self._pending = resume.pending
         self._merge = resume.merge
         size = max(t.options.buffer_size for t in topics)

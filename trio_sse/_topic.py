@@ -349,7 +349,8 @@ class Topic:
 
         Args:
             last_event_id: the client's ``Last-Event-ID``. ``None`` or ``""``:
-                live events only. The topic's newest id: nothing to replay.
+                the events published since this call (still in the history),
+                then live ones. The topic's newest id: nothing to replay.
                 An id in the history: the events after it, then live ones.
                 Anything else (unknown, or expired from the history): the
                 topic's reset event first, then live events.
