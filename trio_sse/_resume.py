@@ -48,7 +48,7 @@ from ._history import Entry
 if TYPE_CHECKING:
     from ._topic import Topic
 
-__all__ = ["Fetched", "Merge", "Resume"]
+__all__ = ["Fetched", "Merge", "Resume", "Since"]
 
 #: (topic, client's id, boundary id, events or None for "reset").
 Fetched = tuple["Topic", str, str, "list[Event] | None"]
