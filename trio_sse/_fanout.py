@@ -22,8 +22,7 @@ as they are; once any subscriber's entry has been written (it joined, left
 or changed mode), the pass looks each remaining member up again. The topic
 keeps its snapshot (``_members``) for the next event until an entry is
 written, which drops it: a steady topic builds none per event, and touches
-each member once per event, in its pass (at 10,000 subscribers each touch
-is a cache miss).
+each member once per event, in its pass.
 
 Rule 2, order: one sliced pass at a time per topic, in the order events were
 recorded. While a pass runs, :meth:`Topic.deliver_nowait` records its event

@@ -134,10 +134,4 @@ class History(Generic[T]):
         start = self._index.get(last_event_id)
         if start is None:
             return None
-        after: list[Entry[T]] = []
-        for entry in reversed(self._entries):  # pragma: no branch - start is in it
-            if entry.seq <= start.seq:
-                break
-            after.append(entry)
-        after.reverse()
-        return after
+        return self.entries_since(start.seq, now)

@@ -106,8 +106,7 @@ class Resume:
         topics: the subscribed topics, in cursor order.
         cursor: the client's ``Last-Event-ID`` (``None``: fresh).
         merged: whether ids are composite cursors (:meth:`Broker.subscribe_many`).
-        since: where each topic stood when the subscription was created
-            (Rule 1b; ``None``: where it stands now).
+        since: where each topic stood when the subscription was created (Rule 1b).
 
     Attributes:
         pending: the reset events and replayed events, in order.
@@ -126,11 +125,9 @@ class Resume:
         cursor: str | None,
         *,
         merged: bool,
-        since: Since | None = None,
+        since: Since,
     ) -> None:
         self._topics = topics
-        if since is None:
-            since = tuple((t._seq, t._last_id) for t in topics)
         self.pending: deque[Event] = deque()
         self.position: str | None = None
         self.merge: Merge | None = None

@@ -163,6 +163,7 @@ class Subscription(Delivery):
         for topic in topics:
             topic._check_open()
         since, self._since = self._since, None
+        assert since is not None  # set until the one entry, above
         resume = self._resume = Resume(topics, self._cursor_in, merged=self._merged, since=since)
         self._pending = resume.pending
         self._merge = resume.merge
