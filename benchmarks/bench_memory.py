@@ -11,6 +11,10 @@ Run it with ``python3 noxfile.py -s bench-memory`` (arguments after ``--``):
     --trio-sse REV               a git revision of trio_sse/ instead of the work tree
     --gc                         also count the servers' tracked objects and time a
                                  full collection while the streams are held
+    --malloc                     start the servers with PYTHONMALLOC=malloc
+    --release-every S            trio-sse servers run the memory recipe of
+                                 docs/deploying.md every S seconds (gc.collect(1),
+                                 gc.freeze(), gc.collect(), trio_sse.release_memory())
 
 Strategy
 --------
@@ -34,7 +38,8 @@ delivered ``--events`` events more, sample again. Bytes per stream is
 same servers, ``--churn-rounds`` rounds of opening ``--churn`` streams and
 closing them all; RSS afterwards against the baseline.
 
-Nothing here changes the servers' GC settings.
+Nothing here changes the servers' GC settings, unless ``--release-every`` asks
+for the recipe (which freezes what is tracked).
 """
 
 from __future__ import annotations
@@ -184,12 +189,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def servers(
-    peer: str, count: int, rate: float, log: Path, source: Path
+    peer: str, count: int, rate: float, log: Path, source: Path, extra_env: dict[str, str]
 ) -> Iterator[list[tuple[int, int]]]:
     """Start ``count`` server processes (trio-sse from ``source``); yields ``(pid, port)``."""
     script = {"trio-sse": "trio_sse_server.py", "floor": "floor.py"}[peer]
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
-    env = {**os.environ, "PYTHONPATH": str(source)}
+    env = {**os.environ, "PYTHONPATH": str(source), **extra_env}
     try:
         with log.open("ab") as out:
             for _ in range(count):
@@ -232,6 +237,17 @@ def gc_probe(port: int) -> dict[str, float]:
     return result
 
 
+def release_probe(port: int) -> dict[str, float]:
+    """How often a trio-sse server ran the memory recipe, and its longest run (``/releases``)."""
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        s.sendall(b"GET /releases HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    result: dict[str, float] = json.loads(data.partition(b"\r\n\r\n")[2])
+    return result
+
+
 def settle(pids: list[int], seconds: float) -> int:
     """Wait, then the summed RSS in kB (the lowest of a few samples: noise is upward)."""
     time.sleep(seconds)
@@ -261,7 +277,10 @@ def _sources(total: int) -> int:
 
 def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     processes = 1 if peer == "floor" else args.processes
-    with servers(peer, processes, args.rate, log, args.source) as procs:
+    env = {"PYTHONMALLOC": "malloc"} if args.malloc else {}
+    if args.release_every and peer != "floor":
+        env["BENCH_RELEASE_EVERY"] = str(args.release_every)
+    with servers(peer, processes, args.rate, log, args.source, env) as procs:
         pids = [pid for pid, _ in procs]
         ports = [port for _, port in procs]
         with holders(ports, 100, source=9):
@@ -285,13 +304,15 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
             "rss_mb": loaded / 1024,
             "bytes_per_stream": (loaded - base) * 1024 / max(ready, 1),
             "connect_s": connected_s,
+            "allocator": "malloc" if args.malloc else "pymalloc",
+            "release_every_s": args.release_every if peer != "floor" else 0,
         }
         if probes:
             row["gc_objects_per_stream"] = (
                 sum(p["objects"] for p in probes) / 3 - base_objects
             ) / max(ready, 1)
             row["gc_full_collection_ms"] = [round(p["full_collection_ms"]) for p in probes]
-        if args.churn_rounds and peer != "floor":
+        if args.churn_rounds:
             # The high-water mark: freed memory stays with the allocator
             # (pymalloc arenas with a survivor are not returned), so rounds
             # are compared with the RSS after the first round too.
@@ -307,7 +328,12 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
                 "rss_after_first_mb": first / 1024,
                 "rss_after_mb": after / 1024,
                 "growth_percent": 100 * (after - first) / first,
+                "over_cold_percent": 100 * (after - base) / base,
             }
+            if args.release_every and peer != "floor":
+                runs = [release_probe(port) for port in ports]
+                row["churn"]["releases"] = sum(r["count"] for r in runs)
+                row["churn"]["release_max_ms"] = max(r["max_ms"] for r in runs)
         return row
 
 
@@ -326,6 +352,16 @@ def main() -> int:
         "--gc",
         action="store_true",
         help="trio-sse only: tracked objects per stream and three full collections timed",
+    )
+    parser.add_argument(
+        "--malloc", action="store_true", help="start the servers with PYTHONMALLOC=malloc"
+    )
+    parser.add_argument(
+        "--release-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="trio-sse: run docs/deploying.md's memory recipe every S seconds (0: never)",
     )
     parser.add_argument("--hold", type=float, default=12.0, help="seconds held before sampling")
     parser.add_argument(
@@ -370,7 +406,14 @@ def main() -> int:
                     f"; churn {churn['rounds']}x{churn['streams_per_round']:,}: "
                     f"RSS {churn['rss_before_mb']:.1f} (cold) / {churn['rss_after_first_mb']:.1f} "
                     f"(after the first {n:,}) -> {churn['rss_after_mb']:.1f} MB "
-                    f"({churn['growth_percent']:+.1f} % over the first)"
+                    f"({churn['growth_percent']:+.1f} % over the first, "
+                    f"{churn['over_cold_percent']:+.1f} % over cold)"
+                    + (
+                        f"; recipe ran {churn['releases']} times, longest "
+                        f"{churn['release_max_ms']:.1f} ms"
+                        if "releases" in churn
+                        else ""
+                    )
                     if churn
                     else ""
                 )

@@ -49,6 +49,7 @@ from ._http import StreamHandler as StreamHandler
 from ._http import StreamResponse as StreamResponse
 from ._http import WebSocketHandler as WebSocketHandler
 from ._limits import ClientLimits as ClientLimits
+from ._memory import release_memory as release_memory
 from ._metrics import METRICS_CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import BrokerCollector as BrokerCollector
 from ._metrics import broker_metrics_text as broker_metrics_text
@@ -187,6 +188,7 @@ __all__ = [
     "open_event_source",
     "publish_endpoint",
     "query_token",
+    "release_memory",
     "run",
     "secret_matches",
     "serve",

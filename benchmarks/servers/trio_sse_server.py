@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,33 @@ if missing() is None:
             # publish(), not publish_nowait(): a large fan-out yields between
             # slices (TopicOptions.fanout_slice) instead of holding the loop.
             await topic.publish(Event(data=payload(seq, pad)))
+
+
+#: ``bench_memory.py --release-every S``: every S seconds, the recipe of
+#: docs/deploying.md (*Memory after many connects and disconnects*).
+RELEASE_EVERY = float(os.environ.get("BENCH_RELEASE_EVERY", "0"))
+
+if RELEASE_EVERY and missing() is None:
+    #: How often the recipe ran, and its longest run (it holds the loop).
+    releases = {"count": 0, "max_ms": 0.0}
+
+    @app.background
+    async def release_memory() -> None:
+        while True:
+            await trio.sleep(RELEASE_EVERY)
+            started = time.perf_counter()
+            gc.collect(1)
+            gc.freeze()
+            gc.collect()
+            trio_sse.release_memory()
+            took = (time.perf_counter() - started) * 1e3
+            releases["count"] += 1
+            releases["max_ms"] = max(releases["max_ms"], took)
+
+    @app.get("/releases")
+    async def release_probe(request: trio_sse.Request) -> dict[str, float]:
+        """How often the memory recipe ran, and its longest run in ms."""
+        return releases
 
 
 def main() -> None:
