@@ -116,8 +116,10 @@ def bench_memory(session: nox.Session) -> None:
 
     Arguments after ``--`` go to ``benchmarks/bench_memory.py``: ``--streams
     1000,10000`` (totals), ``--processes N`` (server processes), ``--churn-rounds
-    R``, ``--churn N``, ``--peers trio-sse,floor``. One process holds at most
-    ``RLIMIT_NOFILE`` streams; spread 100,000 over several (``--processes 6``).
+    R``, ``--churn N``, ``--peers trio-sse,floor``, ``--workers N`` (one
+    ``trio-sse serve --workers N`` on a private redis-server), ``--malloc``,
+    ``--release-every S``. One process holds at most ``RLIMIT_NOFILE`` streams;
+    spread 100,000 over several (``--processes 6`` or ``--workers 6``).
     """
     session.install("-e", ".")
     session.run("python", "benchmarks/bench_memory.py", *session.posargs)

@@ -11,6 +11,9 @@ Run it with ``python3 noxfile.py -s bench-memory`` (arguments after ``--``):
     --trio-sse REV               a git revision of trio_sse/ instead of the work tree
     --gc                         also count the servers' tracked objects and time a
                                  full collection while the streams are held
+    --workers N                  trio-sse only: one `trio-sse serve --workers N` on one
+                                 port, its topic on a private redis-server (RSS of the
+                                 supervisor, the workers and redis-server, summed)
     --malloc                     start the servers with PYTHONMALLOC=malloc
     --release-every S            trio-sse servers run the memory recipe of
                                  docs/deploying.md every S seconds (gc.collect(1),
@@ -79,6 +82,7 @@ def hold(port_list: str, count: int, source: str, inflight: int = 256) -> None:
     request = b"GET /sub HTTP/1.1\r\nHost: bench\r\n\r\n"
     started = headed = 0
     connecting: set[socket.socket] = set()
+    failed: dict[str, int] = {}
     waiting: set[socket.socket] = set()
     deadline = time.monotonic() + 120
     while (started < count or connecting or waiting) and time.monotonic() < deadline:
@@ -102,7 +106,9 @@ def hold(port_list: str, count: int, source: str, inflight: int = 256) -> None:
             assert isinstance(s, socket.socket)
             if s in connecting:
                 connecting.discard(s)
-                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    failed[os.strerror(err)] = failed.get(os.strerror(err), 0) + 1
                     sel.unregister(s)
                     s.close()
                     continue
@@ -113,11 +119,22 @@ def hold(port_list: str, count: int, source: str, inflight: int = 256) -> None:
             data = _recv(s)
             if s in waiting and data:
                 waiting.discard(s)
-                headed += 1
+                if data.startswith(b"HTTP/1.1 200"):
+                    headed += 1
+                else:  # a 503 (max_connections) is an answer, not a stream
+                    status = data[:12].decode("latin-1")
+                    failed[status] = failed.get(status, 0) + 1
             elif not data:
+                if s in waiting:
+                    failed["closed before the head"] = failed.get("closed before the head", 0) + 1
                 waiting.discard(s)
                 sel.unregister(s)
                 s.close()
+    left = len(connecting) + len(waiting)
+    if left:
+        failed["still waiting at the deadline"] = left
+    if failed:
+        print(f"bench-memory: {source}: not served: {failed}", file=sys.stderr, flush=True)
     print(f"ready {headed}", flush=True)
     while True:  # read and drop until killed
         for key, _ in sel.select(1):
@@ -174,11 +191,17 @@ def holders(ports: list[int], total: int, source: int = 10) -> Iterator[int]:
 
 
 def rss_kb(pid: int) -> int:
+    """VmRSS of ``pid`` and of its child processes (a supervisor's workers), in kB."""
+    total = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+                total = int(line.split()[1])
+    # Children are listed under the thread that started them: read every thread's.
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            total += sum(rss_kb(int(child)) for child in task.read_text().split())
+    return total
 
 
 def free_port() -> int:
@@ -210,6 +233,44 @@ def servers(
         for p, _ in procs:
             p.kill()
             p.wait()
+
+
+@contextlib.contextmanager
+def worker_servers(
+    workers: int, rate: float, log: Path, source: Path, extra_env: dict[str, str]
+) -> Iterator[list[tuple[int, int]]]:
+    """``trio-sse serve --workers N`` on Redis; yields ``[(supervisor, port), (redis, 0)]``."""
+    sys.path.insert(0, str(HERE))
+    from scale_procs import Redis
+
+    redis = Redis(appendonly=False)
+    redis.start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(source), str(SERVERS)]),
+        "BENCH_REDIS": redis.url,
+        "BENCH_RATE": str(rate),
+        "BENCH_WORKERS": str(workers),
+        **extra_env,
+    }
+    argv = [sys.executable, "-m", "trio_sse", "serve", "trio_sse_workers_server:app"]
+    argv += ["--workers", str(workers), "--port", str(port), "--log-level", "warning"]
+    try:
+        with log.open("ab") as out:
+            p = subprocess.Popen(argv, cwd=SERVERS, stdout=out, stderr=out, env=env)
+        try:
+            _wait_listening(p, port)
+            yield [(p.pid, port), (redis.pid, 0)]
+        finally:
+            p.terminate()  # the supervisor stops its workers
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    finally:
+        redis.close()
 
 
 def _wait_listening(p: subprocess.Popen[bytes], port: int) -> None:
@@ -280,9 +341,14 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
     env = {"PYTHONMALLOC": "malloc"} if args.malloc else {}
     if args.release_every and peer != "floor":
         env["BENCH_RELEASE_EVERY"] = str(args.release_every)
-    with servers(peer, processes, args.rate, log, args.source, env) as procs:
+    if args.workers and peer != "floor":
+        processes = args.workers
+        started = worker_servers(args.workers, args.rate, log, args.source, env)
+    else:
+        started = servers(peer, processes, args.rate, log, args.source, env)
+    with started as procs:
         pids = [pid for pid, _ in procs]
-        ports = [port for _, port in procs]
+        ports = [port for _, port in procs if port]
         with holders(ports, 100, source=9):
             settle(pids, 1.0)
         base = settle(pids, 1.0)
@@ -300,6 +366,7 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
             "streams": n,
             "served": ready,
             "processes": processes,
+            "workers": bool(args.workers and peer != "floor"),
             "rss_base_mb": base / 1024,
             "rss_mb": loaded / 1024,
             "bytes_per_stream": (loaded - base) * 1024 / max(ready, 1),
@@ -352,6 +419,13 @@ def main() -> int:
         "--gc",
         action="store_true",
         help="trio-sse only: tracked objects per stream and three full collections timed",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trio-sse: one `trio-sse serve --workers N` on Redis instead of --processes",
     )
     parser.add_argument(
         "--malloc", action="store_true", help="start the servers with PYTHONMALLOC=malloc"
