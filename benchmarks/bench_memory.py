@@ -286,22 +286,11 @@ def _wait_listening(p: subprocess.Popen[bytes], port: int) -> None:
     raise RuntimeError("server did not listen")
 
 
-def gc_probe(port: int) -> dict[str, float]:
-    """A trio-sse server's tracked objects, and one full collection timed (its ``/gc``)."""
+def probe(port: int, path: str) -> dict[str, float]:
+    """GET a trio-sse server's JSON probe: ``/gc`` (tracked objects, one full
+    collection timed) or ``/releases`` (runs of the memory recipe, the longest)."""
     with socket.create_connection((HOST, port), timeout=30) as s:
-        s.sendall(b"GET /gc HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    body = data.partition(b"\r\n\r\n")[2]
-    result: dict[str, float] = json.loads(body)
-    return result
-
-
-def release_probe(port: int) -> dict[str, float]:
-    """How often a trio-sse server ran the memory recipe, and its longest run (``/releases``)."""
-    with socket.create_connection((HOST, port), timeout=30) as s:
-        s.sendall(b"GET /releases HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -354,13 +343,13 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
         base = settle(pids, 1.0)
         # Summed over the servers, like RSS.
         probing = args.gc and peer != "floor"
-        base_objects = sum(gc_probe(port)["objects"] for port in ports) if probing else 0
+        base_objects = sum(probe(port, "/gc")["objects"] for port in ports) if probing else 0
         started = time.monotonic()
         with holders(ports, n, source=_sources(n)) as ready:
             connected_s = time.monotonic() - started
             # Let a few events and (for 15 s heartbeats) the first heartbeats go out.
             loaded = settle(pids, args.hold)
-            probes = [gc_probe(port) for port in ports for _ in range(3)] if probing else []
+            probes = [probe(port, "/gc") for port in ports for _ in range(3)] if probing else []
         row: dict[str, Any] = {
             "peer": peer,
             "streams": n,
@@ -398,7 +387,7 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
                 "over_cold_percent": 100 * (after - base) / base,
             }
             if args.release_every and peer != "floor":
-                runs = [release_probe(port) for port in ports]
+                runs = [probe(port, "/releases") for port in ports]
                 row["churn"]["releases"] = sum(r["count"] for r in runs)
                 row["churn"]["release_max_ms"] = max(r["max_ms"] for r in runs)
         return row
