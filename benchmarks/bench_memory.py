@@ -332,10 +332,10 @@ def measure(peer: str, n: int, args: argparse.Namespace, log: Path) -> dict[str,
         env["BENCH_RELEASE_EVERY"] = str(args.release_every)
     if args.workers and peer != "floor":
         processes = args.workers
-        started = worker_servers(args.workers, args.rate, log, args.source, env)
+        launch = worker_servers(args.workers, args.rate, log, args.source, env)
     else:
-        started = servers(peer, processes, args.rate, log, args.source, env)
-    with started as procs:
+        launch = servers(peer, processes, args.rate, log, args.source, env)
+    with launch as procs:
         pids = [pid for pid, _ in procs]
         ports = [port for _, port in procs if port]
         with holders(ports, 100, source=9):
@@ -441,6 +441,9 @@ def main() -> int:
         help="git revision of trio_sse/ to measure, or 'worktree' (default): the files as they are",
     )
     args = parser.parse_args()
+    if args.workers and (args.gc or args.release_every):
+        # servers/trio_sse_workers_server.py has no /gc or /releases probe.
+        parser.error("--gc and --release-every measure trio_sse_server.py, not --workers")
     if args.gc and args.churn_rounds:
         # A full collection empties CPython's free lists: it changes churn's RSS.
         parser.error("--gc and --churn-rounds measure one at a time")
