@@ -253,6 +253,18 @@ async def start_hypercorn(
     return RunningServer("hypercorn", host, int(port), shutdown.set, done)
 
 
+def read_log(log: IO[bytes]) -> bytes:
+    """Everything in the file a child process writes its output to.
+
+    Reads with ``os.pread``: the child shares the file's offset, so a
+    ``seek(0)`` here would make its next write land over what it wrote before.
+    """
+    data = b""
+    while chunk := os.pread(log.fileno(), 1 << 16, len(data)):
+        data += chunk
+    return data
+
+
 @dataclass
 class ServerProcess:
     """A server in a child process, started by :func:`serving_process`."""
@@ -263,8 +275,7 @@ class ServerProcess:
 
     def log(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        return read_log(self._log).decode(errors="replace")
 
     def stop(self, signum: int = signal.SIGINT) -> str:
         """Signal the process (Ctrl-C by default), wait for it; return its log.
@@ -302,13 +313,11 @@ def serving_process(
         try:
             deadline = time.monotonic() + 20
             while True:
-                log.seek(0)
-                found = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", log.read())
+                found = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", read_log(log))
                 if found:
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise AssertionError(f"{command} did not serve:\n{log.read().decode()}")
+                    raise AssertionError(f"{command} did not serve:\n{read_log(log).decode()}")
                 time.sleep(0.02)
             yield ServerProcess(proc, int(found.group(1)), log)
         finally:

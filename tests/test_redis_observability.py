@@ -15,6 +15,7 @@ import trio
 from backplanes import start_node, wait_connected
 from clients import http_request as request
 from redis_servers import RedisServer, free_port
+from servers import read_log
 from test_redis_processes import open_stream
 
 from trio_sse import Broker, Event, broker_metrics_text
@@ -108,8 +109,7 @@ def test_hypercorn_workers_share_topics_through_redis(redis_server: RedisServer)
 
             trio.run(scenario)
         except BaseException:
-            log.seek(0)
-            print(log.read().decode(errors="replace"))
+            print(read_log(log).decode(errors="replace"))
             raise
         finally:
             proc.terminate()
