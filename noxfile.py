@@ -110,6 +110,18 @@ def bench_topics(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_topics.py", *session.posargs)
 
 
+@nox.session(name="bench-gap")
+def bench_gap(session: nox.Session) -> None:
+    """Event-loop stalls while events reach 100,000 subscriber tasks in one process.
+
+    Arguments after ``--`` go to ``benchmarks/bench_gap.py``: ``--subscribers
+    N``, ``--events K``, ``--runs R``, ``--peers trio-sse,trio-channels``,
+    ``--gc default,freeze,tuned``, ``--fanout-slice S``.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_gap.py", *session.posargs)
+
+
 @nox.session(name="bench-memory")
 def bench_memory(session: nox.Session) -> None:
     """RSS per open topic stream and after churn, against the floor.
