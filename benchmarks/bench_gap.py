@@ -10,8 +10,8 @@ two checkpoints while ``--events`` events reached every subscriber is the
 *gap*. Each run is a fresh process, so that the garbage collector starts
 from the same state, and reports the collections that ran during the
 fan-out: a task that waits again allocates new objects (coroutines, trio's
-wait record) that live until the next event, so each event moves about ten
-objects per subscriber into the collector's oldest generation, and full
+wait record) that live until the next event, so each event moves six or
+seven objects per subscriber into the collector's oldest generation, and full
 collections, which visit every tracked object, follow.
 
 ``--gc`` picks the interpreter's collector settings, applied by the
