@@ -113,7 +113,7 @@ class Queue(Generic[_T]):
             raise trio.BusyResourceError("another task is already receiving")
         # A cancelled wait ends in self._abort; trio raises Cancelled then.
         self._waiter = trio.lowlevel.current_task()
-        return trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (awaited by the caller)
 
     async def _receive_ready(self) -> _T:
         # Cancelled first, so that a cancelled receive takes nothing.
