@@ -121,6 +121,8 @@ class H2Peer:
         self.ended: set[int] = set()
         self.resets: dict[int, int] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
+        #: The streams that had ended when the GOAWAY arrived.
+        self.ended_before_goaway: set[int] = set()
         self.closed = False
         self._buffer = bytearray()
         #: Streams whose received data is acknowledged at once (window given back).
@@ -188,6 +190,10 @@ class H2Peer:
                 self.goaway = next(
                     (e for e in events if isinstance(e, h2.events.ConnectionTerminated)), None
                 )
+                if self.goaway is not None:
+                    self.ended_before_goaway = self.ended | {
+                        e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)
+                    }
             else:
                 self._after_goaway(frame)
         for event in events:

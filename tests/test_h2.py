@@ -207,8 +207,74 @@ async def test_graceful_shutdown_sends_goaway_and_final_retry(
         for sid in sids:
             assert sid in peer.ended
             assert bytes(peer.data[sid]).endswith(b"retry: 700\n\n")
+        # The streams ended first: h2-based clients (httpx) take no frame
+        # after a GOAWAY, so a final retry: sent after it would be lost.
+        assert peer.ended_before_goaway == set(sids)
         assert counts["cancelled"] == 3
         await peer.aclose()
+
+
+async def test_goaway_waits_for_the_ping_after_the_ends_within_close_linger(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app, _, _ = sample_app()
+    server = await start_tls_server(nursery, app, certs, close_linger=2.0)
+    with trio.fail_after(15):
+        # A peer that reads (and so answers the PING) gets the GOAWAY at once.
+        peer = await H2Peer.connect(server.port, certs)
+        sid = peer.request("/slow")
+        await peer.flush()
+        await peer.receive_until(lambda: sid in peer.data)
+        # A peer that stops reading gets it after close_linger.
+        mute = await H2Peer.connect(server.port, certs)
+        mute_sid = mute.request("/slow")
+        await mute.flush()
+        await mute.receive_until(lambda: mute_sid in mute.data)
+        start = trio.current_time()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(server.shutdown)
+            await peer.receive_until(lambda: peer.goaway is not None)
+            assert trio.current_time() - start < 1.0
+            assert peer.ended_before_goaway == {sid}
+            await peer.aclose()
+        # The server waited for the mute peer's answer, then gave up.
+        assert 2.0 <= trio.current_time() - start < 6.0
+        await mute.receive_until(lambda: mute.closed)
+        assert mute.goaway is not None
+        assert mute.ended_before_goaway == {mute_sid}
+        await mute.aclose()
+
+
+async def test_httpx_http2_streams_end_cleanly_at_shutdown(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    app, broker, _ = sample_app()
+    server = await start_tls_server(
+        nursery, app, certs, stream_end_retry=700, stream_end_retry_jitter=0
+    )
+    bodies: list[bytes] = []
+
+    async def listen(client: httpx.AsyncClient, task_status: trio.TaskStatus[None]) -> None:
+        async with client.stream("GET", server.url + "/events/t") as r:
+            assert r.http_version == "HTTP/2"
+            task_status.started()
+            body = b""
+            async for chunk in r.aiter_raw():
+                body += chunk
+            bodies.append(body)
+
+    with trio.fail_after(10):
+        async with https_client(certs) as client, trio.open_nursery() as inner:
+            # Two streams on the one connection.
+            await inner.start(listen, client)
+            await inner.start(listen, client)
+            broker.publish_nowait("t", Event("e0"))
+            await trio.sleep(0.1)
+            await server.shutdown()
+    assert len(bodies) == 2
+    for body in bodies:
+        assert b"data: e0\n\n" in body
+        assert body.endswith(b"retry: 700\n\n")
 
 
 async def test_split_cookie_fields_are_joined(nursery: trio.Nursery, certs: Certs) -> None:

@@ -32,10 +32,11 @@ progress), plus the frames h2 answers by itself, which the flood limits of
 ``_h2_protocol.py`` bound, plus the connection's receive window of unread
 request bodies (64 KiB).
 
-Shutdown: :meth:`interrupt` sends a graceful ``GOAWAY`` and ends every
-stream's handler (the exchange then sends the final ``retry:``); the
-connection closes once its streams have ended, within the server's grace
-period.
+Shutdown: :meth:`interrupt` ends every stream's handler (the exchange then
+sends the final ``retry:``) and new streams are refused; once the streams
+have ended, a ``PING`` follows their last bytes, and a graceful ``GOAWAY``
+its acknowledgement (or ``close_linger``); then the connection closes, all
+within the server's grace period.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._h2_protocol import BODY, END_BODY, REQUEST, RESET, WINDOW, H2Protocol
+from ._h2_protocol import BODY, END_BODY, PONG, REQUEST, RESET, WINDOW, H2Protocol
 from ._h2_stream import H2Stream
 from ._pacing import write_within
 from ._sockets import linger, map_io_errors
@@ -77,6 +78,7 @@ class H2ServerConnection:
         "_closing",
         "_nursery",
         "_output",
+        "_pinged",
         "_reader",
         "_received",
         "accepted_at",
@@ -110,6 +112,7 @@ class H2ServerConnection:
         self._output = trio.Event()
         self._reader = trio.CancelScope(deadline=accepted_at + self.config.header_timeout)
         self._closing = False
+        self._pinged = False
         self._nursery: trio.Nursery | None = None
         # Bytes read before this task took over (h2c: the preface).
         self._received = received
@@ -125,20 +128,41 @@ class H2ServerConnection:
         """A stream's exchange is done: forget it; an idle connection starts its clock."""
         self.streams.pop(stream.stream_id, None)
         if not self.streams:
-            if self.proto.goaway_sent or self.server.stopping:
+            if self.proto.goaway_sent:
                 self._reader.cancel()
+            elif self.server.stopping:
+                self._drained()
             elif not self._closing:
                 self._reader.deadline = trio.current_time() + self.config.keep_alive_timeout
 
     def interrupt(self) -> None:
-        """Server shutdown: ``GOAWAY``, end every handler (final ``retry:``), then close."""
-        self.proto.goaway()
-        self.kick()
+        """Server shutdown: end every handler (final ``retry:``), then ``GOAWAY`` and close.
+
+        The ``GOAWAY`` goes out once the streams have ended, after their final
+        bytes: an h2-based client (httpx) takes no frame after a ``GOAWAY``.
+        Meanwhile new streams are refused (``REFUSED_STREAM``: safe to retry).
+        """
         for stream in list(self.streams.values()):
             if stream.exchange.stop_scope is not None:
                 stream.exchange.stop_scope.cancel()
         if not self.streams:
-            self._reader.cancel()
+            self._drained()
+
+    def _drained(self) -> None:
+        """Shutting down, every stream ended: ``PING``, and ``GOAWAY`` once it is answered.
+
+        httpx (httpcore 1.0) fails a stream whose end it read in the same
+        read as a ``GOAWAY``; the acknowledgement says the peer read the
+        ends first. A peer that does not answer within ``close_linger`` gets
+        the ``GOAWAY`` then.
+        """
+        if self._pinged:
+            return
+        self._pinged = True
+        self.proto.ping()
+        self.kick()
+        linger = trio.current_time() + self.config.close_linger
+        self._reader.deadline = min(self._reader.deadline, linger)
 
     # -- the connection's tasks ---------------------------------------------------
 
@@ -206,6 +230,9 @@ class H2ServerConnection:
                     elif kind == RESET:
                         if (stream := streams.get(sid)) is not None:
                             stream.peer_gone()
+                    elif kind == PONG:
+                        if self._pinged:
+                            self._reader.cancel()  # the peer read the streams' ends
                     elif kind == WINDOW:
                         if not sid:
                             window_opened = True
@@ -221,7 +248,9 @@ class H2ServerConnection:
                     for stream in list(self.blocked_window):
                         stream.wake()
                 self.kick()
-        if self.proto.goaway_sent:
+        if self.proto.goaway_sent or self.server.stopping:
+            self.proto.goaway()  # after the streams' ends (interrupt)
+            self.kick()
             return "shut down"
         self.proto.close()
         self.kick()
@@ -230,7 +259,11 @@ class H2ServerConnection:
     def _open(self, sid: int, headers: list[tuple[bytes, bytes]]) -> None:
         """A request arrived: start its stream, unless the connection is full or closing."""
         proto = self.proto
-        if proto.goaway_sent or len(self.streams) >= self.config.h2_max_concurrent_streams:
+        if (
+            proto.goaway_sent
+            or self.server.stopping
+            or len(self.streams) >= self.config.h2_max_concurrent_streams
+        ):
             proto.refuse(sid)
             return
         assert self._nursery is not None

@@ -64,6 +64,7 @@ __all__ = [
     "BODY",
     "CLOSED",
     "END_BODY",
+    "PONG",
     "REQUEST",
     "RESET",
     "WINDOW",
@@ -78,6 +79,7 @@ END_BODY: Final = "end_body"
 RESET: Final = "reset"  # the peer reset the stream
 WINDOW: Final = "window"  # stream_id 0: every stream may have room
 CLOSED: Final = "closed"  # payload: the reason (str); the connection is over
+PONG: Final = "pong"  # the peer acknowledged our PING (payload: its data)
 
 Action = tuple[str, int, Any]
 
@@ -234,6 +236,8 @@ class H2Protocol:
                 # A new initial window size may open every stream's window.
                 return (WINDOW, 0, None)
             return None
+        if isinstance(event, h2.events.PingAckReceived):
+            return (PONG, 0, event.ping_data)
         if isinstance(event, h2.events.ConnectionTerminated):
             return (CLOSED, 0, f"the peer sent GOAWAY ({event.error_code!r})")
         return None  # settings acknowledged, trailers, informational
@@ -356,6 +360,14 @@ class H2Protocol:
         try:
             # Also for a closed stream: the connection's window still matters.
             self.h2.acknowledge_received_data(length, stream_id)
+        except h2.exceptions.ProtocolError:
+            return  # the connection is closed
+        self._flush()
+
+    def ping(self) -> None:
+        """Send a ``PING``; its acknowledgement (:data:`PONG`): the peer read what came before."""
+        try:
+            self.h2.ping(b"trio-sse")
         except h2.exceptions.ProtocolError:
             return  # the connection is closed
         self._flush()
