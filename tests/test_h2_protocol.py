@@ -18,6 +18,8 @@ from trio_sse import Config
 from trio_sse._h2_protocol import (
     CLOSED,
     END_BODY,
+    PING_DATA,
+    PONG,
     REQUEST,
     RESET,
     WINDOW,
@@ -198,3 +200,15 @@ def test_priority_in_request_headers_is_not_a_control_frame() -> None:
         client.prioritize(1, weight=100)
     (closed,) = [a for a in server.receive(client.data_to_send(), 0.1) if a[0] == CLOSED]
     assert "PRIORITY" in closed[2]
+
+
+def test_the_peers_acknowledgement_of_our_ping_is_reported() -> None:
+    server, client = pair()
+    deliver(server, client)
+    server.ping()
+    [ping] = [e for e in deliver(server, client) if isinstance(e, h2.events.PingReceived)]
+    assert ping.ping_data == PING_DATA
+    # h2 acknowledges a PING by itself; the acknowledgement is one action.
+    assert (PONG, 0, PING_DATA) in server.receive(client.data_to_send(), 0.0)
+    client.ping(b"theirs!!")  # the peer's own PING: answered, not reported
+    assert not [a for a in server.receive(client.data_to_send(), 0.0) if a[0] == PONG]

@@ -53,6 +53,16 @@ async def test_a_cancelled_receive_takes_nothing() -> None:
     assert queue.receive_nowait() == 1
 
 
+async def test_a_cancelled_receive_of_an_empty_queue_does_not_wait() -> None:
+    queue: Queue[int] = Queue(1)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await queue.receive()
+    assert scope.cancelled_caught
+    queue.send_nowait(2)  # queued: the cancelled receive left no waiter behind
+    assert queue.receive_nowait() == 2
+
+
 async def test_cancelling_a_wait_loses_nothing_and_frees_the_receiver() -> None:
     queue: Queue[int] = Queue(1)
     with trio.move_on_after(0.01) as scope:

@@ -47,7 +47,16 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._h2_protocol import BODY, END_BODY, PONG, REQUEST, RESET, WINDOW, H2Protocol
+from ._h2_protocol import (
+    BODY,
+    END_BODY,
+    PING_DATA,
+    PONG,
+    REQUEST,
+    RESET,
+    WINDOW,
+    H2Protocol,
+)
 from ._h2_stream import H2Stream
 from ._pacing import write_within
 from ._sockets import linger, map_io_errors
@@ -231,7 +240,7 @@ class H2ServerConnection:
                         if (stream := streams.get(sid)) is not None:
                             stream.peer_gone()
                     elif kind == PONG:
-                        if self._pinged:
+                        if self._pinged and payload == PING_DATA:
                             self._reader.cancel()  # the peer read the streams' ends
                     elif kind == WINDOW:
                         if not sid:

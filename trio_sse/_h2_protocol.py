@@ -64,6 +64,7 @@ __all__ = [
     "BODY",
     "CLOSED",
     "END_BODY",
+    "PING_DATA",
     "PONG",
     "REQUEST",
     "RESET",
@@ -80,6 +81,9 @@ RESET: Final = "reset"  # the peer reset the stream
 WINDOW: Final = "window"  # stream_id 0: every stream may have room
 CLOSED: Final = "closed"  # payload: the reason (str); the connection is over
 PONG: Final = "pong"  # the peer acknowledged our PING (payload: its data)
+
+#: The opaque data of the server's own ``PING`` (:meth:`H2Protocol.ping`).
+PING_DATA: Final = b"trio-sse"
 
 Action = tuple[str, int, Any]
 
@@ -367,7 +371,7 @@ class H2Protocol:
     def ping(self) -> None:
         """Send a ``PING``; its acknowledgement (:data:`PONG`): the peer read what came before."""
         try:
-            self.h2.ping(b"trio-sse")
+            self.h2.ping(PING_DATA)
         except h2.exceptions.ProtocolError:
             return  # the connection is closed
         self._flush()
