@@ -1,7 +1,8 @@
 """A real server under ``PYTHONMALLOC=malloc`` gives ended streams' memory back.
 
 The recipe of ``docs/deploying.md`` (*Memory after many connects and
-disconnects*), run once by a route of a server process: after 2,000 topic
+disconnects*), run by a route of a server process (once, or a few times
+while the last connections finish closing on a loaded machine): after 2,000 topic
 streams came and went, its RSS falls back near where it was before them. It
 fails when ``release_memory()`` does nothing (RSS stays at the held level),
 and when a stream leaves objects behind in long-lived structures or behind
@@ -108,13 +109,19 @@ def test_rss_falls_back_after_streams_end_with_the_recipe(tmp_path: Path) -> Non
         held = _get(server.port, "/rss")["kb"]
         _close_all(server.port, socks)
         ended = _get(server.port, "/rss")["kb"]
-        after = _get(server.port, "/release")
+        # The task runs periodically: on a loaded machine a connection may
+        # still be closing at the first run, and a later one gets it back.
+        for _ in range(5):
+            after = _get(server.port, "/release")
+            if after["kb"] - base < 0.3 * (held - base):
+                break
+            time.sleep(0.5)
         server.stop()
     grown = held - base
     # The streams took memory (about 4.5 KB each), and ending them alone
     # gave little of it back.
     assert grown > STREAMS * 3, (base, held)
     assert ended - base > 0.6 * grown, (base, held, ended)
-    # One run of the recipe returns most of it.
+    # The recipe returns most of it.
     assert after["released"]
     assert after["kb"] - base < 0.3 * grown, (base, held, ended, after)
