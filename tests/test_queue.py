@@ -90,7 +90,10 @@ async def test_close_gives_what_is_queued_then_end_of_channel() -> None:
     with pytest.raises(trio.ClosedResourceError):
         queue.send_nowait(2)
     assert await queue.receive() == 1
-    with pytest.raises(trio.EndOfChannel):
+    with trio.fail_after(5), pytest.raises(trio.EndOfChannel):
+        await queue.receive()  # at once, not a wait
+    queue.close_receiver()
+    with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
         await queue.receive()
 
 
